@@ -1,0 +1,38 @@
+# westflow: `make demo` runs the main job on the local network, `make test` passes the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# The network model is type-checked strictly (STYLE.md #11).
+STRICT := ray_cluster/errors.py ray_cluster/model.py ray_cluster/latency.py ray_cluster/config.py \
+          ray_cluster/spec.py ray_cluster/capacity.py ray_cluster/placement.py ray_cluster/tags.py
+
+.PHONY: setup demo test lint unit integration bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/westflow demo
+
+lint: setup
+	$(VENV)/bin/ruff check ray_cluster pipelines jobs tests benchmarks
+	$(VENV)/bin/mypy --strict $(STRICT)
+	$(VENV)/bin/mypy ray_cluster pipelines jobs
+
+test: lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+unit: setup
+	$(VENV)/bin/pytest -q -m "not integration"
+
+bench: setup
+	$(PY) benchmarks/placement_bench.py
+
+clean:
+	rm -rf $(VENV) .westflow .pytest_cache .mypy_cache .ruff_cache

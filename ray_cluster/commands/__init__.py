@@ -1,0 +1,1 @@
+"""Subcommands of the ``westflow`` CLI, one module each."""

@@ -1,0 +1,44 @@
+"""``westflow plan SPEC.yaml``: place one spec and explain the decision."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ray_cluster.config import CONFIG_DIR, load_network
+from ray_cluster.errors import InfeasibleError
+from ray_cluster.policies import POLICY_NAMES, get_policy
+from ray_cluster.render import placement_text
+from ray_cluster.spec import load_spec
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("plan", help="place a WorkloadSpec and explain why")
+    p.add_argument("spec", nargs="+", help="spec YAML file(s)")
+    p.add_argument("--policy", default="westflow", choices=POLICY_NAMES)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    network = load_network(args.config_dir or CONFIG_DIR)
+    policy = get_policy(args.policy, seed=args.seed)
+    results = []
+    for path in args.spec:
+        spec = load_spec(path, network)
+        try:
+            placement = policy.place(spec, network)
+        except InfeasibleError as exc:
+            if args.json:
+                print(json.dumps({"spec": spec.name, "error": "infeasible", "rejected": [
+                    {"data_center": r.data_center, "reason": r.reason.value, "detail": r.detail}
+                    for r in exc.rejected]}, indent=2))
+            raise
+        results.append(placement)
+        if not args.json:
+            print(placement_text(placement) + "\n")
+    if args.json:
+        out = [p.as_dict() for p in results]
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+    return 0
