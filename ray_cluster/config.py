@@ -35,7 +35,7 @@ _ID = r"^[a-z][a-z0-9_]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class _Pool(_Strict):
@@ -138,7 +138,7 @@ def pydantic_to_fields(err: ValidationError) -> tuple[str, Any, str]:
         return path, value, "not this key (unknown keys are rejected)"
     if kind == "missing":
         return path, None, "present (it is required)"
-    allowed = first["msg"]
+    allowed = str(first["msg"]).removeprefix("Input should be ").removeprefix("Value error, ")
     ctx = first.get("ctx") or {}
     if "expected" in ctx:
         allowed = f"one of {ctx['expected']}"
@@ -226,11 +226,11 @@ def build_network(
     lat = nf.latency
     rtt: dict[tuple[str, str], float] = {}
     dist: dict[tuple[str, str], float] = {}
-    for d in dcs:
+    for site in dcs:
         for c in cities:
-            km = great_circle_km(d.lat, d.lon, c.lat, c.lon)
-            dist[(d.id, c.id)] = km
-            rtt[(d.id, c.id)] = modelled_ms(km, lat.route_inflation, lat.equipment_overhead_ms)
+            km = great_circle_km(site.lat, site.lon, c.lat, c.lon)
+            dist[(site.id, c.id)] = km
+            rtt[(site.id, c.id)] = modelled_ms(km, lat.route_inflation, lat.equipment_overhead_ms)
     for i, m in enumerate(lat.measured):
         if m.dc not in dc_ids:
             raise ConfigError(f, f"latency.measured.{i}.dc", m.dc, dc_ids, problem="Unknown")
@@ -251,7 +251,8 @@ def build_network(
     for a in Region:
         for b in Region:
             if (a, b) not in transfer:
-                raise ConfigError(f, "transfer", f"{a.value}->{b.value}", "a link for every region pair", problem="Missing")
+                raise ConfigError(f, "transfer", f"{a.value}->{b.value}", "a link for every region pair",
+                                  problem="Missing")
 
     return Network(
         data_centers=tuple(dcs),

@@ -33,7 +33,8 @@ def placement_text(p: Placement) -> str:
     """The human explanation of a placement (``westflow plan``)."""
     s = p.spec
     rtt = "n/a (no origin)" if p.rtt_ms is None else f"{p.rtt_ms:.1f} ms to {s.origin}"
-    accel = "cpu" if p.accelerator_model is None else f"{s.accelerator.count} x {p.accelerator_model} ({p.family.value})"
+    accel = ("cpu" if p.accelerator_model is None
+             else f"{s.accelerator.count} x {p.accelerator_model} ({p.family.value})")
     head = [
         f"{s.name}: {s.tier} work{' from ' + s.origin if s.origin else ''}, {accel}, {s.duration_hours:g} h",
         f"  placed in     {p.data_center} ({p.region}, Ray cluster {p.ray_cluster}) by policy {p.policy}",

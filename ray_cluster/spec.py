@@ -187,7 +187,8 @@ def _parse_inputs(value: Any) -> tuple[DatasetRef, ...]:
             raise SpecError(f, item, "a mapping {name, region, size_gb}")
         extra = set(item) - {"name", "region", "size_gb", "size_bytes", "bucket"}
         if extra:
-            raise SpecError(f"{f}.{sorted(map(str, extra))[0]}", item, ["name", "region", "size_gb", "size_bytes", "bucket"], problem="Unknown key in")
+            raise SpecError(f"{f}.{sorted(map(str, extra))[0]}", item,
+                            ["name", "region", "size_gb", "size_bytes", "bucket"], problem="Unknown key in")
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise SpecError(f"{f}.name", name, "a dataset name")

@@ -1,0 +1,85 @@
+"""WorkloadSpec: loose forms at the edge, one canonical form, typed errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ray_cluster.errors import SpecError
+from ray_cluster.model import Family, Region
+from ray_cluster.spec import AcceleratorRequest, load_spec, parse_spec
+from tests.builders import make_spec, national
+
+
+@pytest.mark.parametrize(
+    ("loose", "canonical"),
+    [
+        ("H800:8", AcceleratorRequest(Family.CUDA, 8, "H800")),
+        ("Ascend910B:4", AcceleratorRequest(Family.CANN, 4, "Ascend910B")),
+        ("cann:4", AcceleratorRequest(Family.CANN, 4)),
+        ({"cann": 4}, AcceleratorRequest(Family.CANN, 4)),
+        ({"H20": 2}, AcceleratorRequest(Family.CUDA, 2, "H20")),
+        ({"family": "any", "count": 8}, AcceleratorRequest(Family.ANY, 8)),
+        ("cpu", AcceleratorRequest()),
+        (None, AcceleratorRequest()),
+    ],
+    ids=["model-str", "ascend-model", "family-str", "family-dict", "model-dict", "full", "cpu", "absent"],
+)
+def test_loose_accelerator_forms_become_canonical(loose: Any, canonical: AcceleratorRequest) -> None:
+    assert make_spec(accelerator=loose).accelerator == canonical
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"tier": "gold"}, "tier"),
+        ({"origin": "paris"}, "origin"),
+        ({"tier": "realtime"}, "origin"),
+        ({"accelerator": {"family": "rocm", "count": 1}}, "accelerator.family"),
+        ({"accelerator": {"family": "cuda", "count": -1}}, "accelerator.count"),
+        ({"accelerator": {"family": "cpu", "count": 2}}, "accelerator.count"),
+        ({"accelerator": "H800:x"}, "accelerator"),
+        ({"cpus": 0}, "cpus"),
+        ({"duration_hours": "long"}, "duration_hours"),
+        ({"memory_gb": float("nan")}, "memory_gb"),
+        ({"gpus": 3}, "gpus"),
+        ({"name": "bad name!"}, "name"),
+        ({"inputs": [{"name": "d", "region": "north", "size_gb": 1}]}, "inputs.0.region"),
+    ],
+    ids=["tier", "origin", "realtime-no-origin", "family", "neg-count", "cpu-count", "bad-str", "cpus",
+         "duration-type", "nan", "unknown-key", "name", "input-region"],
+)
+def test_bad_spec_gives_typed_error_naming_the_field(overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_spec({"name": "s", "accelerator": "cpu", **overrides}, national())
+    assert exc.value.field == field
+    assert field in str(exc.value)
+
+
+def test_unknown_tier_lists_the_allowed_ones() -> None:
+    with pytest.raises(SpecError, match=r"Unknown tier 'gold'; must be one of: batch, realtime"):
+        parse_spec({"name": "s", "tier": "gold"}, national())
+
+
+def test_spec_is_frozen_and_copy_validates() -> None:
+    spec = make_spec()
+    with pytest.raises(AttributeError):
+        spec.cpus = 4  # type: ignore[misc]
+    assert spec.copy(cpus=8).cpus == 8
+    with pytest.raises(SpecError):
+        spec.copy(cpus=-1)
+
+
+def test_inputs_are_parsed_with_region_and_size() -> None:
+    spec = make_spec(inputs=[{"name": "clicks", "region": "east", "size_gb": 2.5}])
+    assert spec.inputs[0].region is Region.EAST
+    assert spec.inputs[0].size_bytes == 2_500_000_000
+
+
+def test_load_spec_names_the_file(tmp_path: Any) -> None:
+    p = tmp_path / "s.yaml"
+    p.write_text("name: s\ntier: gold\n")
+    with pytest.raises(SpecError) as exc:
+        load_spec(p, national())
+    assert str(p) in str(exc.value) and exc.value.field == "tier"
