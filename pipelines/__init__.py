@@ -1,0 +1,1 @@
+"""westflow's Dagster code location (``workspace.yaml`` loads ``pipelines.definitions``)."""

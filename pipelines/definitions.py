@@ -1,0 +1,23 @@
+"""The ``pipelines`` code location: assembles assets, jobs, schedules and resources."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from pipelines.assets import RAY_ASSETS
+from pipelines.jobs import ALL_JOBS
+from pipelines.resources import ROOT, WestflowResource
+from pipelines.schedules import ALL_SCHEDULES
+from pipelines.utilisation import network_utilisation
+
+defs = dg.Definitions(
+    assets=[*RAY_ASSETS, network_utilisation],
+    jobs=ALL_JOBS,
+    schedules=ALL_SCHEDULES,
+    resources={"westflow": WestflowResource(
+        state_dir=os.environ.get("WESTFLOW_STATE_DIR", str(ROOT / ".westflow")),
+        policy=os.environ.get("WESTFLOW_POLICY", "westflow"),
+    )},
+)

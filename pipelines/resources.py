@@ -1,0 +1,225 @@
+"""The westflow resource: place a step, run it as a Ray Job through Dagster Pipes.
+
+For one step it reads live capacity from the Ray network, places the step's
+WorkloadSpec, submits the step's entrypoint (a module of ``jobs/``) as a Ray
+Job with the placement's Ray options, streams the job's logs and Pipes
+messages into the Dagster event log, stops the Ray Job when the run is
+cancelled, and records where it ran and why on the materialisation. When the
+data center running the step is lost, the step is placed again (never out of
+its tier or accelerator family) and resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from pipelines.workload import declared_inputs, spec_of
+from ray_cluster.capacity import DCCapacity
+from ray_cluster.config import CONFIG_DIR, load_network
+from ray_cluster.errors import ClusterError, InfeasibleError, StorageError
+from ray_cluster.live import DashboardReader, NodeView, live_capacity
+from ray_cluster.model import Network
+from ray_cluster.placement import Placement
+from ray_cluster.policies import POLICY_NAMES, get_policy
+from ray_cluster.render import rejections_markdown
+from ray_cluster.retry import RetryPolicy, is_transient, retry_call
+from ray_cluster.spec import DatasetRef, WorkloadSpec
+
+__all__ = ["WestflowResource", "placement_metadata", "ROOT"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def placement_metadata(p: Placement, *, job_id: str, dashboard_url: str, ran_in: str) -> dict[str, Any]:
+    """What every materialisation records about where and why it ran."""
+    return {
+        "westflow/data_center": p.data_center,
+        "westflow/ran_in": ran_in,
+        "westflow/region": p.region,
+        "westflow/ray_cluster": p.ray_cluster,
+        "westflow/tier": p.spec.tier,
+        "westflow/origin": p.spec.origin or "",
+        "westflow/rtt_ms": dg.MetadataValue.float(round(p.rtt_ms, 3)) if p.rtt_ms is not None else "n/a",
+        "westflow/accelerator": f"{p.spec.accelerator.count} x {p.accelerator_model}" if p.accelerator_model
+        else "cpu",
+        "westflow/energy_kwh": dg.MetadataValue.float(round(p.energy_kwh, 6)),
+        "westflow/cost_cny": dg.MetadataValue.float(round(p.cost_cny, 6)),
+        "westflow/transfer_hours": dg.MetadataValue.float(round(p.transfer_hours, 6)),
+        "westflow/policy": p.policy,
+        "westflow/ray_job_id": job_id,
+        "westflow/dashboard": dg.MetadataValue.url(f"{dashboard_url}/#/jobs/{job_id}"),
+        "westflow/rejected": dg.MetadataValue.md(rejections_markdown(p)),
+    }
+
+
+class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
+    """Places a step on the national network and runs it there as a Ray Job."""
+
+    state_dir: str = Field(default=".westflow", description="where `westflow up` keeps the token and S3 state")
+    dashboard_url: str | None = Field(default=None, description="Ray dashboard / Jobs API; default from state_dir")
+    config_dir: str = Field(default=str(CONFIG_DIR), description="network.yaml, tiers.yaml, policy.yaml")
+    policy: str = Field(default="westflow", description=f"one of {', '.join(POLICY_NAMES)}")
+    python: str = Field(default=sys.executable, description="interpreter of job entrypoints on the Ray nodes")
+    max_failovers: int = Field(default=2, ge=0, description="re-placements after a data center is lost")
+    submit_attempts: int = Field(default=4, ge=1, description="tries of a refused Ray Job submission")
+    poll_interval_s: float = Field(default=0.5, gt=0)
+
+    # -- where things are ---------------------------------------------------
+    def _state(self) -> Path:
+        return Path(self.state_dir).resolve()
+
+    def url(self) -> str:
+        if self.dashboard_url:
+            return self.dashboard_url.rstrip("/")
+        try:
+            return str(json.loads((self._state() / "ray.json").read_text())["dashboard_url"])
+        except (OSError, ValueError, KeyError):
+            raise ClusterError(f"No local network recorded in {str(self._state())!r}. "
+                               "To fix: run `westflow up`, or set dashboard_url.") from None
+
+    def _token(self) -> str:
+        from ray_cluster.local import auth
+
+        try:
+            return auth.read_token(self._state())
+        except OSError:
+            raise ClusterError(f"No Ray auth token in {str(self._state())!r}. To fix: run `westflow up`.") from None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token()}"}
+
+    def network(self) -> Network:
+        return load_network(self.config_dir)
+
+    def reader(self) -> DashboardReader:
+        return DashboardReader(self.url(), self._token())
+
+    def nodes(self) -> list[NodeView]:
+        return self.reader().nodes()
+
+    def capacity(self, network: Network) -> dict[str, DCCapacity]:
+        return live_capacity(network, self.reader())
+
+    # -- placing ------------------------------------------------------------
+    def _with_inputs(self, spec: WorkloadSpec, names: Sequence[str]) -> WorkloadSpec:
+        """Fill the spec's inputs from the dataset catalogue (region and size), so transfer is priced."""
+        if not names:
+            return spec
+        from ray_cluster.storage import DatasetStore, S3Config
+
+        store = DatasetStore(S3Config.load(self._state()))
+        refs: list[DatasetRef] = list(spec.inputs)
+        for name in names:
+            try:
+                refs.append(store.info(name).as_ref())
+            except StorageError:
+                continue  # not produced yet: placement cannot price it, the job will say it is missing
+        return spec.copy(inputs=tuple(refs))
+
+    def place(self, context: dg.AssetExecutionContext, spec: WorkloadSpec, network: Network) -> Placement:
+        """Place on live capacity; an impossible spec fails the step with every DC's reason."""
+        try:
+            p = get_policy(self.policy).place(spec, network, self.capacity(network))
+        except InfeasibleError as exc:
+            table = "\n".join(f"| {r.data_center} | {r.reason.value} | {r.detail} |" for r in exc.rejected)
+            context.log.error(f"westflow: no data center can run {spec.name!r}:\n"
+                              + "\n".join(f"  {r.data_center}: {r.reason.value}: {r.detail}" for r in exc.rejected))
+            raise dg.Failure(
+                description=f"westflow could not place {spec.name!r}: no data center fits. "
+                            "Every data center's reason is in the metadata.",
+                metadata={"westflow/rejected": dg.MetadataValue.md(
+                    "| data center | reason | detail |\n|---|---|---|\n" + table)},
+                allow_retries=False,
+            ) from exc
+        rtt = "" if p.rtt_ms is None else f", RTT {p.rtt_ms:.1f} ms to {spec.origin}"
+        context.log.info(f"westflow: {spec.name} -> {p.data_center} ({p.region}{rtt}), "
+                         f"{p.energy_kwh:.3f} kWh, {p.cost_cny:.2f} CNY, policy {p.policy}")
+        return p
+
+    # -- running ------------------------------------------------------------
+    def ran_in(self, job_id: str) -> str:
+        """The DC of the node Ray says ran the job's driver (Ray's job and node info)."""
+        from ray.job_submission import JobSubmissionClient
+
+        info = JobSubmissionClient(self.url(), headers=self.headers()).get_job_info(job_id)
+        node_id = info.driver_node_id
+        for n in self.nodes():
+            if n.node_id == node_id and n.dc:
+                return n.dc
+        return "unknown"
+
+    def _entrypoint(self, module: str, args: Sequence[str], p: Placement) -> str:
+        task = json.dumps(p.ray.task_options(), sort_keys=True)
+        return shlex.join([self.python, "-m", module, *args, "--task-resources", task])
+
+    def _submit(self, context: dg.AssetExecutionContext, module: str, args: Sequence[str],
+                p: Placement) -> tuple[str, dict[str, Any]]:
+        from dagster_ray import PipesRayJobClient
+
+        env = {"WESTFLOW_REGION": p.region, "WESTFLOW_DC": p.data_center,
+               "WESTFLOW_STATE_DIR": str(self._state()), "PYTHONPATH": str(ROOT)}
+        params: dict[str, Any] = {
+            "entrypoint": self._entrypoint(module, args, p),
+            "runtime_env": {"env_vars": env},
+            "metadata": {"westflow.dc": p.data_center, "westflow.spec": p.spec.name},
+            **p.ray.job_options(),
+        }
+        client = PipesRayJobClient(address=self.url(), headers=self.headers(),
+                                   poll_interval=self.poll_interval_s, timeout=600)
+        inv = retry_call(
+            lambda: client.run(context=context, submit_job_params=params,  # type: ignore[arg-type]
+                               extras={"westflow_data_center": p.data_center}),
+            RetryPolicy(attempts=self.submit_attempts),
+            what=f"Ray Job submission of {p.spec.name}",
+            log_fn=context.log.warning,
+            transient=lambda e: is_transient(e) and not isinstance(e, RuntimeError),
+        )
+        job_id = str(inv.metadata.get("Ray Job ID").value)  # type: ignore[union-attr]
+        result = inv.get_materialize_result()
+        return job_id, dict(result.metadata or {})
+
+    def _dc_alive(self, dc: str) -> bool:
+        try:
+            return any(n.dc == dc and n.alive for n in self.nodes())
+        except ClusterError:
+            return False
+
+    def run(self, context: dg.AssetExecutionContext, *, module: str, args: Sequence[str] = ()) -> dg.MaterializeResult:
+        """Place the executing asset's spec and run ``python -m module args`` there."""
+        network = self.network()
+        spec = self._with_inputs(spec_of(context), declared_inputs(context))
+        lost: list[tuple[str, str]] = []
+        for attempt in range(self.max_failovers + 1):
+            p = self.place(context, spec, network)
+            if lost:
+                context.log_event(dg.AssetObservation(
+                    asset_key=context.asset_key,
+                    metadata={"westflow/failover_from": lost[-1][0], "westflow/failover_to": p.data_center,
+                              "westflow/failover_reason": lost[-1][1]}))
+                context.log.warning(f"westflow: failover of {spec.name}: {lost[-1][0]} -> {p.data_center} "
+                                    f"({lost[-1][1]})")
+            try:
+                job_id, job_meta = self._submit(context, module, args, p)
+            except RuntimeError as exc:  # the Ray Job ended FAILED or STOPPED
+                if self._dc_alive(p.data_center) or attempt == self.max_failovers:
+                    raise
+                time.sleep(1.0)  # let the GCS mark the node dead before reading capacity again
+                lost.append((p.data_center, f"Ray node of {p.data_center} lost during the step: "
+                                            f"{str(exc).splitlines()[0][:200]}"))
+                continue
+            meta = {**job_meta, **placement_metadata(p, job_id=job_id, dashboard_url=self.url(),
+                                                     ran_in=self.ran_in(job_id))}
+            if lost:
+                meta["westflow/failovers"] = dg.MetadataValue.md(
+                    "\n".join(f"- lost {dc}: {why}" for dc, why in lost))
+            return dg.MaterializeResult(metadata=meta)
+        raise AssertionError("unreachable")  # pragma: no cover
