@@ -30,7 +30,7 @@ from ray_cluster.live import DashboardReader, NodeView, live_capacity
 from ray_cluster.model import Network
 from ray_cluster.placement import Placement
 from ray_cluster.policies import POLICY_NAMES, get_policy
-from ray_cluster.render import rejections_markdown
+from ray_cluster.render import rejections_markdown, why
 from ray_cluster.retry import RetryPolicy, is_transient, retry_call
 from ray_cluster.spec import DatasetRef, WorkloadSpec
 
@@ -57,6 +57,7 @@ def placement_metadata(p: Placement, *, job_id: str, dashboard_url: str, ran_in:
         "westflow/policy": p.policy,
         "westflow/ray_job_id": job_id,
         "westflow/dashboard": dg.MetadataValue.url(f"{dashboard_url}/#/jobs/{job_id}"),
+        "westflow/why": why(p),
         "westflow/rejected": dg.MetadataValue.md(rejections_markdown(p)),
     }
 

@@ -49,3 +49,15 @@ def placement_text(p: Placement) -> str:
         head.append(f"  gang          {len(p.ray.bundles)} bundles {p.ray.strategy} inside {p.data_center}")
     rows = [(r.data_center, r.reason.value, r.detail) for r in p.rejected]
     return "\n".join(head) + "\n\n" + table(["other DC", "lost on", "why"], rows)
+
+
+def why(p: Placement) -> str:
+    """One line: why this DC won (what the others lost on)."""
+    counts: dict[str, int] = {}
+    for r in p.rejected:
+        counts[r.reason.value] = counts.get(r.reason.value, 0) + 1
+    eligible = counts.pop("dearer", 0) + counts.pop("not-chosen", 0) + 1
+    lost = ", ".join(f"{n} on {reason}" for reason, n in sorted(counts.items()))
+    head = {"westflow": "cheapest total cost", "east-first": "nearest eastern DC", "cheapest": "cheapest energy",
+            "round-robin": "round-robin turn", "random": "random draw"}.get(p.policy, p.policy)
+    return f"{head} of {eligible} eligible" + (f"; others lost {lost}" if lost else "")
