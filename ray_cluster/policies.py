@@ -37,6 +37,16 @@ class EastFirstPolicy(Policy):
     def _key(self, c: Candidate, ctx: Context) -> tuple[float, ...]:
         return (float(c.dc.region is not Region.EAST), c.rtt_ms or 0.0, float(c.index))
 
+    def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
+        # min(cands, key=_key) inlined: the hot loop of every decision
+        east = Region.EAST
+        best, best_key = cands[0], (2.0, 0.0, 0.0)
+        for c in cands:
+            key = (float(c.dc.region is not east), c.rtt_ms or 0.0, float(c.index))
+            if key < best_key:
+                best, best_key = c, key
+        return best
+
     def _lost(self, c: Candidate, best: Candidate, ctx: Context) -> Rejection:
         if c.dc.region is not best.dc.region:
             return Rejection(c.dc.id, Reason.NOT_CHOSEN, "not in the east")
@@ -52,6 +62,15 @@ class CheapestPolicy(Policy):
 
     def _key(self, c: Candidate, ctx: Context) -> tuple[float, ...]:
         return (c.cost_cny, float(c.index))
+
+    def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
+        # min(cands, key=_key) inlined: the hot loop of every decision
+        best, best_cost = cands[0], cands[0].energy_cost_cny + cands[0].transfer_cost_cny
+        for c in cands:
+            cost = c.energy_cost_cny + c.transfer_cost_cny
+            if cost < best_cost:  # ties keep the earlier (lower index) candidate
+                best, best_cost = c, cost
+        return best
 
 
 class RoundRobinPolicy(Policy):
