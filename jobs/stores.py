@@ -52,10 +52,10 @@ def bucket_for(region: str) -> str:
 
 
 def s3_stores() -> Stores:
-    """The real stores, configured from ``WESTFLOW_S3_*`` in the environment."""
+    """The real stores: ``WESTFLOW_S3_*`` from the environment, else ``$WESTFLOW_STATE_DIR``'s server."""
     from ray_cluster.storage import CheckpointStore, DatasetStore, S3Config, bucket_for_region
 
-    config = S3Config.from_env()
+    config = S3Config.discover()
 
     def checkpoints(region: str, prefix: str) -> CheckpointStoreLike:
         store: CheckpointStoreLike = CheckpointStore(config, bucket_for_region(region), prefix)

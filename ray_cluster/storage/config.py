@@ -31,6 +31,7 @@ __all__ = [
     "ENV_ACCESS_KEY",
     "ENV_SECRET_KEY",
     "ENV_REGION",
+    "ENV_STATE_DIR",
     "STATE_SUBDIR",
 ]
 
@@ -40,6 +41,7 @@ ENV_ENDPOINT = "WESTFLOW_S3_ENDPOINT"
 ENV_ACCESS_KEY = "WESTFLOW_S3_ACCESS_KEY"
 ENV_SECRET_KEY = "WESTFLOW_S3_SECRET_KEY"
 ENV_REGION = "WESTFLOW_S3_REGION"
+ENV_STATE_DIR = "WESTFLOW_STATE_DIR"
 # Where SeaweedServer keeps its files inside the westflow state dir (``.westflow/``).
 STATE_SUBDIR = "s3"
 CREDENTIALS_FILE = "credentials.json"
@@ -112,6 +114,18 @@ class S3Config:
             values[var] = value
         return cls(values[ENV_ENDPOINT], values[ENV_ACCESS_KEY], values[ENV_SECRET_KEY],
                    env.get(ENV_REGION) or "us-east-1")
+
+    @classmethod
+    def discover(cls, environ: Mapping[str, str] | None = None) -> S3Config:
+        """``WESTFLOW_S3_*`` when set, else the server recorded in ``$WESTFLOW_STATE_DIR``.
+
+        The state-dir path is what westflow hands a Ray job on this machine, so no
+        credential ever travels in a job's runtime environment (which Ray shows).
+        """
+        env = os.environ if environ is None else environ
+        if env.get(ENV_ENDPOINT) or not env.get(ENV_STATE_DIR):
+            return cls.from_env(env)
+        return cls.load(env[ENV_STATE_DIR])
 
     @classmethod
     def load(cls, state_dir: Path | str) -> S3Config:

@@ -151,3 +151,18 @@ def test_checkpoint_arguments_are_checked() -> None:
         store.save(-1, {}, {})
     with pytest.raises(StorageError, match="JSON"):
         store.save(0, {}, {"x": object()})
+
+
+def test_discover_prefers_env_then_state_dir(tmp_path: Path) -> None:
+    from ray_cluster.storage.config import S3Config
+
+    env = {"WESTFLOW_S3_ENDPOINT": "http://127.0.0.1:9", "WESTFLOW_S3_ACCESS_KEY": "a",
+           "WESTFLOW_S3_SECRET_KEY": "b", "WESTFLOW_STATE_DIR": str(tmp_path)}
+    assert S3Config.discover(env).endpoint_url == "http://127.0.0.1:9"
+    (tmp_path / "s3").mkdir()
+    (tmp_path / "s3" / "credentials.json").write_text('{"access_key": "k", "secret_key": "s"}')
+    (tmp_path / "s3" / "server.json").write_text('{"endpoint_url": "http://127.0.0.1:8"}')
+    found = S3Config.discover({"WESTFLOW_STATE_DIR": str(tmp_path)})
+    assert (found.endpoint_url, found.access_key) == ("http://127.0.0.1:8", "k")
+    with pytest.raises(StorageError, match="WESTFLOW_S3_ENDPOINT"):
+        S3Config.discover({})
