@@ -35,14 +35,25 @@ __all__ = [
     "RayRequest",
     "ray_request",
     "dc_of_resources",
+    "dc_of_labels",
+    "GPU",
+    "CPU",
+    "accelerator_label",
+    "ENV_DC",
 ]
 
 PIN = 0.001
 NODE_UNITS = 1000
 NPU = "NPU"
+GPU = "GPU"
+CPU = "CPU"
 LABEL_DC = "westflow.io/dc"
 LABEL_REGION = "westflow.io/region"
 LABEL_ACCELERATOR = "westflow.io/accelerator"
+# Set on every process of a DC's node (raylet -> workers -> job entrypoints). A job's
+# driver process runs on the node Ray chose for its entrypoint, but ``ray.init()`` inside it
+# may attach to another raylet on the same IP (local mode), so its labels can mislead.
+ENV_DC = "WESTFLOW_DC"
 
 
 def dc_resource(dc_id: str) -> str:
@@ -69,6 +80,11 @@ def dc_of_resources(resources: dict[str, float]) -> str | None:
     return None
 
 
+def dc_of_labels(labels: dict[str, str]) -> str | None:
+    """The data center a node belongs to, read from its labels."""
+    return labels.get(LABEL_DC) or None
+
+
 @dataclass(frozen=True, slots=True)
 class NodeTags:
     """What one Ray node of a data center advertises."""
@@ -80,14 +96,33 @@ class NodeTags:
     labels: dict[str, str]
     memory_bytes: int | None = None
 
+    def labels_arg(self) -> str:
+        """Labels as ``ray start --labels`` takes them: ``k=v,k=v``."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+
     def ray_start_args(self) -> list[str]:
         """Flags for ``ray start`` (values JSON-encoded as Ray expects)."""
         args = [f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
                 f"--resources={json.dumps(self.resources, sort_keys=True)}",
-                "--labels=" + ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))]
+                f"--labels={self.labels_arg()}"]
         if self.memory_bytes:
             args.append(f"--memory={self.memory_bytes}")
         return args
+
+    def ray_start_params(self) -> dict[str, str]:
+        """KubeRay ``rayStartParams``: every value a string; ``resources`` quoted for the shell."""
+        return {"num-cpus": str(self.num_cpus), "num-gpus": str(self.num_gpus),
+                "resources": '"' + json.dumps(self.resources, sort_keys=True).replace('"', '\\"') + '"',
+                "labels": self.labels_arg()}
+
+    def all_resources(self) -> dict[str, float]:
+        """Every resource the node offers, as the cluster launcher's node types declare them."""
+        out: dict[str, float] = {CPU: self.num_cpus, **self.resources}
+        if self.num_gpus:
+            out[GPU] = self.num_gpus
+        if self.memory_bytes:
+            out["memory"] = self.memory_bytes
+        return out
 
 
 def accelerator_label(dc: DataCenter) -> str:

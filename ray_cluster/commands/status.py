@@ -1,0 +1,19 @@
+"""``westflow status``: per-DC used/total CPUs and accelerators, read from Ray."""
+
+from __future__ import annotations
+
+import argparse
+
+from ray_cluster.local.cli import add_args, network_of, status_text
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("status", help="show the local Ray network: DCs, usage, dashboard, auth exports")
+    add_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    st = network_of(args).status()
+    print(status_text(st))
+    return 0 if st.running and not st.missing else 4

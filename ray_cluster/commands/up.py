@@ -1,0 +1,19 @@
+"""``westflow up``: start the local network (idempotent)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ray_cluster.local.cli import add_args, network_of, status_text
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("up", help="start the local Ray network (one node per DC of the local profile)")
+    add_args(p)
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for every node")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(status_text(network_of(args).up(timeout_s=args.timeout)))
+    return 0

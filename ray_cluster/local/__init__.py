@@ -1,0 +1,18 @@
+"""The national network on this machine: profile, token auth, Ray nodes."""
+
+from ray_cluster.local.auth import client_env, ensure_token, export_lines
+from ray_cluster.local.network import (
+    DCStatus,
+    LocalNetwork,
+    NetworkStatus,
+    free_port,
+    start_services,
+    stop_services,
+)
+from ray_cluster.local.profile import LocalDC, LocalProfile, Ports, load_profile, parse_profile
+
+__all__ = [
+    "LocalNetwork", "NetworkStatus", "DCStatus", "LocalProfile", "LocalDC", "Ports", "load_profile",
+    "parse_profile", "free_port", "start_services", "stop_services", "client_env", "ensure_token",
+    "export_lines",
+]

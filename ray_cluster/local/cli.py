@@ -1,0 +1,39 @@
+"""CLI support for ``westflow up``, ``down`` and ``status``: the LocalNetwork the flags describe."""
+
+from __future__ import annotations
+
+import argparse
+
+from ray_cluster.config import CONFIG_DIR, load_network
+from ray_cluster.local import LocalNetwork, NetworkStatus, load_profile
+from ray_cluster.render import table
+
+__all__ = ["add_args", "network_of", "status_text"]
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", default=".westflow", help="token, pids and logs (default .westflow)")
+    p.add_argument("--profile", default=None, help="local profile YAML (default configs/local.yaml)")
+
+
+def network_of(args: argparse.Namespace) -> LocalNetwork:
+    cfg = args.config_dir or CONFIG_DIR
+    net = load_network(cfg)
+    profile = load_profile(net, args.profile) if args.profile else load_profile(net, f"{cfg}/local.yaml")
+    return LocalNetwork(args.state_dir, profile)
+
+
+def status_text(st: NetworkStatus) -> str:
+    """The ``westflow status`` report; never contains the token itself."""
+    if not st.running:
+        return "local network: down (run `westflow up`)"
+    rows = [(r.dc + (" (head)" if r.head else ""), "alive" if r.alive else "DEAD",
+             f"{r.cpus_used:g}/{r.cpus_total:g}", r.accel, f"{r.accel_used:g}/{r.accel_total:g}")
+            for r in st.dcs]
+    out = [table(["DC", "node", "CPUs used/total", "accelerator", "used/total"], rows), ""]
+    if st.missing:
+        out.append(f"missing DCs: {', '.join(st.missing)}")
+    out += [f"Ray address  {st.address}", f"dashboard    {st.dashboard_url}",
+            f"memory       {st.rss_bytes / 2**30:.2f} GiB RSS over all Ray processes", "",
+            "for `ray job submit` and the dashboard by hand:", *st.exports]
+    return "\n".join(out)

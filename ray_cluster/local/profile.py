@@ -1,0 +1,140 @@
+"""The local profile (``configs/local.yaml``): which DCs run as Ray nodes here.
+
+Schema first (unknown keys rejected), then cross-checks against the inventory,
+then a frozen :class:`LocalProfile`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ray_cluster.config import CONFIG_DIR, load_yaml, pydantic_to_fields
+from ray_cluster.errors import ConfigError
+from ray_cluster.model import Network
+from ray_cluster.tags import NodeTags, node_tags
+
+__all__ = ["Ports", "LocalDC", "LocalProfile", "load_profile", "parse_profile", "LOCAL_FILE"]
+
+LOCAL_FILE = CONFIG_DIR / "local.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Ports(_Strict):
+    gcs: int = Field(default=6379, ge=1024, le=65535)
+    dashboard: int = Field(default=8265, ge=1024, le=65535)
+    client_server: int = Field(default=10001, ge=1024, le=65535)
+
+
+class _Node(_Strict):
+    cpus: int = Field(default=2, ge=1, le=64)
+    memory_gb: float = Field(default=64, gt=0)
+    object_store_mb: int = Field(default=100, ge=80)
+
+
+class _DC(_Strict):
+    id: str
+    accelerators: dict[str, int] = Field(default_factory=dict)
+    cpus: int | None = Field(default=None, ge=1, le=64)
+
+
+class _File(_Strict):
+    ray_cluster: str = "local"
+    host: str = "127.0.0.1"
+    ports: _Ports = Field(default_factory=_Ports)
+    node: _Node = Field(default_factory=_Node)
+    data_centers: list[_DC] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """The fixed ports of a local network (the rest are picked free at ``up``)."""
+
+    gcs: int = 6379
+    dashboard: int = 8265
+    client_server: int = 10001
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDC:
+    """One local Ray node: its DC id, logical CPUs and accelerators (model -> count)."""
+
+    id: str
+    cpus: int
+    accelerators: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalProfile:
+    """A validated local profile; the first DC hosts the head node."""
+
+    network: Network
+    data_centers: tuple[LocalDC, ...]
+    ray_cluster: str = "local"
+    host: str = "127.0.0.1"
+    ports: Ports = Ports()
+    memory_gb: float = 64.0
+    object_store_mb: int = 100
+
+    @property
+    def dc_ids(self) -> tuple[str, ...]:
+        return tuple(d.id for d in self.data_centers)
+
+    def tags(self, dc_id: str) -> NodeTags:
+        """The Ray node settings of ``dc_id`` in this profile."""
+        d = next(x for x in self.data_centers if x.id == dc_id)
+        return node_tags(self.network.dc(d.id), self.network, num_cpus=d.cpus,
+                         accelerators=d.accelerators, memory_bytes=int(self.memory_gb * 2**30))
+
+    def with_ports(self, ports: Ports) -> LocalProfile:
+        return replace(self, ports=ports)
+
+    def subset(self, dc_ids: tuple[str, ...]) -> LocalProfile:
+        """The same profile with only ``dc_ids`` (in that order; the first is the head)."""
+        by_id = {d.id: d for d in self.data_centers}
+        unknown = [i for i in dc_ids if i not in by_id]
+        if unknown:
+            raise ConfigError("local profile", "data_centers", unknown, sorted(by_id), problem="Unknown")
+        return replace(self, data_centers=tuple(by_id[i] for i in dc_ids))
+
+
+def parse_profile(data: Any, network: Network, *, file: str = "local.yaml") -> LocalProfile:
+    """Validate raw YAML data against the schema and the inventory."""
+    if not isinstance(data, dict):
+        raise ConfigError(file, "<root>", data, "a mapping of keys to values")
+    try:
+        f = _File.model_validate(data)
+    except ValidationError as exc:
+        field, value, allowed = pydantic_to_fields(exc)
+        raise ConfigError(file, field, value, allowed) from None
+    dcs: list[LocalDC] = []
+    seen: set[str] = set()
+    for i, d in enumerate(f.data_centers):
+        if d.id not in network.dc_ids:
+            raise ConfigError(file, f"data_centers.{i}.id", d.id, network.dc_ids, problem="Unknown")
+        if d.id in seen:
+            raise ConfigError(file, f"data_centers.{i}.id", d.id, "unique", problem="Duplicate")
+        seen.add(d.id)
+        models = [p.model for p in network.dc(d.id).pools]
+        for model, count in d.accelerators.items():
+            if model not in models:
+                raise ConfigError(file, f"data_centers.{i}.accelerators", model, models or ["none (CPU only)"],
+                                  problem="Unknown", fix=f"declare only models {d.id} has in network.yaml.")
+            if count < 0:
+                raise ConfigError(file, f"data_centers.{i}.accelerators.{model}", count, ">= 0")
+        dcs.append(LocalDC(d.id, d.cpus or f.node.cpus, dict(d.accelerators)))
+    p = f.ports
+    return LocalProfile(network=network, data_centers=tuple(dcs), ray_cluster=f.ray_cluster, host=f.host,
+                        ports=Ports(p.gcs, p.dashboard, p.client_server), memory_gb=f.node.memory_gb,
+                        object_store_mb=f.node.object_store_mb)
+
+
+def load_profile(network: Network, path: Path | str = LOCAL_FILE) -> LocalProfile:
+    """Read ``configs/local.yaml`` (or ``path``)."""
+    return parse_profile(load_yaml(Path(path)), network, file=str(path))
