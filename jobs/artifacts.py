@@ -7,9 +7,46 @@ from typing import Any
 import numpy as np
 
 from jobs.errors import ModelMismatch
-from jobs.stores import Stores
+from jobs.stores import CheckpointStoreLike, Stores
 
-__all__ = ["model_prefix", "checkpoint_prefix", "load_model", "save_model"]
+__all__ = ["model_prefix", "checkpoint_prefix", "load_model", "save_model", "RegionalCheckpoints", "REGIONS"]
+
+REGIONS = ("east", "west")
+
+
+class RegionalCheckpoints:
+    """Checkpoints written to the local region, read from whichever region holds the latest.
+
+    A step moved to another region (failover, or scoring in the east what was trained in
+    the west) resumes from, or loads, the newest complete checkpoint wherever it is.
+    """
+
+    def __init__(self, stores: Stores, region: str, prefix: str) -> None:
+        self.region = region
+        self.local = stores.checkpoints(region, prefix)
+        self._all = {r: (self.local if r == region else stores.checkpoints(r, prefix))
+                     for r in (region, *(x for x in REGIONS if x != region))}
+        self.source_region: str | None = None
+
+    def latest(self) -> int | None:
+        best: tuple[int, str] | None = None
+        for r, store in self._all.items():
+            step = store.latest()
+            if step is not None and (best is None or step > best[0]):
+                best = (step, r)
+        self.source_region = best[1] if best else None
+        return best[0] if best else None
+
+    def load(self, step: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if step is None:
+            step = self.latest()
+        if self.source_region is None:
+            self.latest()
+        store: CheckpointStoreLike = self._all[self.source_region or self.region]
+        return store.load(step)
+
+    def save(self, step: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
+        return self.local.save(step, arrays, meta)
 
 
 def model_prefix(model: str) -> str:
@@ -28,13 +65,16 @@ def save_model(stores: Stores, region: str, model: str, step: int,
 
 
 def load_model(stores: Stores, region: str, model: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The latest saved version of ``model`` in ``region``'s bucket."""
-    store = stores.checkpoints(region, model_prefix(model))
+    """The latest saved version of ``model``: ``region``'s bucket first, else the other region's.
+
+    ``meta["loaded_from_region"]`` says where it came from.
+    """
+    store = RegionalCheckpoints(stores, region, model_prefix(model))
     if store.latest() is None:
-        raise ModelMismatch(f"No saved model {model!r} in bucket {stores.bucket(region)!r} "
-                            f"under {model_prefix(model)!r}. To fix: run jobs.train --model {model} "
-                            "first, or pass the --region it was trained in.")
+        raise ModelMismatch(f"No saved model {model!r} in any region's bucket under {model_prefix(model)!r}. "
+                            f"To fix: run jobs.train --model {model} first.")
     arrays, meta = store.load()
+    meta = {**meta, "loaded_from_region": store.source_region}
     for key in ("mu", "sigma", "features", "model"):
         if key not in arrays and key not in meta:
             raise ModelMismatch(f"Saved model {model!r} lacks {key!r}; it was not written by jobs.train.")

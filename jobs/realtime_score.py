@@ -84,7 +84,8 @@ def serve(scorer: Scorer, inp: TextIO, out: TextIO) -> int:
 def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
     arrays, meta = load_model(ctx.stores, ctx.region, args.model)
     scorer = Scorer(ctx.backend, arrays, meta)
-    base = {"model": args.model, "region": ctx.region, **ctx.backend.metadata()}
+    base = {"model": args.model, "region": ctx.region, "model_from_region": meta.get("loaded_from_region"),
+            **ctx.backend.metadata()}
     if args.serve:
         return {**base, "served": serve(scorer, sys.stdin, sys.stdout)}
     want = args.requests + args.warmup

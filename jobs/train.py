@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as `python jobs/train.py`
 
 import numpy as np  # noqa: E402
 
-from jobs.artifacts import checkpoint_prefix, save_model  # noqa: E402
+from jobs.artifacts import RegionalCheckpoints, checkpoint_prefix, save_model  # noqa: E402
 from jobs.backend import DeviceProbe  # noqa: E402
 from jobs.cli import (  # noqa: E402
     JobArgumentParser,
@@ -72,7 +72,7 @@ def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     ctx.reporter.info(f"loaded {len(data.y):,} rows x {len(data.features)} features in {load_s:.1f}s "
                       f"({len(data.train_idx):,} train / {len(data.eval_idx):,} eval); {model}")
-    ckpts = ctx.stores.checkpoints(ctx.region, checkpoint_prefix(args.model))
+    ckpts = RegionalCheckpoints(ctx.stores, ctx.region, checkpoint_prefix(args.model))
 
     def on_epoch(s: EpochStats) -> None:
         ctx.reporter.info(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} train acc "
@@ -82,7 +82,8 @@ def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
                  extra={"mu": data.mu, "sigma": data.sigma}, on_epoch=on_epoch,
                  stop_after=args.stop_after)
     if result.resumed_from is not None:
-        ctx.reporter.info(f"resumed from checkpoint epoch {result.resumed_from}")
+        ctx.reporter.info(f"resumed from checkpoint epoch {result.resumed_from} "
+                          f"(from region {ckpts.source_region})")
     md: dict[str, Any] = {
         "model": args.model, "dataset": args.dataset, "region": ctx.region,
         "rows": len(data.y), "features": len(data.features), "hidden": args.hidden,

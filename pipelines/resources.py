@@ -166,7 +166,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 p: Placement) -> tuple[str, dict[str, Any]]:
         from dagster_ray import PipesRayJobClient
 
-        env = {"WESTFLOW_REGION": p.region, "WESTFLOW_DC": p.data_center,
+        env = {"WESTFLOW_REGION": p.region, "WESTFLOW_PLACED_DC": p.data_center,
                "WESTFLOW_STATE_DIR": str(self._state()), "PYTHONPATH": str(ROOT)}
         params: dict[str, Any] = {
             "entrypoint": self._entrypoint(module, args, p),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ray_cluster.local.cli import add_args, network_of, status_text
+from ray_cluster.local.cli import add_args, network_of, s3_line, status_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    st = network_of(args).status()
+    net = network_of(args)
+    st = net.status()
     print(status_text(st))
+    print(s3_line(net))
     return 0 if st.running and not st.missing else 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ray_cluster.local.cli import add_args, network_of, status_text
+from ray_cluster.local.cli import add_args, network_of, s3_line, status_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -15,5 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    print(status_text(network_of(args).up(timeout_s=args.timeout)))
+    net = network_of(args)
+    print(status_text(net.up(timeout_s=args.timeout)))
+    print(s3_line(net))
     return 0

@@ -8,7 +8,7 @@ from ray_cluster.config import CONFIG_DIR, load_network
 from ray_cluster.local import LocalNetwork, NetworkStatus, load_profile
 from ray_cluster.render import table
 
-__all__ = ["add_args", "network_of", "status_text"]
+__all__ = ["add_args", "network_of", "status_text", "s3_line"]
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -37,3 +37,14 @@ def status_text(st: NetworkStatus) -> str:
             f"memory       {st.rss_bytes / 2**30:.2f} GiB RSS over all Ray processes", "",
             "for `ray job submit` and the dashboard by hand:", *st.exports]
     return "\n".join(out)
+
+
+def s3_line(net: LocalNetwork) -> str:
+    """The embedded S3 server's state (never its credentials)."""
+    from ray_cluster.storage import SeaweedServer
+
+    server = SeaweedServer(net.state_dir)
+    if not server.is_running():
+        return "S3           down"
+    return (f"S3           {server.config.endpoint_url} (SeaweedFS pid {server.pid}; buckets westflow-east, "
+            f"westflow-west; credentials in {net.state_dir / 's3' / 'credentials.json'})")

@@ -45,11 +45,17 @@ def free_port() -> int:
 
 
 def start_services(net: LocalNetwork) -> None:
-    """Hook: companion services ``up`` starts after Ray (the S3 server of ray_cluster/storage goes here)."""
+    """Companion services ``up`` starts after Ray: the embedded S3 server (idempotent)."""
+    from ray_cluster.storage import SeaweedServer
+
+    SeaweedServer(net.state_dir).start()
 
 
 def stop_services(net: LocalNetwork) -> None:
-    """Hook: stop what :func:`start_services` started (called by ``down`` before Ray stops)."""
+    """Stop what :func:`start_services` started (called by ``down`` before Ray stops)."""
+    from ray_cluster.storage import SeaweedServer
+
+    SeaweedServer(net.state_dir).stop()
 
 
 @dataclass(frozen=True, slots=True)
