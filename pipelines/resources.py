@@ -171,7 +171,8 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         params: dict[str, Any] = {
             "entrypoint": self._entrypoint(module, args, p),
             "runtime_env": {"env_vars": env},
-            "metadata": {"westflow.dc": p.data_center, "westflow.spec": p.spec.name},
+            "metadata": {"westflow.dc": p.data_center, "westflow.spec": p.spec.name,
+                         "westflow.dagster_run_id": context.run_id},
             **p.ray.job_options(),
         }
         client = PipesRayJobClient(address=self.url(), headers=self.headers(),

@@ -1,0 +1,81 @@
+"""The Dagster pipelines end to end on the real local network (Ray nodes per DC + S3)."""
+
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines.resources import WestflowResource
+from pipelines.run import materialize_pipeline, step_reports
+from pipelines.workload import westflow_asset
+from ray_cluster.config import load_network
+from ray_cluster.local import LocalNetwork
+
+pytestmark = pytest.mark.integration
+
+
+def _ray_says_ran_in(net: LocalNetwork, job_id: str) -> str | None:
+    """Ray's own answer: the job's driver node, mapped to its DC by the node's labels."""
+    info = net.job_client().get_job_info(job_id)
+    for node in net.reader().nodes():
+        if node.node_id == info.driver_node_id:
+            return node.dc
+    return None
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(ray_network: LocalNetwork) -> dg.ExecuteInProcessResult:
+    return materialize_pipeline(Path(ray_network.state_dir), rows=40_000, epochs=2, requests=300,
+                                instance=dg.DagsterInstance.ephemeral())
+
+
+def test_every_pipeline_succeeds_where_it_was_placed(pipeline_run: dg.ExecuteInProcessResult,
+                                                     ray_network: LocalNetwork) -> None:
+    assert pipeline_run.success
+    reports = {r.step: r for r in step_reports(pipeline_run)}
+    assert set(reports) == {"daily_features", "nightly_training", "batch_inference", "realtime_scoring"}
+    for r in reports.values():
+        assert _ray_says_ran_in(ray_network, r.job_id) == r.placed_in, r
+        assert r.ran_in == r.placed_in
+    network = load_network()
+    rt = reports["realtime_scoring"]
+    assert network.rtt(rt.placed_in, "shanghai") <= 20.0
+    assert reports["daily_features"].region == "west"  # batch CPU work goes west
+    assert network.dc(reports["nightly_training"].placed_in).region.value == "west"
+
+
+def test_materialisations_carry_placement_metadata(pipeline_run: dg.ExecuteInProcessResult) -> None:
+    mats = {m.asset_key.to_user_string(): m for m in
+            (e.event_specific_data.materialization for e in pipeline_run.get_asset_materialization_events())}
+    meta = mats["nightly_training"].metadata
+    for key in ["westflow/data_center", "westflow/region", "westflow/tier", "westflow/rtt_ms",
+                "westflow/accelerator", "westflow/energy_kwh", "westflow/cost_cny", "westflow/ray_job_id",
+                "westflow/dashboard", "westflow/rejected"]:
+        assert key in meta, key
+    assert "| data center | reason | detail |" in meta["westflow/rejected"].value
+    # the job's own Pipes report came through: per-epoch loss and the honest backend fallback
+    assert "loss_per_epoch" in meta and meta["backend"].value == "numpy"
+    assert meta["backend_fallback"].value is True
+    scoring = mats["realtime_scoring"].metadata
+    assert scoring["westflow/tier"].value == "realtime" and float(scoring["westflow/rtt_ms"].value) <= 20
+    util = mats["network_utilisation"].metadata
+    assert "below 65 % floor" in util["table"].value and Path(util["plot"].value).exists()
+
+
+def test_unplaceable_step_fails_with_every_dc_reason(ray_network: LocalNetwork) -> None:
+    @westflow_asset(workload={"tier": "realtime", "origin": "guangzhou", "accelerator": "cuda:1"})
+    def guangzhou_cuda_scoring(context: dg.AssetExecutionContext, westflow: WestflowResource) -> dg.MaterializeResult:
+        return westflow.run(context, module="jobs.realtime_score")
+
+    result = dg.materialize([guangzhou_cuda_scoring], instance=dg.DagsterInstance.ephemeral(),
+                            resources={"westflow": WestflowResource(state_dir=str(ray_network.state_dir))},
+                            raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    text = str(failure.step_failure_data.user_failure_data.metadata["westflow/rejected"].value)  # type: ignore[union-attr]
+    for dc in load_network().dc_ids:
+        assert f"| {dc} |" in text, dc
+    assert "| guian | accelerator |" in text  # within 20 ms, but Ascend only
+    assert "| zhangjiakou | latency |" in text  # CUDA, but 30 ms from Guangzhou
+    assert not any(e.event_type_value == "ASSET_MATERIALIZATION" for e in result.all_events)
