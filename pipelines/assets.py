@@ -23,6 +23,7 @@ class FeaturesConfig(dg.Config):
 
 
 class TrainingConfig(dg.Config):
+    model: str = MODEL
     epochs: int = 3
     batch_size: int = 1024
     hidden: int = 64
@@ -54,7 +55,7 @@ def daily_features(context: dg.AssetExecutionContext, config: FeaturesConfig,
 def nightly_training(context: dg.AssetExecutionContext, config: TrainingConfig,
                      westflow: WestflowResource) -> dg.MaterializeResult:
     return westflow.run(context, module="jobs.train", args=[
-        "--dataset", FEATURES, "--model", MODEL, "--epochs", str(config.epochs),
+        "--dataset", FEATURES, "--model", config.model, "--epochs", str(config.epochs),
         "--batch-size", str(config.batch_size), "--hidden", str(config.hidden), "--seed", str(config.seed)])
 
 

@@ -12,10 +12,10 @@ its tier or accelerator family) and resumes from its last checkpoint.
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -126,10 +126,12 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 continue  # not produced yet: placement cannot price it, the job will say it is missing
         return spec.copy(inputs=tuple(refs))
 
-    def place(self, context: dg.AssetExecutionContext, spec: WorkloadSpec, network: Network) -> Placement:
-        """Place on live capacity; an impossible spec fails the step with every DC's reason."""
+    def place(self, context: dg.AssetExecutionContext, spec: WorkloadSpec, network: Network,
+              *, exclude: Set[str] = frozenset()) -> Placement:
+        """Place on live capacity (less the DCs in ``exclude``); an impossible spec fails with every DC's reason."""
+        caps = {dc: c for dc, c in self.capacity(network).items() if dc not in exclude}
         try:
-            p = get_policy(self.policy).place(spec, network, self.capacity(network))
+            p = get_policy(self.policy).place(spec, network, caps)
         except InfeasibleError as exc:
             table = "\n".join(f"| {r.data_center} | {r.reason.value} | {r.detail} |" for r in exc.rejected)
             context.log.error(f"westflow: no data center can run {spec.name!r}:\n"
@@ -163,7 +165,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         return shlex.join([self.python, "-m", module, *args, "--task-resources", task])
 
     def _submit(self, context: dg.AssetExecutionContext, module: str, args: Sequence[str],
-                p: Placement) -> tuple[str, dict[str, Any]]:
+                p: Placement, submission_id: str) -> tuple[str, dict[str, Any]]:
         from dagster_ray import PipesRayJobClient
 
         env = {"WESTFLOW_REGION": p.region, "WESTFLOW_PLACED_DC": p.data_center,
@@ -171,6 +173,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         params: dict[str, Any] = {
             "entrypoint": self._entrypoint(module, args, p),
             "runtime_env": {"env_vars": env},
+            "submission_id": submission_id,
             "metadata": {"westflow.dc": p.data_center, "westflow.spec": p.spec.name,
                          "westflow.dagster_run_id": context.run_id},
             **p.ray.job_options(),
@@ -195,28 +198,47 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         except ClusterError:
             return False
 
+    def _node_loss(self, submission_id: str, dc: str) -> str | None:
+        """Why the job failed if its data center was lost (Ray's own verdict), else None."""
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            info = JobSubmissionClient(self.url(), headers=self.headers()).get_job_info(submission_id)
+            message, kind = info.message or "", str(info.error_type or "")
+        except Exception:  # noqa: BLE001 - the job server itself may be what was lost
+            message, kind = "", ""
+        died = kind == "JOB_SUPERVISOR_ACTOR_DIED" or "node has died" in message
+        if not died and self._dc_alive(dc):
+            return None
+        detail = " ".join(message.split())[:160] or "the node stopped answering"
+        return f"Ray node of {dc} lost during the step ({detail})"
+
     def run(self, context: dg.AssetExecutionContext, *, module: str, args: Sequence[str] = ()) -> dg.MaterializeResult:
-        """Place the executing asset's spec and run ``python -m module args`` there."""
+        """Place the executing asset's spec and run ``python -m module args`` there.
+
+        If the data center running it is lost, the step is placed again without it (its tier and
+        accelerator needs still hold) and the job resumes from its last checkpoint.
+        """
         network = self.network()
         spec = self._with_inputs(spec_of(context), declared_inputs(context))
         lost: list[tuple[str, str]] = []
         for attempt in range(self.max_failovers + 1):
-            p = self.place(context, spec, network)
+            p = self.place(context, spec, network, exclude={dc for dc, _ in lost})
             if lost:
                 context.log_event(dg.AssetObservation(
                     asset_key=context.asset_key,
                     metadata={"westflow/failover_from": lost[-1][0], "westflow/failover_to": p.data_center,
                               "westflow/failover_reason": lost[-1][1]}))
-                context.log.warning(f"westflow: failover of {spec.name}: {lost[-1][0]} -> {p.data_center} "
-                                    f"({lost[-1][1]})")
+                context.log.warning(f"westflow: failover of {spec.name}: {lost[-1][0]} -> {p.data_center}: "
+                                    f"{lost[-1][1]}")
+            sid = f"westflow-{spec.name}-{context.run_id[:8]}-{attempt}-{secrets.token_hex(3)}"
             try:
-                job_id, job_meta = self._submit(context, module, args, p)
-            except RuntimeError as exc:  # the Ray Job ended FAILED or STOPPED
-                if self._dc_alive(p.data_center) or attempt == self.max_failovers:
+                job_id, job_meta = self._submit(context, module, args, p, sid)
+            except RuntimeError:  # the Ray Job ended FAILED or STOPPED
+                why = self._node_loss(sid, p.data_center)
+                if why is None or attempt == self.max_failovers:
                     raise
-                time.sleep(1.0)  # let the GCS mark the node dead before reading capacity again
-                lost.append((p.data_center, f"Ray node of {p.data_center} lost during the step: "
-                                            f"{str(exc).splitlines()[0][:200]}"))
+                lost.append((p.data_center, why))
                 continue
             meta = {**job_meta, **placement_metadata(p, job_id=job_id, dashboard_url=self.url(),
                                                      ran_in=self.ran_in(job_id))}

@@ -16,6 +16,12 @@ caller that only needs the choice (the simulator) never pays for them, and a
 caller that reads them gets exactly the text an eager build would give (the
 capacity snapshot is copied at decision time).
 
+On a large network (>= 64 DCs) :class:`WestflowPolicy` does not cost every DC: it
+visits them in increasing order of a per-DC lower bound on the score (:class:`_Bound`,
+numpy) and stops once the bound passes the best score found; the winner, its numbers
+and (on read, from a full scan of the copied capacity) every loser's text are those of
+the full scan. Decisions the bound does not cover fall back to the full scan.
+
 Pure Python: no Ray or Dagster import.
 """
 
@@ -23,14 +29,18 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, Generic, NamedTuple, TypeVar, overload
+
+import numpy as np
+import numpy.typing as npt
 
 from ray_cluster.capacity import Capacity, static_capacity
 from ray_cluster.errors import InfeasibleError
-from ray_cluster.model import AcceleratorPool, DataCenter, Family, Network
+from ray_cluster.model import AcceleratorPool, DataCenter, Family, Network, Region
 from ray_cluster.spec import WorkloadSpec
 from ray_cluster.tags import RayRequest, ray_request
 
@@ -78,13 +88,13 @@ class Candidate(NamedTuple):
         return self.energy_cost_cny + self.transfer_cost_cny
 
 
-class _Deferred(Generic[T]):
-    """A value computed on first read (see :class:`_Lazy`)."""
+class _Deferred(functools.partial[T]):
+    """A value computed on first read (see :class:`_Lazy`): ``fn(*args)``.
 
-    __slots__ = ("fn",)
+    A :class:`functools.partial` subclass: built in C, one object per deferred value.
+    """
 
-    def __init__(self, fn: Callable[[], T]) -> None:
-        self.fn = fn
+    __slots__ = ()
 
 
 class _Lazy(Generic[T]):
@@ -107,7 +117,7 @@ class _Lazy(Generic[T]):
         d = obj.__dict__
         v = d[self._slot]
         if type(v) is _Deferred:
-            v = d[self._slot] = v.fn()
+            v = d[self._slot] = v()
         return v  # type: ignore[no-any-return]
 
     def __set__(self, obj: object, value: T | _Deferred[T]) -> None:
@@ -186,6 +196,15 @@ class _Tables:
         self._sites: dict[tuple[str | None, float | None], tuple[tuple[_Site, ...], tuple[_Ranked, ...]]] = {}
         self._pools: dict[tuple[Family, str | None], tuple[_Pools, _Row, str]] = {}
         self.region = tuple(d.region.value for d in self.dcs)
+        self._bounds: dict[tuple[str | None, float | None, Family, str | None], _Bound] = {}
+        w = network.weights
+        # The pruned search of WestflowPolicy (see _Bound) is exact only when every cost input is
+        # finite and non-negative and the fill bonus is at most (a hair under) the energy cost.
+        self.prune = len(self.dcs) >= _PRUNE_MIN_DCS and 0.0 <= w.fill_bonus <= 0.999 and _fine(
+            w.hour_value_cny) and all(
+            _fine(d.pue) and _fine(d.price_cny_kwh) and _fine(d.cpu_watts) and _fine(d.utilisation_target)
+            and d.utilisation_target > 0.0 and all(_fine(p.watts) for p in d.pools) for d in self.dcs)
+        self.static_util = min((c.utilisation for c in self.static.values()), default=0.0)
 
     def sites(self, origin: str | None, bound: float | None) -> tuple[tuple[_Site, ...], tuple[_Ranked, ...]]:
         """The DCs within ``bound`` of ``origin`` (with their RTT), and the latency rejections of the rest."""
@@ -220,6 +239,58 @@ class _Tables:
                            Rejection(dc.id, Reason.ACCELERATOR, f"no {_want(spec)} here (has {have})"))
             got = self._pools[(fam, model)] = (tuple(pools), tuple(rej), _want(spec))
         return got
+
+    def bound(self, spec: WorkloadSpec, latency_bound: float | None) -> _Bound:
+        """The DCs a spec may use before capacity is read (within the latency bound, with a
+        compatible pool), with the per-DC factors of the lower bound on their westflow score."""
+        acc = spec.accelerator
+        key = (spec.origin, latency_bound, acc.family, acc.model)
+        got = self._bounds.get(key)
+        if got is None:
+            sites, _ = self.sites(spec.origin, latency_bound)
+            cpu_only = acc.family is Family.CPU
+            all_pools = () if cpu_only else self.pools(spec)[0]
+            sel = [s for s in sites if cpu_only or all_pools[s[0]]]
+            pools = tuple(() if cpu_only else all_pools[s[0]] for s in sel)
+            # watts x PUE x price of the least-power compatible pool, and of the CPUs
+            acc_w = np.array([0.0 if cpu_only else min(p.watts for p in pl) for pl in pools], dtype=np.float64)
+            pp = np.array([s[5] * s[6] for s in sel], dtype=np.float64)
+            cpu_w = np.array([s[4] for s in sel], dtype=np.float64)
+            east = np.array([s[1].region is Region.EAST for s in sel], dtype=np.bool_)
+            arrays = (acc_w * pp, cpu_w * pp, east)
+            for a in arrays:
+                a.flags.writeable = False  # shared by every thread's decisions
+            got = self._bounds[key] = _Bound(tuple(sel), pools, *arrays)
+        return got
+
+
+_PRUNE_MIN_DCS = 64  # below this a full scan is cheaper than the numpy set-up
+
+
+def _fine(x: float) -> bool:
+    return math.isfinite(x) and x >= 0.0
+
+
+_F64 = npt.NDArray[np.float64]
+
+
+class _Bound(NamedTuple):
+    """Per (origin, latency bound, accelerator request): the DCs that pass the static filters.
+
+    For such a DC whose cheapest compatible pool draws ``w`` watts, any candidate there has
+    ``energy >= (w x count + cpu_watts x cpus) / 1000 x hours x PUE x price`` (each float
+    operation is monotone), and with utilisation >= 0 the fill bonus is at most
+    ``fill_bonus x energy``; so ``score >= energy_min x (1 - fill_bonus) + transfer terms``.
+    """
+
+    sites: tuple[_Site, ...]
+    pools: _Pools
+    acc_wpp: _F64
+    cpu_wpp: _F64
+    east: npt.NDArray[np.bool_]
+
+
+_UTIL = attrgetter("utilisation")
 
 
 # A rejection with its DC's inventory index (the output order). Capacity rejections, the
@@ -286,6 +357,8 @@ class Policy:
 
     name = "base"
     respect_latency = True
+    # Whether :meth:`_place_pruned` may answer instead of the full scan (WestflowPolicy only).
+    _pruned = False
 
     def __call__(self, spec: WorkloadSpec, network: Network, capacity: Capacity | None = None) -> Placement:
         return self.place(spec, network, capacity)
@@ -295,15 +368,23 @@ class Policy:
         t = _tables(network)
         if spec.tier not in network.tiers or (spec.origin is not None and spec.origin not in t.cities):
             spec.check_against(network)  # raises the SpecError naming the field
+        if self._pruned and t.prune:
+            placed = self._place_pruned(spec, network, capacity, t)
+            if placed is not None:
+                return placed
         ctx = Context(network, t.static if capacity is None else capacity)
         cands, late, rejected = self._evaluate(spec, ctx, t)
         if not cands:
-            raise InfeasibleError(spec, _in_order(late, rejected, ctx.capacity, _tables(network).unavailable))
+            raise InfeasibleError(spec, _in_order(late, rejected, ctx.capacity, t.unavailable))
         best = self._choose(cands, ctx)
         # The losers' text is written on first read, against the capacity seen now.
         frozen = ctx if capacity is None else Context(network, dict(capacity))
-        return self._placement(spec, ctx, best, _Deferred(
-            functools.partial(self._explain, late, rejected, cands, best, frozen)))
+        return self._placement(spec, ctx, best, _Deferred(self._explain, late, rejected, cands, best, frozen), t)
+
+    def _place_pruned(self, spec: WorkloadSpec, network: Network, capacity: Capacity | None,
+                      t: _Tables) -> Placement | None:
+        """The same Placement as the full scan without costing every DC; None: use the full scan."""
+        return None
 
     def _explain(self, late: Sequence[_Ranked], rejected: Sequence[_Ranked], cands: Sequence[Candidate],
                  best: Candidate, ctx: Context) -> tuple[Rejection, ...]:
@@ -344,6 +425,7 @@ class Policy:
         cands: list[Candidate] = []
         add = cands.append
         rejected: list[_Ranked] = []
+        moves: dict[Region, tuple[float, float]] = {}
         for i, dc, dc_id, rtt, cpu_watts, pue, price in sites:
             cap = caps.get(dc_id)
             if cap is None or not cap.alive:
@@ -374,11 +456,17 @@ class Policy:
                 continue
             t_hours = t_cost = 0.0
             if inputs:
-                for ds in inputs:
-                    if ds.region is not dc.region:
-                        link = network.transfer[(ds.region, dc.region)]
-                        t_hours += ds.size_bytes * 8 / (link.bandwidth_gbps * 1e9) / 3600
-                        t_cost += ds.size_bytes / 1e9 * link.cost_cny_per_gb
+                # The same per DC region: computed at the first DC of the region that gets here.
+                move = moves.get(dc.region)
+                if move is None:
+                    for ds in inputs:
+                        if ds.region is not dc.region:
+                            link = network.transfer[(ds.region, dc.region)]
+                            t_hours += ds.size_bytes * 8 / (link.bandwidth_gbps * 1e9) / 3600
+                            t_cost += ds.size_bytes / 1e9 * link.cost_cny_per_gb
+                    moves[dc.region] = (t_hours, t_cost)
+                else:
+                    t_hours, t_cost = move
             if deadline is not None and t_hours + hours > deadline:
                 rejected.append((i, Rejection(dc_id, Reason.DEADLINE,
                                               f"{t_hours:.2f} h transfer + {hours:g} h run > {deadline:g} h")))
@@ -388,8 +476,12 @@ class Policy:
             add(new_cand(Candidate, (i, dc, pool, rtt, kwh, kwh * price, t_hours, t_cost)))
         return cands, late, rejected
 
+    def _placed_score(self, c: Candidate, ctx: Context) -> float:
+        """``Placement.score``: the first element of the winner's key."""
+        return self._key(c, ctx)[0]
+
     def _placement(self, spec: WorkloadSpec, ctx: Context, c: Candidate,
-                   rejected: _Deferred[tuple[Rejection, ...]]) -> Placement:
+                   rejected: _Deferred[tuple[Rejection, ...]], t: _Tables | None = None) -> Placement:
         dc, pool = c.dc, c.pool
         bound = ctx.network.tiers[spec.tier].max_rtt_ms
         rtt = c.rtt_ms
@@ -399,13 +491,13 @@ class Policy:
         out = object.__new__(Placement)
         out.__dict__.update(
             spec=spec, policy=self.name, data_center=dc.id, ray_cluster=dc.ray_cluster,
-            region=_tables(ctx.network).region[c.index], rtt_ms=rtt,
+            region=(t or _tables(ctx.network)).region[c.index], rtt_ms=rtt,
             within_tier=bound is None or rtt is None or rtt <= bound,
             family=fam, accelerator_model=pool.model if pool else None, energy_kwh=c.energy_kwh,
             energy_cost_cny=c.energy_cost_cny, transfer_hours=c.transfer_hours,
-            transfer_cost_cny=c.transfer_cost_cny, score=self._key(c, ctx)[0],
+            transfer_cost_cny=c.transfer_cost_cny, score=self._placed_score(c, ctx),
             _lazy_rejected=rejected,
-            _lazy_ray=_Deferred(functools.partial(_ray_for, dc, fam, pool, spec, bound is not None)),
+            _lazy_ray=_Deferred(_ray_for, dc, fam, pool, spec, bound is not None),
         )
         return out
 
@@ -421,16 +513,20 @@ class WestflowPolicy(Policy):
     """
 
     name = "westflow"
+    _pruned = True
 
     def _score(self, c: Candidate, ctx: Context) -> float:
         w = ctx.network.weights
         util = ctx.capacity[c.dc.id].utilisation
         target = c.dc.utilisation_target
         bonus = w.fill_bonus * c.energy_cost_cny * max(0.0, target - util) / target
-        return c.cost_cny + w.hour_value_cny * c.transfer_hours - bonus
+        return (c.energy_cost_cny + c.transfer_cost_cny) + w.hour_value_cny * c.transfer_hours - bonus
 
     def _key(self, c: Candidate, ctx: Context) -> tuple[float, ...]:
         return (self._score(c, ctx), c.rtt_ms or 0.0, float(c.index))
+
+    def _placed_score(self, c: Candidate, ctx: Context) -> float:
+        return self._score(c, ctx) if self._pruned else self._key(c, ctx)[0]
 
     def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
         # _key inlined (the hot loop of every decision); same arithmetic, same order.
@@ -438,18 +534,166 @@ class WestflowPolicy(Policy):
         fill, hour = w.fill_bonus, w.hour_value_cny
         caps = ctx.capacity
         # Candidates come in inventory order, so the index tie-break is "keep the earlier one".
-        best = cands[0]
+        best = k = 0
         best_s = best_r = math.inf
-        for c in cands:
-            dc = c.dc
+        for _, dc, _, rtt, _, e, t_hours, t_cost in cands:
             target = dc.utilisation_target
-            e = c.energy_cost_cny
             room = target - caps[dc.id].utilisation
             bonus = fill * e * (room if room > 0.0 else 0.0) / target
-            score = (e + c.transfer_cost_cny) + hour * c.transfer_hours - bonus
-            if score < best_s or (score == best_s and (c.rtt_ms or 0.0) < best_r):
-                best, best_s, best_r = c, score, c.rtt_ms or 0.0
+            score = (e + t_cost) + hour * t_hours - bonus
+            if score < best_s or (score == best_s and (rtt or 0.0) < best_r):
+                best, best_s, best_r = k, score, rtt or 0.0
+            k += 1
+        return cands[best]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass that changes the filter, the score or the text gets the plain full scan.
+        cls._pruned = cls._pruned and all(
+            getattr(cls, n) is getattr(WestflowPolicy, n)
+            for n in ("_evaluate", "_score", "_key", "_choose", "_lost", "_explain", "_placement"))
+
+    def _place_pruned(self, spec: WorkloadSpec, network: Network, capacity: Capacity | None,
+                      t: _Tables) -> Placement | None:
+        """On a large network, the full scan's Placement from a pruned search.
+
+        The DCs are visited in increasing order of a lower bound on their score (see
+        :class:`_Bound`) and the search stops once the bound exceeds the best score found, so
+        most DCs are never costed. The winner is the minimum of ``(score, rtt_ms, inventory
+        order)``, exactly as the full scan's. The losers' text is written on first read by
+        the full scan over the capacity copied now. Anything the bound does not cover (a
+        negative utilisation, no candidate at all, an error) returns None: the full scan
+        then decides, raises or fails exactly as before.
+        """
+        try:
+            if capacity is None:
+                caps: Capacity = t.static
+                low = t.static_util
+            else:
+                caps = capacity
+                low = min(map(_UTIL, capacity.values()), default=0.0)
+            if not low >= 0.0:  # NaN too
+                return None
+            best = self._search(spec, network, caps, t)
+        except Exception:  # noqa: BLE001 - the full scan raises (or not) exactly as before
+            return None
+        if best is None:
+            return None
+        ctx = Context(network, caps)
+        frozen = ctx if capacity is None else Context(network, dict(capacity))
+        return self._placement(spec, ctx, best, _Deferred(self._explain_again, spec, frozen, best.index), t)
+
+    def _explain_again(self, spec: WorkloadSpec, ctx: Context, index: int) -> tuple[Rejection, ...]:
+        """The full scan's explanation of a pruned decision (the winner given by inventory index)."""
+        cands, late, rejected = self._evaluate(spec, ctx)
+        best = next(c for c in cands if c.index == index)
+        return self._explain(late, rejected, cands, best, ctx)
+
+    def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: _Tables) -> Candidate | None:
+        """The winner of the full scan, visiting DCs by increasing score bound; None if none fits."""
+        w = network.weights
+        fill, hour = w.fill_bonus, w.hour_value_cny
+        b = t.bound(spec, network.tiers[spec.tier].max_rtt_ms)
+        if not b.sites:
+            return None
+        acc = spec.accelerator
+        count = acc.count
+        cpu_only = acc.family is Family.CPU
+        cpus, mem, hours = spec.cpus, spec.memory_gb, spec.duration_hours
+        inputs, deadline = spec.inputs, spec.deadline_hours
+        # Transfer per DC region: the same loop, so the same floats, as Policy._evaluate.
+        moves: dict[Region, tuple[float, float, float]] = {}
+        for reg in Region:
+            t_hours = t_cost = 0.0
+            if inputs:
+                for ds in inputs:
+                    if ds.region is not reg:
+                        link = network.transfer[(ds.region, reg)]
+                        t_hours += ds.size_bytes * 8 / (link.bandwidth_gbps * 1e9) / 3600
+                        t_cost += ds.size_bytes / 1e9 * link.cost_cny_per_gb
+            extra = t_cost + hour * t_hours
+            if not (_fine(t_hours) and _fine(t_cost)):
+                return None
+            late = deadline is not None and t_hours + hours > deadline
+            moves[reg] = (t_hours, t_cost, math.inf if late else extra - 1e-9 * extra)
+        scale = hours / 1000 * ((1.0 - fill) - 1e-9)
+        lb = b.cpu_wpp * (cpus * scale)
+        if not cpu_only:
+            lb += b.acc_wpp * (count * scale)
+        east, west = moves[Region.EAST][2], moves[Region.WEST][2]
+        if east == west:
+            if east != 0.0:
+                lb += east
+        else:
+            lb += np.where(b.east, east, west)
+        order = np.argsort(lb)
+        bounds = lb[order].tolist()
+        sites, all_pools = b.sites, b.pools
+        best: Candidate | None = None
+        best_s = best_r = math.inf
+        best_i = -1
+        for k, low in zip(order.tolist(), bounds, strict=True):
+            if low > best_s:
+                break
+            i, dc, dc_id, rtt, cpu_watts, pue, price = sites[k]
+            cap = caps.get(dc_id)
+            if cap is None or not cap.alive:
+                continue
+            pool: AcceleratorPool | None = None
+            if not cpu_only:
+                free = cap.free
+                for p in all_pools[k]:
+                    if free.get(p.model, 0) >= count:
+                        pool = p
+                        break
+                else:
+                    continue
+            if cap.free_cpus < cpus or cap.free_memory_gb < mem:
+                continue
+            t_hours, t_cost, _ = moves[dc.region]
+            if deadline is not None and t_hours + hours > deadline:
+                continue
+            kw = ((pool.watts * count) if pool else 0.0) + cpu_watts * cpus
+            kwh = kw / 1000 * hours * pue
+            e = kwh * price
+            # WestflowPolicy._choose's arithmetic
+            target = dc.utilisation_target
+            room = target - cap.utilisation
+            bonus = fill * e * (room if room > 0.0 else 0.0) / target
+            score = (e + t_cost) + hour * t_hours - bonus
+            r = rtt or 0.0
+            if score < best_s or (score == best_s and (r < best_r or (r == best_r and i < best_i))):
+                best = Candidate(i, dc, pool, rtt, kwh, e, t_hours, t_cost)
+                best_s, best_r, best_i = score, r, i
         return best
+
+    def _explain(self, late: Sequence[_Ranked], rejected: Sequence[_Ranked], cands: Sequence[Candidate],
+                 best: Candidate, ctx: Context) -> tuple[Rejection, ...]:
+        if not self._pruned:
+            return super()._explain(late, rejected, cands, best, ctx)
+        # _lost inlined, the winner's score computed once; same arithmetic, same text.
+        filtered = _in_order(late, rejected, ctx.capacity, _tables(ctx.network).unavailable)
+        w = ctx.network.weights
+        fill, hour = w.fill_bonus, w.hour_value_cny
+        caps = ctx.capacity
+        best_s = self._score(best, ctx)
+        new = tuple.__new__
+        dearer = Reason.DEARER
+        out: list[Rejection] = []
+        add = out.append
+        for c in cands:
+            if c is best:
+                continue
+            dc = c.dc
+            util = caps[dc.id].utilisation
+            target = dc.utilisation_target
+            e, tc = c.energy_cost_cny, c.transfer_cost_cny
+            room = target - util
+            bonus = fill * e * (room if room > 0.0 else 0.0) / target
+            gap = ((e + tc) + hour * c.transfer_hours - bonus) - best_s
+            add(new(Rejection, (dc.id, dearer, f"dearer by {gap:.2f} CNY (energy {e:.2f} + transfer "
+                                               f"{tc:.2f}, {util:.0%} used)")))
+        return filtered + tuple(out)
 
     def _lost(self, c: Candidate, best: Candidate, ctx: Context) -> Rejection:
         gap = self._score(c, ctx) - self._score(best, ctx)
