@@ -8,7 +8,6 @@ model as an uninterrupted run with the same seed.
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
