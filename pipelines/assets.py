@@ -17,6 +17,7 @@ FEATURES, MODEL, PREDICTIONS = "daily_features", "recsys_clf", "recsys_predictio
 
 
 class FeaturesConfig(dg.Config):
+    dataset: str = FEATURES
     rows: int = 1_000_000
     features: int = 32
     seed: int = 0
@@ -42,7 +43,7 @@ class ScoringConfig(dg.Config):
 def daily_features(context: dg.AssetExecutionContext, config: FeaturesConfig,
                    westflow: WestflowResource) -> dg.MaterializeResult:
     return westflow.run(context, module="jobs.etl", args=[
-        "--name", FEATURES, "--rows", str(config.rows), "--features", str(config.features),
+        "--name", config.dataset, "--rows", str(config.rows), "--features", str(config.features),
         "--seed", str(config.seed)])
 
 

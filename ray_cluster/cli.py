@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ray_cluster.errors import (
     ClusterError,
@@ -30,7 +31,7 @@ COMMANDS = ["plan", "network", "up", "down", "status", "render", "simulate", "de
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # noqa: D102 - argparse hook
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse hook
         self.print_usage(sys.stderr)
         print(f"westflow: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT)

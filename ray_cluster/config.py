@@ -149,10 +149,12 @@ def load_yaml(path: Path) -> Any:
     """Parse one YAML file; parse failures become ConfigError."""
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), "<file>", str(path), "a readable file", problem="Cannot read") from exc
+    except (OSError, ValueError) as exc:  # ValueError: undecodable bytes, NUL in the path
+        raise ConfigError(str(path), "<file>", str(path), "a readable UTF-8 file", problem="Cannot read") from exc
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(str(path), "<yaml>", "nesting too deep", "YAML nested less deeply") from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), "<yaml>", str(exc).splitlines()[0], "valid YAML") from exc
 

@@ -52,6 +52,12 @@ def _allowed_text(allowed: str | Sequence[str] | None) -> str:
     return "; must be one of: " + ", ".join(str(a) for a in allowed)
 
 
+def _field_text(field: str) -> str:
+    """The field as printed: quoted when it would not read as a name (empty, control characters)."""
+    text = str(field)
+    return text if text and text.isprintable() and text == text.strip() else repr(text)
+
+
 class ConfigError(WestflowError):
     """A config file failed its schema or a cross-field check."""
 
@@ -69,7 +75,7 @@ class ConfigError(WestflowError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        text = f"{file}: {problem} {field} {value!r}{_allowed_text(allowed)}."
+        text = f"{file}: {problem} {_field_text(field)} {value!r}{_allowed_text(allowed)}."
         if fix:
             text += f" To fix: {fix}"
         super().__init__(text)
@@ -93,7 +99,7 @@ class SpecError(WestflowError):
         self.allowed = allowed
         self.source = source
         where = f"{source}: " if source else ""
-        text = f"{where}{problem} {field} {value!r}{_allowed_text(allowed)}."
+        text = f"{where}{problem} {_field_text(field)} {value!r}{_allowed_text(allowed)}."
         if fix:
             text += f" To fix: {fix}"
         super().__init__(text)

@@ -147,12 +147,30 @@ class Ledger:
         use.memory_gb += sign * p.spec.memory_gb
 
     def _drain(self) -> list[Decision]:
+        """Place queued work that fits now, in queue order.
+
+        Capacity only shrinks during one pass, so once a request did not fit, every
+        later one of the same shape (see :func:`_shape`) is left as it is without a
+        placement attempt: a release costs one attempt per shape, not per queued request.
+        """
         placed, waiting = [], []
+        missed: dict[tuple[object, ...], Status] = {}
         for item in self._queue:
-            d = self._decide(item[2], item[3])
-            if d.status is Status.PLACED:
-                placed.append(d)
-            elif d.status is Status.QUEUED:
+            shape = _shape(item[3])
+            status = missed.get(shape)
+            if status is None:
+                d = self._decide(item[2], item[3])
+                if d.status is Status.PLACED:
+                    placed.append(d)
+                    continue
+                status = missed[shape] = d.status
+            if status is Status.QUEUED:
                 waiting.append(item)
         self._queue = waiting
         return placed
+
+
+def _shape(spec: WorkloadSpec) -> tuple[object, ...]:
+    """What decides whether a spec fits anywhere (not its name, tenant or priority)."""
+    return (spec.tier, spec.origin, spec.accelerator, spec.cpus, spec.memory_gb, spec.duration_hours,
+            spec.inputs, spec.deadline_hours)

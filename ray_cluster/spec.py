@@ -241,8 +241,10 @@ def load_spec(path: Path | str, network: Network | None = None) -> WorkloadSpec:
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError("<file>", str(p), "a readable YAML file", problem="Cannot read") from exc
+    except (OSError, ValueError) as exc:  # ValueError: undecodable bytes, NUL in the path
+        raise SpecError("<file>", str(p), "a readable UTF-8 YAML file", problem="Cannot read") from exc
+    except RecursionError:
+        raise SpecError("<yaml>", str(p), "YAML nested less deeply", source=str(p)) from None
     except yaml.YAMLError as exc:
         raise SpecError("<yaml>", str(exc).splitlines()[0], "valid YAML", source=str(p)) from None
     return parse_spec(data, network, source=str(p))

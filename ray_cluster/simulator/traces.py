@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -109,6 +110,17 @@ def load_azure(kind: str, traces_dir: Path | str = DEFAULT_TRACES_DIR) -> list[R
     return out
 
 
+def _number(p: Path, i: int, row: dict[str, str], col: str, kind: type[float] | type[int]) -> float:
+    raw = row[col]
+    try:
+        value = kind(raw.strip())
+    except (ValueError, AttributeError):
+        raise SpecError(f"{p}: row {i + 1} {col}", raw, "an integer" if kind is int else "a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise SpecError(f"{p}: row {i + 1} {col}", raw, "a finite number >= 0", problem="Out of range")
+    return value
+
+
 def load_generic(path: Path | str) -> tuple[list[BatchJob], list[Request]]:
     """A CSV ``submit_s,duration_s,accelerators,tier[,origin][,family]`` (header required)."""
     p = _need(Path(path))
@@ -121,12 +133,18 @@ def load_generic(path: Path | str) -> tuple[list[BatchJob], list[Request]]:
             raise SpecError("trace header", reader.fieldnames, sorted(need) + ["origin", "family"],
                             fix="start the file with 'submit_s,duration_s,accelerators,tier,origin,family'.")
         for i, row in enumerate(reader):
+            missing = [k for k in sorted(need) if row.get(k) is None]
+            if missing:
+                raise SpecError(f"{p}: row {i + 1} {missing[0]}", None, "a value in every header column",
+                                problem="Missing")
             tier = row["tier"].strip().lower()
             origin = (row.get("origin") or "").strip().lower() or None
             fam = (row.get("family") or "any").strip().lower() or "any"
             if fam not in ("any", "cuda", "cann"):
                 raise SpecError(f"{p}: row {i + 1} family", fam, ["any", "cuda", "cann"])
-            submit, dur, n = float(row["submit_s"]), float(row["duration_s"]), int(row["accelerators"])
+            submit = _number(p, i, row, "submit_s", float)
+            dur = _number(p, i, row, "duration_s", float)
+            n = int(_number(p, i, row, "accelerators", int))
             if tier == "batch":
                 jobs.append(BatchJob(submit, max(1.0, dur), n, origin, fam, p.name))
             elif tier == "realtime":
