@@ -16,10 +16,11 @@ pytestmark = pytest.mark.integration
 def test_plan_live_only_offers_dcs_with_live_nodes(ray_network: LocalNetwork, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: live\ntier: batch\norigin: shanghai\naccelerator: cann:2\ncpus: 1\nmemory_gb: 1\n")
+    spec.write_text("name: live\ntier: realtime\norigin: chengdu\naccelerator: cann:2\ncpus: 1\nmemory_gb: 1\n")
     assert main(["plan", str(spec), "--json", "--live", "--state-dir", str(ray_network.state_dir)]) == 0
     out = json.loads(capsys.readouterr().out)
     local = set(ray_network.profile.dc_ids)
+    assert out["data_center"] == "guian"  # the one local Ascend site within 20 ms of Chengdu
     assert out["data_center"] in local
     unavailable = {r["data_center"] for r in out["rejected"] if r["reason"] == "unavailable"}
     assert unavailable == {"yrd_demo", "shaoguan", "tianfu", "chongqing", "qingyang"}
