@@ -95,7 +95,8 @@ def kuberay_cluster(name: str, network: Network) -> dict[str, Any]:
         "metadata": {"name": f"westflow-{name}".replace("_", "-"), "labels": {"app.kubernetes.io/part-of": "westflow"}},
         "spec": {
             "rayVersion": RAY_VERSION,
-            "headGroupSpec": {"rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+            # KubeRay exposes the dashboard to its Service itself; token auth guards it (docs/security.md).
+            "headGroupSpec": {"rayStartParams": {"num-cpus": "0"},
                               "template": _pod("ray-head", 4, 16, {"app.kubernetes.io/part-of": "westflow"})},
             "workerGroupSpecs": groups,
         },
@@ -121,8 +122,9 @@ def launcher_config(name: str, network: Network) -> dict[str, Any]:
         "available_node_types": types,
         "initialization_commands": [],
         "setup_commands": [f"pip install 'ray[default]=={RAY_VERSION}'"],
+        # The dashboard stays on the head's loopback: reach it with `ray dashboard` (an SSH tunnel).
         "head_start_ray_commands": ["ray stop", "RAY_AUTH_MODE=token ray start --head --port=6379 "
-                                    "--dashboard-host=0.0.0.0 --autoscaling-config=~/ray_bootstrap_config.yaml"],
+                                    "--autoscaling-config=~/ray_bootstrap_config.yaml"],
         "worker_start_ray_commands": ["ray stop", "RAY_AUTH_MODE=token ray start --address=$RAY_HEAD_IP:6379"],
     }
 
