@@ -53,8 +53,10 @@ def model_prefix(model: str) -> str:
     return f"models/{model}/final"
 
 
-def checkpoint_prefix(model: str) -> str:
-    return f"models/{model}/checkpoints"
+def checkpoint_prefix(model: str, run_id: str | None = None) -> str:
+    """Where a training run checkpoints. With ``run_id`` (a Dagster run), each run starts fresh and
+    only a retry or failover of the same run resumes; without, every run of ``model`` resumes."""
+    return f"models/{model}/checkpoints" if run_id is None else f"models/{model}/runs/{run_id}/checkpoints"
 
 
 def save_model(stores: Stores, region: str, model: str, step: int,

@@ -59,6 +59,8 @@ def parser() -> JobArgumentParser:
     p.add_argument("--seed", type=positive_int("--seed", minimum=0), default=0)
     p.add_argument("--stop-after", type=positive_int("--stop-after"), default=None,
                    help="stop after N epochs in this run (stands in for preemption)")
+    p.add_argument("--run-id", type=dataset_name("--run-id"), default=None,
+                   help="checkpoint under this run (Dagster passes its run id); default: resume any run")
     add_common(p)
     return p
 
@@ -72,7 +74,7 @@ def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     ctx.reporter.info(f"loaded {len(data.y):,} rows x {len(data.features)} features in {load_s:.1f}s "
                       f"({len(data.train_idx):,} train / {len(data.eval_idx):,} eval); {model}")
-    ckpts = RegionalCheckpoints(ctx.stores, ctx.region, checkpoint_prefix(args.model))
+    ckpts = RegionalCheckpoints(ctx.stores, ctx.region, checkpoint_prefix(args.model, args.run_id))
 
     def on_epoch(s: EpochStats) -> None:
         ctx.reporter.info(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} train acc "
@@ -94,7 +96,7 @@ def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
         "accuracy_per_epoch": [round(s.accuracy, 6) for s in result.history],
         "eval_accuracy_per_epoch": [round(s.eval_accuracy, 6) for s in result.history],
         "seconds_per_epoch": [round(s.seconds, 3) for s in result.history],
-        "checkpoints": f"s3://{ctx.stores.bucket(ctx.region)}/{checkpoint_prefix(args.model)}",
+        "checkpoints": f"s3://{ctx.stores.bucket(ctx.region)}/{checkpoint_prefix(args.model, args.run_id)}",
         **ctx.backend.metadata(),
     }
     if result.history:

@@ -57,7 +57,8 @@ def nightly_training(context: dg.AssetExecutionContext, config: TrainingConfig,
                      westflow: WestflowResource) -> dg.MaterializeResult:
     return westflow.run(context, module="jobs.train", args=[
         "--dataset", FEATURES, "--model", config.model, "--epochs", str(config.epochs),
-        "--batch-size", str(config.batch_size), "--hidden", str(config.hidden), "--seed", str(config.seed)])
+        "--batch-size", str(config.batch_size), "--hidden", str(config.hidden), "--seed", str(config.seed),
+        "--run-id", context.run_id])
 
 
 @westflow_asset(

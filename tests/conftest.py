@@ -12,3 +12,22 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray"]
+
+# Integration modules share one local network per session: check it fresh first, break it last.
+_ORDER = ["test_ray_network", "test_plan_live", "test_jobs_ray", "test_jobs_s3", "test_locality", "test_storage",
+          "test_security", "test_load", "test_pipelines", "test_dagster_server", "test_s3_fault_step",
+          "test_failover", "test_failover_realtime"]
+
+
+def _rank(item: object) -> tuple[int, int]:
+    path = str(getattr(item, "path", ""))
+    if "/integration/" not in path:
+        return (0, 0)
+    stem = path.rsplit("/", 1)[-1].removesuffix(".py")
+    best = max((i for i, name in enumerate(_ORDER) if stem.startswith(name)), default=len(_ORDER),
+               key=lambda i: len(_ORDER[i]) if i < len(_ORDER) else 0)
+    return (1, best)
+
+
+def pytest_collection_modifyitems(items: list[object]) -> None:
+    items.sort(key=_rank)  # stable: tests keep their order inside a module

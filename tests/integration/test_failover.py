@@ -8,6 +8,7 @@ model as an uninterrupted run with the same seed.
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -48,6 +49,13 @@ def _final(config: S3Config, model: str) -> dict[str, np.ndarray]:
     raise AssertionError(f"no final model {model}")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def restore_network(ray_network: LocalNetwork) -> Iterator[None]:
+    """Later modules share the network: bring back the node the last trial killed."""
+    yield
+    ray_network.up()
+
+
 @pytest.fixture(scope="module")
 def reference(ray_network: LocalNetwork) -> dict[str, np.ndarray]:
     feats = dg.materialize([daily_features], instance=dg.DagsterInstance.ephemeral(),
@@ -68,18 +76,22 @@ def test_node_lost_mid_epoch_resumes_elsewhere(trial: int, ray_network: LocalNet
     out: dict[str, dg.ExecuteInProcessResult] = {}
     runner = threading.Thread(target=lambda: out.setdefault("r", _train(ray_network, model)))
     runner.start()
-    jobs, seen = ray_network.job_client(), None
+    jobs, running = ray_network.job_client(), []
     deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not running:
+        running = [j for j in jobs.list_jobs() if j.status == "RUNNING"
+                   and (j.metadata or {}).get("westflow.spec") == "nightly-training"]
+        time.sleep(0.2)
+    assert len(running) == 1
+    run_id = running[0].metadata["westflow.dagster_run_id"]  # type: ignore[index]
+    seen = None
     while time.monotonic() < deadline and seen is None:
         for bucket in ("westflow-west", "westflow-east"):
-            step = CheckpointStore(config, bucket, f"models/{model}/checkpoints").latest()
+            step = CheckpointStore(config, bucket, f"models/{model}/runs/{run_id}/checkpoints").latest()
             if step is not None and step >= 1:
                 seen = step
         time.sleep(0.2)
     assert seen is not None and seen < EPOCHS, f"no mid-run checkpoint (saw {seen})"
-    running = [j for j in jobs.list_jobs() if j.status == "RUNNING"
-               and (j.metadata or {}).get("westflow.spec") == "nightly-training"]
-    assert len(running) == 1
     killed = running[0].metadata["westflow.dc"]  # type: ignore[index]
     ray_network.stop_node(killed)
     runner.join(timeout=420)
