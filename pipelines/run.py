@@ -40,8 +40,8 @@ def dagster_instance(state_dir: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def run_config(*, rows: int, epochs: int, requests: int) -> dict[str, Any]:
-    return {"ops": {
+def run_config(*, rows: int, epochs: int, requests: int, log_level: str = "INFO") -> dict[str, Any]:
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}, "ops": {
         "daily_features": {"config": {"rows": rows}},
         "nightly_training": {"config": {"epochs": epochs}},
         "realtime_scoring": {"config": {"requests": requests}},
