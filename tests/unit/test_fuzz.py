@@ -72,16 +72,21 @@ PATHS = [("data_centers", 0, "pue"), ("data_centers", 1, "cpus"), ("data_centers
          ("transfer", 0, "bandwidth_gbps"), ("data_centers", 4, "ray_cluster"), ("data_centers", 5, "id")]
 
 
-@settings(max_examples=300)
-@given(path=st.sampled_from(PATHS), value=junk)
-def test_any_config_mutation_builds_or_gives_config_error(path: tuple[Any, ...], value: Any) -> None:
+def _with(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    """A copy of network.yaml's data with the field at ``path`` set to ``value``."""
     net = copy.deepcopy(NET)
     node = net
     for p in path[:-1]:
         node = node[p]
     node[path[-1]] = value
+    return net
+
+
+@settings(max_examples=300)
+@given(path=st.sampled_from(PATHS), value=junk)
+def test_any_config_mutation_builds_or_gives_config_error(path: tuple[Any, ...], value: Any) -> None:
     try:
-        build_network(net, TIERS)
+        build_network(_with(path, value), TIERS)
     except ConfigError as exc:
         assert exc.file == "network.yaml"
 
@@ -90,13 +95,8 @@ def test_any_config_mutation_builds_or_gives_config_error(path: tuple[Any, ...],
 @given(path=st.sampled_from(PATHS[:3] + PATHS[5:7]),
        value=st.floats(max_value=-0.001) | st.text(min_size=1, max_size=4))
 def test_negative_or_textual_numbers_are_config_errors(path: tuple[Any, ...], value: Any) -> None:
-    net = copy.deepcopy(NET)
-    node = net
-    for p in path[:-1]:
-        node = node[p]
-    node[path[-1]] = value
     try:
-        build_network(net, TIERS)
+        build_network(_with(path, value), TIERS)
     except ConfigError as exc:
         assert exc.field == ".".join(map(str, path))
     else:
