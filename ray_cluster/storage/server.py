@@ -210,8 +210,10 @@ class SeaweedServer:
     def _alive(self, pid: int | None) -> bool:
         if pid is None:
             return False
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
+        # Our own child is dead once reaped; until then /proc decides, as for any handle, so
+        # that two handles on one server never disagree while it is exiting.
+        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is not None:
+            return False
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
