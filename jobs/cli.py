@@ -25,6 +25,7 @@ from jobs.errors import JobArgumentError
 from jobs.report import Reporter
 from jobs.stores import Stores, s3_stores
 from ray_cluster.errors import WestflowError
+from ray_cluster.live import init_here
 
 __all__ = ["JobArgumentParser", "JobContext", "Body", "positive_int", "positive_float",
            "dataset_name", "add_common", "resolve_region", "run_job", "REGIONS"]
@@ -143,7 +144,7 @@ def _run_in_task(job: str, body: Body, args: argparse.Namespace) -> dict[str, An
     import ray
 
     if not ray.is_initialized():
-        ray.init()
+        init_here()
     task = ray.remote(_remote_body).options(**args.task_resources)
     result: dict[str, Any] = ray.get(task.remote(job, body, args))
     return result

@@ -44,6 +44,7 @@ from jobs.errors import GangError, JobArgumentError  # noqa: E402
 from jobs.model import ModelConfig, epoch_permutation, init_params, sgd_update  # noqa: E402
 from jobs.stores import Stores  # noqa: E402
 from jobs.training import EpochStats, TrainConfig, accuracy  # noqa: E402
+from ray_cluster.live import init_here  # noqa: E402
 from ray_cluster.tags import NPU, dc_of_resources  # noqa: E402
 
 __all__ = ["GangPlan", "GangResult", "plan_gang", "worker_options", "check_one_dc",
@@ -224,7 +225,7 @@ def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
     model = ModelConfig(len(data.features), max(int(data.y.max()) + 1, 2), args.hidden)
     cfg = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed)
     if not ray.is_initialized():
-        ray.init()
+        init_here()
     r = train_gang(data.X, data.y, data.train_idx, data.eval_idx, model, cfg, plan,
                    force=args.backend, timeout_s=args.timeout, log=ctx.reporter.info)
     fallbacks = [w for w in r.workers if w["backend_fallback"]]

@@ -29,10 +29,10 @@ from typing import Any, Protocol
 from ray_cluster.capacity import DCCapacity
 from ray_cluster.errors import ClusterError
 from ray_cluster.model import Family, Network
-from ray_cluster.tags import ENV_DC, GPU, NPU, accelerator_type_resource, dc_of_labels, dc_of_resources
+from ray_cluster.tags import ENV_DC, ENV_NODE_IP, GPU, NPU, accelerator_type_resource, dc_of_labels, dc_of_resources
 
 __all__ = ["NodeView", "CapacityReader", "DriverReader", "DashboardReader", "snapshot",
-           "live_capacity", "where_am_i"]
+           "live_capacity", "where_am_i", "init_here"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +164,18 @@ class DashboardReader:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def init_here(**kwargs: Any) -> Any:
+    """``ray.init`` a job's driver on the raylet of the node it runs on.
+
+    On one host Ray attaches a driver to the head's raylet unless told its node's IP;
+    each local node passes its own in ``WESTFLOW_NODE_IP``. Elsewhere this is ``ray.init``.
+    """
+    import ray
+
+    ip = os.environ.get(ENV_NODE_IP)
+    return ray.init(**({"_node_ip_address": ip} if ip else {}), **kwargs)
 
 
 def where_am_i() -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "CPU",
     "accelerator_label",
     "ENV_DC",
+    "ENV_NODE_IP",
 ]
 
 PIN = 0.001
@@ -54,6 +55,9 @@ LABEL_ACCELERATOR = "westflow.io/accelerator"
 # driver process runs on the node Ray chose for its entrypoint, but ``ray.init()`` inside it
 # may attach to another raylet on the same IP (local mode), so its labels can mislead.
 ENV_DC = "WESTFLOW_DC"
+# The node's own IP, also set on every process of the node: ``ray.init(_node_ip_address=...)``
+# with it makes a job's driver attach to its own node's raylet (see ``live.init_here``).
+ENV_NODE_IP = "WESTFLOW_NODE_IP"
 
 
 def dc_resource(dc_id: str) -> str:

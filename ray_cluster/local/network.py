@@ -1,4 +1,9 @@
-"""The local network: one Ray node per DC of the local profile, on 127.0.0.1.
+"""The local network: one Ray node per DC of the local profile, all on loopback.
+
+Each node has its own loopback address (``127.0.0.2``, ``.3``, ...; see
+:meth:`LocalProfile.node_ip`), so Ray's traffic never leaves ``127.0.0.0/8`` and
+a job's driver can attach to the raylet of its own DC; the dashboard, Jobs API
+and Ray Client server listen on ``host`` (127.0.0.1).
 
 ``up()`` starts the head (first DC: GCS, dashboard) and one worker node per
 other DC with ``ray start``, each as a new session so its process group holds
@@ -27,7 +32,7 @@ from ray_cluster.errors import ClusterError
 from ray_cluster.live import DashboardReader, NodeView
 from ray_cluster.local import auth, procs
 from ray_cluster.local.profile import LocalProfile, Ports
-from ray_cluster.tags import ENV_DC, GPU, NPU
+from ray_cluster.tags import ENV_DC, ENV_NODE_IP, GPU, NPU
 
 __all__ = ["LocalNetwork", "DCStatus", "NetworkStatus", "free_port", "start_services", "stop_services"]
 
@@ -107,7 +112,7 @@ class LocalNetwork:
     @property
     def address(self) -> str:
         """The GCS address, for ``ray.init(address=...)``."""
-        return f"{self.profile.host}:{self.profile.ports.gcs}"
+        return f"{self.profile.head_ip}:{self.profile.ports.gcs}"
 
     @property
     def dashboard_url(self) -> str:
@@ -188,7 +193,7 @@ class LocalNetwork:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"ray-start-{dc}.log"
-        cmd = [_ray_bin(), "start", f"--node-ip-address={p.host}", f"--temp-dir={temp}",
+        cmd = [_ray_bin(), "start", f"--node-ip-address={p.node_ip(dc)}", f"--temp-dir={temp}",
                f"--object-store-memory={p.object_store_mb * 10**6}", "--disable-usage-stats",
                f"--dashboard-agent-listen-port={free_port()}", *p.tags(dc).ray_start_args()]
         if head:
@@ -199,7 +204,8 @@ class LocalNetwork:
             # One log monitor per host: all nodes here share the session's log dir.
             cmd += [f"--address={self.address}", "--include-log-monitor=False"]
         with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, ENV_DC: dc},
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**env, ENV_DC: dc, ENV_NODE_IP: p.node_ip(dc)},
                                     start_new_session=True, cwd=self.workdir)
         return proc, log
 

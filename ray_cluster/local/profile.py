@@ -6,6 +6,7 @@ then a frozen :class:`LocalProfile`.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class _DC(_Strict):
 class _File(_Strict):
     ray_cluster: str = "local"
     host: str = "127.0.0.1"
+    first_node_ip: str = "127.0.0.2"
     ports: _Ports = Field(default_factory=_Ports)
     node: _Node = Field(default_factory=_Node)
     data_centers: list[_DC] = Field(min_length=1)
@@ -78,6 +80,7 @@ class LocalProfile:
     data_centers: tuple[LocalDC, ...]
     ray_cluster: str = "local"
     host: str = "127.0.0.1"
+    first_node_ip: str = "127.0.0.2"
     ports: Ports = Ports()
     memory_gb: float = 64.0
     object_store_mb: int = 100
@@ -85,6 +88,18 @@ class LocalProfile:
     @property
     def dc_ids(self) -> tuple[str, ...]:
         return tuple(d.id for d in self.data_centers)
+
+    def node_ip(self, dc_id: str) -> str:
+        """The loopback address of ``dc_id``'s Ray node: ``first_node_ip`` plus its index.
+
+        Not 127.0.0.1: ``ray start`` swaps that for the host's interface address
+        (``services.resolve_ip_for_localhost``), which would take Ray's traffic off loopback.
+        """
+        return str(ipaddress.IPv4Address(self.first_node_ip) + self.dc_ids.index(dc_id))
+
+    @property
+    def head_ip(self) -> str:
+        return self.node_ip(self.dc_ids[0])
 
     def tags(self, dc_id: str) -> NodeTags:
         """The Ray node settings of ``dc_id`` in this profile."""
@@ -129,10 +144,29 @@ def parse_profile(data: Any, network: Network, *, file: str = "local.yaml") -> L
             if count < 0:
                 raise ConfigError(file, f"data_centers.{i}.accelerators.{model}", count, ">= 0")
         dcs.append(LocalDC(d.id, d.cpus or f.node.cpus, dict(d.accelerators)))
+    _check_loopback(file, "host", f.host)
+    first = _check_loopback(file, "first_node_ip", f.first_node_ip, last_offset=len(dcs) - 1)
     p = f.ports
     return LocalProfile(network=network, data_centers=tuple(dcs), ray_cluster=f.ray_cluster, host=f.host,
+                        first_node_ip=first,
                         ports=Ports(p.gcs, p.dashboard, p.client_server), memory_gb=f.node.memory_gb,
                         object_store_mb=f.node.object_store_mb)
+
+
+def _check_loopback(file: str, field: str, value: str, *, last_offset: int | None = None) -> str:
+    """``value`` as an IPv4 loopback address; node addresses must also avoid 127.0.0.1."""
+    allowed = "an IPv4 loopback address (127.0.0.0/8)"
+    if last_offset is not None:
+        allowed += f" other than 127.0.0.1, with {last_offset} more after it inside 127.0.0.0/8"
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(file, field, value, allowed) from None
+    loopback = ipaddress.IPv4Network("127.0.0.0/8")
+    if ip not in loopback or (last_offset is not None and (
+            ip == ipaddress.IPv4Address("127.0.0.1") or ip + last_offset not in loopback)):
+        raise ConfigError(file, field, value, allowed)
+    return str(ip)
 
 
 def load_profile(network: Network, path: Path | str = LOCAL_FILE) -> LocalProfile:

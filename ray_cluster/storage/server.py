@@ -210,18 +210,21 @@ class SeaweedServer:
     def _alive(self, pid: int | None) -> bool:
         if pid is None:
             return False
-        # Our own child is dead once reaped; until then /proc decides, as for any handle, so
-        # that two handles on one server never disagree while it is exiting.
-        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is not None:
-            return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            return False
-        # A recycled pid is not ours: it must be weed, running on our data dir.
-        if "weed" not in cmdline or str(self.base.resolve()) not in cmdline:
-            return False
-        # Not a zombie: some thread still runs (Go's leader thread may be a zombie alone).
+        if self._proc is not None and self._proc.pid == pid:
+            # Our own child: dead once reaped. Its cmdline is not checked: right after exec it
+            # can read empty for a moment.
+            if self._proc.poll() is not None:
+                return False
+        else:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                return False
+            # A recycled pid is not ours: it must be weed, running on our data dir.
+            if "weed" not in cmdline or str(self.base.resolve()) not in cmdline:
+                return False
+        # Not exiting: some thread still runs (Go's leader thread may be a zombie alone). This
+        # also makes two handles on one server agree while it exits.
         for task in Path(f"/proc/{pid}/task").glob("*/stat"):
             try:
                 if task.read_text().rsplit(")", 1)[-1].split()[0] not in ("Z", "X"):

@@ -107,6 +107,26 @@ def test_ray_job_submit_with_plan_flags_runs_where_planned(ray_driver: LocalNetw
     assert node_of[client.get_job_info(sub_id).driver_node_id] == plan["data_center"]
 
 
+def test_job_driver_attaches_to_the_raylet_of_its_own_dc(ray_driver: LocalNetwork) -> None:
+    """A westflow job's ``init_here()`` joins its own node, not the head's (one host, one IP per node)."""
+    dc = ray_driver.profile.dc_ids[-1]
+    code = ("import ray; from ray_cluster.live import init_here; init_here(); "
+            "print('NODE=' + ray.get_runtime_context().get_node_id())")
+    client = ray_driver.job_client()
+    sub_id = client.submit_job(entrypoint=f"python -c \"{code}\"", entrypoint_resources={dc_resource(dc): 1},
+                               runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+                               submission_id=f"westflow-here-{time.time_ns()}")
+    deadline = time.monotonic() + 180
+    while str(client.get_job_status(sub_id)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, "job did not finish"
+        time.sleep(0.5)
+    logs = client.get_job_logs(sub_id)
+    node_of = {n.node_id: n.dc for n in ray_driver.reader().nodes()}
+    line = next((x for x in logs.splitlines() if x.startswith("NODE=")), None)
+    assert line is not None, logs[-2000:]
+    assert node_of[line[5:]] == dc != ray_driver.profile.dc_ids[0]
+
+
 def test_job_without_token_is_refused(ray_driver: LocalNetwork) -> None:
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {k: v for k, v in ray_driver.client_env().items() if not k.startswith("RAY_AUTH")}

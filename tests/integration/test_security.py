@@ -1,7 +1,7 @@
 """Security (issue 5): token auth required, S3 credentials required, no secret leaks, bindings.
 
-Every claim of docs/security.md, on the live local network. Only 127.0.0.1 is
-contacted.
+Every claim of docs/security.md, on the live local network. Only loopback
+addresses are contacted, and the test checks that Ray does the same.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def test_dashboard_agent_http_refuses_requests_without_the_token(ray_driver: Loc
 
     for node in ray.nodes():
         if node["Alive"]:
-            url = f"http://127.0.0.1:{node['DashboardAgentListenPort']}/api/job_agent/jobs/"
+            url = f"http://{node['NodeManagerAddress']}:{node['DashboardAgentListenPort']}/api/job_agent/jobs/"
             assert _http(url, data=b"{}")[0] == 401
 
 
@@ -205,7 +205,8 @@ def test_no_token_or_key_in_logs_job_env_or_repo(ray_driver: LocalNetwork, token
              "Jobs API job": _http(net.dashboard_url + f"/api/jobs/{sub_id}", token)[1]}
     for node in ray.nodes():  # the Prometheus exporter answers without a token: it must not carry one
         if node["Alive"]:
-            texts[f"metrics :{node['MetricsExportPort']}"] = _http(f"http://127.0.0.1:{node['MetricsExportPort']}")[1]
+            url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+            texts[f"metrics :{node['MetricsExportPort']}"] = _http(url)[1]
     leaks = [f"{what} in {where}" for where, t in texts.items() for what, n in needles.items() if n in t]
 
     session = (net.state_dir / "ray-session").resolve()
@@ -227,29 +228,42 @@ def test_no_token_or_key_in_logs_job_env_or_repo(ray_driver: LocalNetwork, token
 # -- listening sockets ------------------------------------------------------------------------
 
 
-def _listening() -> dict[int, list[tuple[str, int]]]:
-    """Socket inode -> (address, port) of every TCP socket in LISTEN state (IPv4 and IPv6)."""
-    out: dict[int, list[tuple[str, int]]] = {}
+def _tcp_sockets(*, listening: bool) -> dict[int, list[tuple[tuple[str, int], tuple[str, int]]]]:
+    """Socket inode -> (local, remote) (address, port) of TCP sockets, listening or not (IPv4 and IPv6)."""
+    out: dict[int, list[tuple[tuple[str, int], tuple[str, int]]]] = {}
+
+    def endpoint(text: str, family: int) -> tuple[str, int]:
+        hex_addr, hex_port = text.split(":")
+        raw = bytes.fromhex(hex_addr)
+        # the kernel prints each 32-bit word in host (little-endian) order
+        addr = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+        return socket.inet_ntop(family, addr), int(hex_port, 16)
+
     for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
         for line in Path(table).read_text().splitlines()[1:]:
             f = line.split()
-            if f[3] != "0A":
-                continue
-            hex_addr, hex_port = f[1].split(":")
-            raw = bytes.fromhex(hex_addr)
-            # the kernel prints each 32-bit word in host (little-endian) order
-            addr = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-            out.setdefault(int(f[9]), []).append((socket.inet_ntop(family, addr), int(hex_port, 16)))
+            if (f[3] == "0A") == listening:
+                out.setdefault(int(f[9]), []).append((endpoint(f[1], family), endpoint(f[2], family)))
     return out
 
 
-def _scope(address: str) -> str:
+def _listening() -> dict[int, list[tuple[str, int]]]:
+    """Socket inode -> (address, port) of every TCP socket in LISTEN state."""
+    return {inode: [local for local, _ in ends] for inode, ends in _tcp_sockets(listening=True).items()}
+
+
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+
+
+def _scope(address: str, node_ips: set[str]) -> str:
+    ip = _ip(address)
     if ip.is_unspecified:
         return "all interfaces"
-    return "127.0.0.1" if ip.is_loopback else "node IP"
+    if str(ip) == "127.0.0.1":
+        return "127.0.0.1"
+    return "node IP" if str(ip) in node_ips else f"other address {ip}"
 
 
 def _children() -> dict[int, list[int]]:
@@ -317,6 +331,9 @@ def test_listening_sockets_match_docs_security(ray_driver: LocalNetwork,
              "DashboardAgentListenPort": "dashboard-agent-http", "RuntimeEnvAgentPort": "runtime-env-agent"}
     by_port = {net.profile.ports.gcs: "gcs", net.profile.ports.dashboard: "dashboard",
                net.profile.ports.client_server: "ray-client-server"}
+    node_ips = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    assert node_ips == {net.profile.node_ip(dc) for dc in net.profile.dc_ids}
+    assert all(_ip(ip).is_loopback and ip != "127.0.0.1" for ip in node_ips)
     for node in ray.nodes():
         if node["Alive"]:
             by_port.update({node[k]: kind for k, kind in names.items()})
@@ -350,13 +367,11 @@ def test_listening_sockets_match_docs_security(ray_driver: LocalNetwork,
                         kind = "worker"
                     else:
                         kind = f"unknown ({cmd[:80]} port {port})"
-                    seen.setdefault(kind, set()).add(_scope(address))
+                    seen.setdefault(kind, set()).add(_scope(address, node_ips))
     finally:
         ray.kill(actor)
 
     doc = _documented()
-    if ipaddress.ip_address(ray.nodes()[0]["NodeManagerAddress"]).is_loopback:  # a host with no other address
-        doc = {k: {"127.0.0.1" if s == "node IP" else s for s in v} for k, v in doc.items()}
     taken_elsewhere = {kind for kind, port in FIXED_PORT_KINDS.items() if kind not in seen and _held_by_other(port)}
     report = "\n".join(f"  {k}: {sorted(v)}" for k, v in sorted(seen.items()))
     assert set(seen) == set(doc) - taken_elsewhere, f"observed:\n{report}"
@@ -365,6 +380,29 @@ def test_listening_sockets_match_docs_security(ray_driver: LocalNetwork,
     assert seen["dashboard"] == {"127.0.0.1"} and seen["s3"] == {"127.0.0.1"}
     with capsys.disabled():
         print(f"\nlistening sockets of the network (kind: scopes):\n{report}")
+
+
+def test_ray_traffic_stays_on_loopback(ray_driver: LocalNetwork) -> None:
+    """Every TCP connection of the network's processes (and of this driver) is loopback to loopback."""
+    import ray
+
+    net = ray_driver
+
+    @ray.remote(num_cpus=0.01)
+    def where() -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+    per_dc = [where.options(resources={f"dc:{dc}": 0.001}).remote() for dc in net.profile.dc_ids]
+    assert len(set(ray.get(per_dc, timeout=120))) == len(net.profile.dc_ids)  # traffic between all nodes
+    weed = SeaweedServer(net.state_dir).pid
+    ours = _descendants(set(net.pids()) | ({weed} if weed else set())) | {os.getpid()}
+    connections = _tcp_sockets(listening=False)
+    seen = [(pid, local, remote) for pid in ours for inode in _sockets(pid) & connections.keys()
+            for local, remote in connections[inode]]
+    assert len(seen) > 2 * len(net.profile.dc_ids), "expected gRPC connections between the nodes"
+    off = [f"pid {pid} ({_cmdline(pid)[:60]}): {local} -> {remote}" for pid, local, remote in seen
+           if not (_ip(local[0]).is_loopback and _ip(remote[0]).is_loopback)]
+    assert not off, "traffic off loopback:\n" + "\n".join(off[:20])
 
 
 def _held_by_other(port: int) -> bool:

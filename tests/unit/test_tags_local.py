@@ -57,11 +57,32 @@ def test_rt_resources_match_the_latency_bound() -> None:
     ({"data_centers": [{"id": "atlantis"}]}, "data_centers.0.id"),
     ({"data_centers": [{"id": "wuhu", "accelerators": {"H100": 4}}]}, "data_centers.0.accelerators"),
     ({"data_centers": [{"id": "wuhu"}], "colour": "red"}, "colour"),
-], ids=["unknown-dc", "unknown-model", "unknown-key"])
+    ({"data_centers": [{"id": "wuhu"}], "host": "0.0.0.0"}, "host"),
+    ({"data_centers": [{"id": "wuhu"}], "host": "localhost"}, "host"),
+    ({"data_centers": [{"id": "wuhu"}], "first_node_ip": "127.0.0.1"}, "first_node_ip"),
+    ({"data_centers": [{"id": "wuhu"}], "first_node_ip": "192.0.2.2"}, "first_node_ip"),
+    ({"data_centers": [{"id": "wuhu"}, {"id": "guian"}], "first_node_ip": "127.255.255.255"}, "first_node_ip"),
+], ids=["unknown-dc", "unknown-model", "unknown-key", "host-all-interfaces", "host-name", "node-ip-127.0.0.1",
+        "node-ip-not-loopback", "node-ips-leave-127/8"])
 def test_bad_profile_is_rejected(data: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_profile(data, national())
     assert err.value.field == field
+
+
+def test_each_node_has_its_own_loopback_address() -> None:
+    prof = load_profile(national())
+    ips = [prof.node_ip(d) for d in prof.dc_ids]
+    assert ips == [f"127.0.0.{i}" for i in range(2, 2 + len(ips))]
+    assert prof.head_ip == "127.0.0.2" and prof.host == "127.0.0.1"
+    moved = parse_profile({"data_centers": [{"id": "wuhu"}, {"id": "guian"}], "first_node_ip": "127.0.1.9"},
+                          national())
+    assert [moved.node_ip(d) for d in moved.dc_ids] == ["127.0.1.9", "127.0.1.10"]
+
+
+def test_bad_node_ip_names_field_value_and_what_is_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"first_node_ip.*'127\.0\.0\.1'.*loopback.*other than 127\.0\.0\.1"):
+        parse_profile({"data_centers": [{"id": "wuhu"}], "first_node_ip": "127.0.0.1"}, national())
 
 
 def test_dc_of_labels_and_resources() -> None:
