@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # The network model is type-checked strictly (STYLE.md #11).
 STRICT := ray_cluster/errors.py ray_cluster/model.py ray_cluster/latency.py ray_cluster/config.py \
-          ray_cluster/spec.py ray_cluster/capacity.py ray_cluster/placement.py ray_cluster/tags.py
+          ray_cluster/spec.py ray_cluster/capacity.py ray_cluster/placement.py ray_cluster/placement_types.py \
+          ray_cluster/placement_tables.py ray_cluster/placement_search.py ray_cluster/tags.py \
+          ray_cluster/reservations.py
 
 .PHONY: setup demo test lint unit integration bench clean
 

@@ -7,6 +7,12 @@ messages into the Dagster event log, stops the Ray Job when the run is
 cancelled, and records where it ran and why on the materialisation. When the
 data center running the step is lost, the step is placed again (never out of
 its tier or accelerator family) and resumes from its last checkpoint.
+
+Steps run in separate processes and the dashboard's usage lags, so every
+placement is reserved in the host's journal (``<state_dir>/reservations.json``,
+:mod:`ray_cluster.reservations`) and decided against the capacity left after
+the other steps' reservations; the reservation is released when the Ray job
+ends or fails, and before a failover places the step again.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import secrets
 import shlex
 import sys
 from collections.abc import Sequence, Set
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +30,15 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.workload import declared_inputs, spec_of
-from ray_cluster.capacity import DCCapacity
+from ray_cluster.capacity import Capacity, DCCapacity
 from ray_cluster.config import CONFIG_DIR, load_network
-from ray_cluster.errors import ClusterError, InfeasibleError, StorageError
-from ray_cluster.live import DashboardReader, NodeView, live_capacity
+from ray_cluster.errors import ClusterError, InfeasibleError, StorageError, WestflowError
+from ray_cluster.live import DashboardReader, NodeView, live_capacity, snapshot
 from ray_cluster.model import Network
 from ray_cluster.placement import Placement
 from ray_cluster.policies import POLICY_NAMES, get_policy
 from ray_cluster.render import rejections_markdown, why
+from ray_cluster.reservations import Reservations
 from ray_cluster.retry import RetryPolicy, is_transient, retry_call
 from ray_cluster.spec import DatasetRef, WorkloadSpec
 
@@ -110,6 +118,15 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
     def capacity(self, network: Network) -> dict[str, DCCapacity]:
         return live_capacity(network, self.reader())
 
+    def capacity_and_totals(self, network: Network) -> tuple[dict[str, DCCapacity], dict[str, DCCapacity]]:
+        """What is free per live DC, and what each would have free if empty (one read of the nodes)."""
+        nodes = self.nodes()
+        return snapshot(network, nodes), snapshot(network, [replace(n, available=dict(n.total)) for n in nodes])
+
+    def reservations(self) -> Reservations:
+        """This host's reservation journal (shared by every step process placing through this state dir)."""
+        return Reservations(self._state() / "reservations.json")
+
     # -- placing ------------------------------------------------------------
     def _with_inputs(self, spec: WorkloadSpec, names: Sequence[str]) -> WorkloadSpec:
         """Fill the spec's inputs from the dataset catalogue (region and size), so transfer is priced."""
@@ -127,11 +144,23 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         return spec.copy(inputs=tuple(refs))
 
     def place(self, context: dg.AssetExecutionContext, spec: WorkloadSpec, network: Network,
-              *, exclude: Set[str] = frozenset()) -> Placement:
-        """Place on live capacity (less the DCs in ``exclude``); an impossible spec fails with every DC's reason."""
-        caps = {dc: c for dc, c in self.capacity(network).items() if dc not in exclude}
+              *, exclude: Set[str] = frozenset()) -> tuple[str, Placement]:
+        """Place on live capacity (less the DCs in ``exclude``) and reserve it: ``(ticket, placement)``.
+
+        The decision sees the capacity left after every other step's reservation on this host
+        (see :mod:`ray_cluster.reservations`); release the ticket when the work ends or fails.
+        An impossible spec fails with every DC's reason and reserves nothing.
+        """
+        live, totals = self.capacity_and_totals(network)
+        caps = {dc: c for dc, c in live.items() if dc not in exclude}
+        policy = get_policy(self.policy)
+        journal = self.reservations()
+
+        def decide(free: Capacity) -> Placement:
+            return policy.place(spec, network, free)
+
         try:
-            p = get_policy(self.policy).place(spec, network, caps)
+            ticket, p = journal.reserve(caps, decide, owner=_owner(context, spec), totals=totals)
         except InfeasibleError as exc:
             table = "\n".join(f"| {r.data_center} | {r.reason.value} | {r.detail} |" for r in exc.rejected)
             context.log.error(f"westflow: no data center can run {spec.name!r}:\n"
@@ -146,7 +175,20 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         rtt = "" if p.rtt_ms is None else f", RTT {p.rtt_ms:.1f} ms to {spec.origin}"
         context.log.info(f"westflow: {spec.name} -> {p.data_center} ({p.region}{rtt}), "
                          f"{p.energy_kwh:.3f} kWh, {p.cost_cny:.2f} CNY, policy {p.policy}")
-        return p
+        held = f"{p.spec.accelerator.count} x {p.accelerator_model}" if p.accelerator_model else "no accelerators"
+        context.log.debug(f"westflow: reservation {ticket} holds {held}, {p.spec.cpus:g} CPUs, "
+                          f"{p.spec.memory_gb:g} GB at {p.data_center} in {journal.path}")
+        return ticket, p
+
+    def release(self, context: dg.AssetExecutionContext, ticket: str) -> None:
+        """Release a reservation of :meth:`place`; a journal error is logged, never raised over the step's own."""
+        try:
+            released = self.reservations().release(ticket)
+        except (WestflowError, OSError) as exc:
+            context.log.warning(f"westflow: could not release reservation {ticket}: {exc}")
+            return
+        context.log.debug(f"westflow: reservation {ticket} released"
+                          + ("" if released else " (it was no longer held)"))
 
     # -- running ------------------------------------------------------------
     def ran_in(self, job_id: str) -> str:
@@ -223,7 +265,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         spec = self._with_inputs(spec_of(context), declared_inputs(context))
         lost: list[tuple[str, str]] = []
         for attempt in range(self.max_failovers + 1):
-            p = self.place(context, spec, network, exclude={dc for dc, _ in lost})
+            ticket, p = self.place(context, spec, network, exclude={dc for dc, _ in lost})
             if lost:
                 context.log_event(dg.AssetObservation(
                     asset_key=context.asset_key,
@@ -239,7 +281,9 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 if why is None or attempt == self.max_failovers:
                     raise
                 lost.append((p.data_center, why))
-                continue
+                continue  # the reservation is released (finally) before the step is placed again
+            finally:  # the Ray Job ended, failed or was never submitted
+                self.release(context, ticket)
             meta = {**job_meta, **placement_metadata(p, job_id=job_id, dashboard_url=self.url(),
                                                      ran_in=self.ran_in(job_id))}
             if lost:
@@ -247,3 +291,8 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                     "\n".join(f"- lost {dc}: {why}" for dc, why in lost))
             return dg.MaterializeResult(metadata=meta)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _owner(context: dg.AssetExecutionContext, spec: WorkloadSpec) -> str:
+    """Who holds a reservation: the Dagster run and step (shown by ``Reservations.held``)."""
+    return f"dagster run {context.run_id} step {context.get_step_execution_context().step.key} spec {spec.name}"

@@ -175,7 +175,8 @@ def init_here(**kwargs: Any) -> Any:
     import ray
 
     ip = os.environ.get(ENV_NODE_IP)
-    return ray.init(**({"_node_ip_address": ip} if ip else {}), **kwargs)
+    options: dict[str, Any] = {"_node_ip_address": ip} if ip else {}
+    return ray.init(**options, **kwargs)
 
 
 def where_am_i() -> str:

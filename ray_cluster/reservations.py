@@ -1,0 +1,389 @@
+"""Reservations shared by the processes of one host: a file-backed journal.
+
+Why: Dagster runs steps in separate processes (the multiprocess executor, and
+concurrent runs), and the dashboard's usage lags by about 5 s. Two steps racing
+for the last free accelerators of a DC would both see them free and both be
+placed there. :class:`~ray_cluster.ledger.Ledger` serialises decisions inside
+one process; this journal serialises them across the processes of one host.
+
+How: one JSON file (``<state_dir>/reservations.json``) guarded by
+``fcntl.flock`` on a sibling lock file (``reservations.json.lock``).
+:meth:`Reservations.reserve` is one read-modify-write under the exclusive lock:
+read the journal, drop stale entries, compute the capacity left, call the
+caller's ``decide(capacity)`` (the placement), record what the placement holds
+under a new ticket, and write the journal atomically (a temporary file in the
+same directory, fsync, ``os.replace``), so no reader ever sees half a journal.
+If ``decide`` raises (``InfeasibleError``: nothing fits), nothing is written.
+:meth:`Reservations.release` (idempotent) drops a ticket when its work ends or
+fails.
+
+Live usage vs reservations. The live capacity (Ray's dashboard) already counts
+jobs that have started, and a reservation is held from the decision until its
+Ray job ends, so a running job is in both. Subtracting both would count it
+twice. Instead, per DC and per resource (each accelerator model, CPUs, memory)::
+
+    effective_used = max(live_used, reserved)
+    free           = total - max(live_used, reserved) = min(live_free, total - reserved)
+
+This is exact when a DC is used only through westflow (whatever Ray sees used
+is reserved too; what is reserved but not yet visible is still counted), and
+two racing reservations can never both take the last accelerators: the second
+sees ``total - reserved`` whatever the lagging dashboard says. Work started
+outside westflow is counted only through ``max``, so a DC shared with it can be
+over-committed by at most ``min(other work, reservations not yet visible)``;
+double counting every running job would cost far more. ``totals`` is each DC's
+capacity when empty, in the same :class:`DCCapacity` form as the live snapshot
+(the live nodes with everything available, see
+``WestflowResource.capacity_and_totals`` in :mod:`pipelines.resources`); a DC missing from ``totals`` (or no
+``totals`` at all) falls back to ``live_free - reserved``, the Ledger's
+subtraction, which is right for a snapshot taken before any reserved work
+started. Utilisation is ``max(live, reserved accelerators / total)``.
+
+Stale entries. An entry is dropped when its owner process is gone (its pid on
+this host, checked with the process's start time so a recycled pid does not keep
+it; a zombie counts as gone) or when it is older than ``ttl_s`` (default 24 h, a
+backstop for a process that hangs; once its job runs, live usage counts it
+anyway). A crashed step therefore never holds capacity for long.
+
+A corrupt journal raises :class:`JournalError` (a ``ConfigError``) naming the
+file, the field and what is wrong. It is not read as empty: that would silently
+drop every reservation and re-open exactly the race this module closes. The
+fix is in the message: remove the file when no westflow step is being placed
+(reservations of running jobs are lost, but their use is still read live).
+
+Scope: processes of one host (pids and ``flock`` are per host; ``flock`` over
+NFS is not reliable). Two models of one family on one Ray node share Ray's GPU
+count (see :func:`ray_cluster.live.snapshot`); a reservation counts only
+against the model it placed on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ray_cluster.capacity import Capacity, DCCapacity
+from ray_cluster.errors import ConfigError
+from ray_cluster.placement import Placement
+
+__all__ = ["Reservation", "Reservations", "JournalError", "available", "pid_alive", "JOURNAL_VERSION", "DEFAULT_TTL_S"]
+
+JOURNAL_VERSION = 1
+DEFAULT_TTL_S = 24 * 3600.0
+
+
+class JournalError(ConfigError):
+    """The reservation journal is unreadable or malformed (names the file, the field, what is wrong)."""
+
+    def __init__(self, path: Path | str, field: str, value: Any, allowed: str | Sequence[str] | None = None, *,
+                 problem: str = "Invalid") -> None:
+        fix = (f"remove {str(path)!r} when no westflow step is being placed (reservations of running "
+               "jobs are dropped; their use is still read live from Ray).")
+        super().__init__(str(path), field, value, allowed, problem=problem, fix=fix)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What one placement holds, as recorded in the journal (one JSON object per entry)."""
+
+    ticket: str
+    owner: str
+    pid: int
+    pid_start: int | None  # the process's start time (/proc), so a recycled pid is not mistaken for it
+    created: float  # seconds since the epoch
+    spec: str
+    data_center: str
+    accelerator_model: str | None
+    accelerators: int
+    cpus: float
+    memory_gb: float
+
+    @classmethod
+    def of(cls, ticket: str, owner: str, p: Placement, *, pid: int, pid_start: int | None,
+           created: float) -> Reservation:
+        """The resources ``p`` holds: its DC, accelerator model and count, CPUs and memory."""
+        return cls(ticket=ticket, owner=owner, pid=pid, pid_start=pid_start, created=created, spec=p.spec.name,
+                   data_center=p.data_center, accelerator_model=p.accelerator_model,
+                   accelerators=p.spec.accelerator.count if p.accelerator_model else 0,
+                   cpus=float(p.spec.cpus), memory_gb=float(p.spec.memory_gb))
+
+
+# -- capacity left after reservations ------------------------------------------
+
+
+def _less(cap: DCCapacity, held: Iterable[Reservation], total_accelerators: int) -> DCCapacity:
+    for r in held:
+        cap = cap.take(r.accelerator_model, r.accelerators, r.cpus, r.memory_gb, total_accelerators)
+    return cap
+
+
+def _tighter(live: DCCapacity, room: DCCapacity) -> DCCapacity:
+    """Per resource, the smaller free amount (so the larger use) of ``live`` and ``room``."""
+    rf = room.free
+    return replace(
+        live,
+        free={m: min(n, rf[m]) if m in rf else n for m, n in live.free.items()},
+        free_cpus=min(live.free_cpus, room.free_cpus),
+        free_memory_gb=min(live.free_memory_gb, room.free_memory_gb),
+        utilisation=max(live.utilisation, room.utilisation),
+    )
+
+
+def available(capacity: Capacity, held: Iterable[Reservation],
+              totals: Capacity | None = None) -> dict[str, DCCapacity]:
+    """The capacity left for a new placement: per resource ``total - max(live_used, reserved)``.
+
+    ``capacity`` is the live snapshot (free per DC), ``totals`` each DC's capacity when empty.
+    Without a DC's total, its reservations are subtracted from ``capacity`` (see the module doc).
+    DCs absent from ``capacity`` stay absent (unavailable).
+    """
+    by_dc: dict[str, list[Reservation]] = {}
+    for r in held:
+        by_dc.setdefault(r.data_center, []).append(r)
+    out: dict[str, DCCapacity] = {}
+    for dc, live in capacity.items():
+        mine = by_dc.get(dc)
+        total = None if totals is None else totals.get(dc)
+        if not mine:
+            out[dc] = live
+        elif total is None:
+            out[dc] = _less(live, mine, 0)  # utilisation unknown without a total: kept as read
+        else:
+            room = _less(replace(total, utilisation=0.0), mine, sum(max(0, n) for n in total.free.values()))
+            out[dc] = _tighter(live, room)
+    return out
+
+
+# -- the journal file ------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) of ``pid`` from /proc; None where /proc cannot say."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        rest = text[text.rindex(")") + 2:].split()
+        return rest[0], int(rest[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_start(pid: int) -> int | None:
+    st = _proc_stat(pid)
+    return None if st is None else st[1]
+
+
+def pid_alive(pid: int, start: int | None) -> bool:
+    """Whether process ``pid`` (started at ``start``, when known) still runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    st = _proc_stat(pid)
+    if st is None:
+        return True
+    state, started = st
+    return state not in ("Z", "X") and (start is None or started == start)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "ticket": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "owner": (lambda v: isinstance(v, str), "a string"),
+    "pid": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "pid_start": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "created": (_is_num, "a finite number (seconds since the epoch)"),
+    "spec": (lambda v: isinstance(v, str), "a string"),
+    "data_center": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "accelerator_model": (lambda v: v is None or (isinstance(v, str) and bool(v)), "a non-empty string or null"),
+    "accelerators": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "cpus": (lambda v: _is_num(v) and v >= 0, "a finite number >= 0"),
+    "memory_gb": (lambda v: _is_num(v) and v >= 0, "a finite number >= 0"),
+}
+_FLOATS = frozenset({"created", "cpus", "memory_gb"})
+
+
+def _entry(path: Path, i: int, row: Any) -> Reservation:
+    where = f"reservations.{i}"
+    if not isinstance(row, dict):
+        raise JournalError(path, where, type(row).__name__, "an object")
+    missing = [k for k in _FIELDS if k not in row]
+    if missing:
+        raise JournalError(path, f"{where}.{missing[0]}", None, "present", problem="Missing")
+    unknown = sorted(k for k in row if k not in _FIELDS)
+    if unknown:
+        raise JournalError(path, f"{where}", unknown[0], list(_FIELDS), problem="Unknown field in")
+    for k, (ok, allowed) in _FIELDS.items():
+        if not ok(row[k]):
+            raise JournalError(path, f"{where}.{k}", row[k], allowed)
+    values: dict[str, Any] = {k: float(row[k]) if k in _FLOATS else row[k] for k in _FIELDS}
+    return Reservation(**values)
+
+
+def _parse(path: Path, raw: bytes) -> list[Reservation]:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise JournalError(path, "<file>", f"byte {exc.start}: {exc.reason}", "UTF-8 JSON",
+                           problem="Unreadable") from None
+    except json.JSONDecodeError as exc:
+        raise JournalError(path, f"JSON at line {exc.lineno} column {exc.colno}", exc.msg,
+                           problem="Unreadable") from None
+    if not isinstance(data, dict):
+        raise JournalError(path, "<root>", type(data).__name__, "an object with 'version' and 'reservations'")
+    version = data.get("version")
+    if version != JOURNAL_VERSION or isinstance(version, bool):
+        raise JournalError(path, "version", version, [str(JOURNAL_VERSION)], problem="Unsupported")
+    unknown = sorted(k for k in data if k not in ("version", "reservations"))
+    if unknown:
+        raise JournalError(path, "<root>", unknown[0], "version, reservations", problem="Unknown field in")
+    rows = data.get("reservations")
+    if not isinstance(rows, list):
+        raise JournalError(path, "reservations", type(rows).__name__, "a list")
+    out: list[Reservation] = []
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        r = _entry(path, i, row)
+        if r.ticket in seen:
+            raise JournalError(path, f"reservations.{i}.ticket", r.ticket, "unique", problem="Duplicate")
+        seen.add(r.ticket)
+        out.append(r)
+    return out
+
+
+class Reservations:
+    """The reservation journal at ``path``, shared by every process of this host that opens it.
+
+    ``ttl_s``: entries older than this are stale. ``clock`` (seconds since the epoch) and
+    ``alive`` (``(pid, start) -> bool``) are for tests.
+    """
+
+    def __init__(self, path: Path | str, *, ttl_s: float = DEFAULT_TTL_S,
+                 clock: Callable[[], float] = time.time,
+                 alive: Callable[[int, int | None], bool] = pid_alive) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._alive = alive
+
+    def __repr__(self) -> str:
+        return f"Reservations({str(self.path)!r})"
+
+    # -- the API ------------------------------------------------------------------
+    def reserve(self, capacity: Capacity, decide: Callable[[Capacity], Placement], *, owner: str,
+                totals: Capacity | None = None) -> tuple[str, Placement]:
+        """Decide against the capacity left after every live reservation, and record the result.
+
+        ``decide`` (the placement) runs under the lock; if it raises (InfeasibleError) the
+        journal is left as it was. Returns ``(ticket, placement)``; release the ticket when
+        the work ends or fails.
+        """
+        with self._locked(exclusive=True):
+            entries = self._read()
+            fresh = self._fresh(entries)
+            placement = decide(available(capacity, fresh, totals))
+            taken = {r.ticket for r in entries}
+            ticket = _new_ticket(taken)
+            pid = os.getpid()
+            entry = Reservation.of(ticket, owner, placement, pid=pid, pid_start=_pid_start(pid),
+                                   created=self._clock())
+            self._write([*fresh, entry])
+        return ticket, placement
+
+    def release(self, ticket: str) -> bool:
+        """Drop ``ticket`` (and any stale entry); False if it was not held (released already, or stale)."""
+        with self._locked(exclusive=True):
+            entries = self._read()
+            fresh = self._fresh(entries)
+            keep = [r for r in fresh if r.ticket != ticket]
+            if len(keep) != len(entries):
+                self._write(keep)
+        return len(keep) != len(fresh)
+
+    def held(self) -> tuple[Reservation, ...]:
+        """The live reservations (stale ones are left out, not removed), oldest first."""
+        with self._locked(exclusive=False):
+            return tuple(self._fresh(self._read()))
+
+    @contextmanager
+    def hold(self, capacity: Capacity, decide: Callable[[Capacity], Placement], *, owner: str,
+             totals: Capacity | None = None) -> Iterator[tuple[str, Placement]]:
+        """:meth:`reserve` for the body of a ``with`` block, released however it ends."""
+        ticket, p = self.reserve(capacity, decide, owner=owner, totals=totals)
+        try:
+            yield ticket, p
+        finally:
+            self.release(ticket)
+
+    # -- under the lock -----------------------------------------------------------
+    @contextmanager
+    def _locked(self, *, exclusive: bool) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _read(self) -> list[Reservation]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        return _parse(self.path, raw)
+
+    def _fresh(self, entries: Iterable[Reservation]) -> list[Reservation]:
+        now = self._clock()
+        alive: dict[tuple[int, int | None], bool] = {}
+        out = []
+        for r in entries:
+            if now - r.created > self.ttl_s:
+                continue
+            key = (r.pid, r.pid_start)
+            if key not in alive:
+                alive[key] = self._alive(r.pid, r.pid_start)
+            if alive[key]:
+                out.append(r)
+        return out
+
+    def _write(self, entries: Iterable[Reservation]) -> None:
+        data = {"version": JOURNAL_VERSION, "reservations": [asdict(r) for r in entries]}
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1, allow_nan=False)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def _new_ticket(taken: Set[str]) -> str:
+    while True:
+        ticket = f"r-{secrets.token_hex(6)}"
+        if ticket not in taken:
+            return ticket
