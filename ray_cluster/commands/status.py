@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ray_cluster.local.cli import add_args, network_of, s3_line, status_text
+from ray_cluster.local.cli import add_args, network_of, reservations_text, s3_line, status_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,4 +18,6 @@ def run(args: argparse.Namespace) -> int:
     st = net.status()
     print(status_text(st))
     print(s3_line(net))
+    if st.running:
+        print(reservations_text(net))
     return 0 if st.running and not st.missing else 4

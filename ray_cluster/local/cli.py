@@ -8,7 +8,7 @@ from ray_cluster.config import CONFIG_DIR, load_network
 from ray_cluster.local import LocalNetwork, NetworkStatus, load_profile
 from ray_cluster.render import table
 
-__all__ = ["add_args", "network_of", "status_text", "s3_line"]
+__all__ = ["add_args", "network_of", "status_text", "s3_line", "reservations_text"]
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -48,3 +48,15 @@ def s3_line(net: LocalNetwork) -> str:
         return "S3           down"
     return (f"S3           {server.config.endpoint_url} (SeaweedFS pid {server.pid}; buckets westflow-east, "
             f"westflow-west; credentials in {net.state_dir / 's3' / 'credentials.json'})")
+
+
+def reservations_text(net: LocalNetwork) -> str:
+    """Placements held by running westflow steps (the host's reservation journal)."""
+    from ray_cluster.reservations import Reservations
+
+    held = Reservations(net.state_dir / "reservations.json").held()
+    if not held:
+        return "reserved     nothing (no westflow step is being placed or running)"
+    rows = [(r.ticket, r.data_center, f"{r.accelerators} x {r.accelerator_model}" if r.accelerator_model else "-",
+             f"{r.cpus:g}", r.spec, r.owner) for r in held]
+    return "reserved by running steps:\n" + table(["ticket", "DC", "accelerators", "CPUs", "spec", "owner"], rows)

@@ -407,3 +407,18 @@ def test_run_releases_before_failover_and_when_the_job_ends(monkeypatch: pytest.
     with pytest.raises(RuntimeError):
         r.run(_Ctx("run-2", "train"), module="jobs.train")  # type: ignore[arg-type]
     assert journal.held() == ()
+
+
+def test_status_lists_what_running_steps_hold(tmp_path: Path) -> None:
+    from ray_cluster.local import LocalNetwork, load_profile
+    from ray_cluster.local.cli import reservations_text
+
+    net = LocalNetwork(tmp_path, load_profile(national()))
+    assert reservations_text(net).startswith("reserved     nothing")
+    journal = Reservations(tmp_path / "reservations.json")
+    ticket, p = journal.reserve(_caps(), _decide(make_spec(**ANY2)), owner="dagster run r1 step s1 spec x")
+    text = reservations_text(net)
+    assert ticket in text and p.data_center in text and f"2 x {p.accelerator_model}" in text
+    assert "dagster run r1 step s1" in text
+    journal.release(ticket)
+    assert reservations_text(net).startswith("reserved     nothing")
