@@ -218,10 +218,15 @@ class SeaweedServer:
         else:
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
+                comm = Path(f"/proc/{pid}/stat").read_text().split("(", 1)[1].rsplit(")", 1)[0]
+            except (OSError, IndexError):
                 return False
-            # A recycled pid is not ours: it must be weed, running on our data dir.
-            if "weed" not in cmdline or str(self.base.resolve()) not in cmdline:
+            # A recycled pid is not ours: it must be weed, running on our data dir. An exiting
+            # process (its memory already released) reads an empty cmdline: judge it by name, so
+            # that it counts as running until its last thread is gone, as for the owner's handle.
+            if cmdline and ("weed" not in cmdline or str(self.base.resolve()) not in cmdline):
+                return False
+            if not cmdline and comm != "weed":
                 return False
         # Not exiting: some thread still runs (Go's leader thread may be a zombie alone). This
         # also makes two handles on one server agree while it exits.
