@@ -7,7 +7,8 @@ A spec with more accelerators than a node has becomes ``RayRequest.bundles``
 ``dc:<id>`` (:func:`ray_cluster.tags.dc_of_resources`), then train data-parallel:
 each step the global minibatch is split across workers, each returns its
 gradient, and the driver applies their row-weighted mean — the same update as
-one process on the whole batch.
+one process on the whole batch. Like ``jobs.train`` it checkpoints every epoch
+and resumes from the latest checkpoint (``--run-id``, ``--stop-after``).
 
     python -m jobs.gang --dataset synthetic --model clf-gang --region west \\
         --bundles '[{"GPU": 8, "CPU": 1, "dc:zhongwei": 0.001}, {"GPU": 8, "CPU": 1, "dc:zhongwei": 0.001}]' \\
@@ -36,14 +37,14 @@ if __package__ in (None, ""):  # run as `python jobs/gang.py`
 
 import numpy as np  # noqa: E402
 
-from jobs.artifacts import save_model  # noqa: E402
+from jobs.artifacts import RegionalCheckpoints, checkpoint_prefix, save_model  # noqa: E402
 from jobs.backend import DeviceProbe, numpy_backend  # noqa: E402
 from jobs.cli import JobArgumentParser, JobContext, positive_int, run_job  # noqa: E402
 from jobs.dataio import load_labelled  # noqa: E402
 from jobs.errors import GangError, JobArgumentError  # noqa: E402
-from jobs.model import ModelConfig, epoch_permutation, init_params, sgd_update  # noqa: E402
-from jobs.stores import Stores  # noqa: E402
-from jobs.training import EpochStats, TrainConfig, accuracy  # noqa: E402
+from jobs.model import ModelConfig, epoch_permutation, sgd_update  # noqa: E402
+from jobs.stores import CheckpointStoreLike, Stores  # noqa: E402
+from jobs.training import EpochStats, TrainConfig, accuracy, resume_point, save_epoch  # noqa: E402
 from ray_cluster.live import init_here  # noqa: E402
 from ray_cluster.tags import NPU, dc_of_resources  # noqa: E402
 
@@ -67,6 +68,8 @@ class GangResult:
     nodes: dict[int, str] = field(default_factory=dict)
     workers: list[dict[str, Any]] = field(default_factory=list)
     history: list[EpochStats] = field(default_factory=list)
+    resumed_from: int | None = None
+    complete: bool = True
 
 
 def _accelerators(bundle: dict[str, float]) -> float:
@@ -137,8 +140,13 @@ class _Worker:
 
 def train_gang(X: np.ndarray, y: np.ndarray, train_idx: np.ndarray, eval_idx: np.ndarray,
                model: ModelConfig, cfg: TrainConfig, plan: GangPlan, *, force: str = "auto",
-               timeout_s: float = 120.0, log: Any = print) -> GangResult:
-    """Place the gang, verify it is in one DC, and train; needs ``ray.init()`` done."""
+               timeout_s: float = 120.0, log: Any = print, checkpoints: CheckpointStoreLike | None = None,
+               extra: dict[str, np.ndarray] | None = None, stop_after: int | None = None) -> GangResult:
+    """Place the gang, verify it is in one DC, and train; needs ``ray.init()`` done.
+
+    As :func:`jobs.training.fit`: resumes from the latest checkpoint, writes one per epoch,
+    and ``stop_after`` ends this run early (a preemption stand-in).
+    """
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -162,10 +170,16 @@ def train_gang(X: np.ndarray, y: np.ndarray, train_idx: np.ndarray, eval_idx: np
         check_one_dc(nodes, resources, plan.dc)
         log(f"gang of {len(workers)} ({plan.strategy}) placed in dc {plan.dc} on "
             f"{len(set(nodes.values()))} node(s)")
-        result = GangResult(init_params(model, cfg.seed), plan, nodes, info)
+        params, resumed = resume_point(checkpoints, model, cfg, len(train_idx))
+        result = GangResult(params, plan, nodes, info, resumed_from=resumed)
+        if resumed is not None:
+            log(f"gang resumes from checkpoint epoch {resumed}")
         host = numpy_backend()
         world = len(workers)
-        for epoch in range(cfg.epochs):
+        for epoch in range(resumed or 0, cfg.epochs):
+            if stop_after is not None and len(result.history) >= stop_after:
+                result.complete = False
+                break
             t0 = time.perf_counter()
             perm = train_idx[epoch_permutation(cfg.seed, epoch, len(train_idx))]
             loss_sum, correct_sum = 0.0, 0
@@ -183,6 +197,7 @@ def train_gang(X: np.ndarray, y: np.ndarray, train_idx: np.ndarray, eval_idx: np
             n_train = len(train_idx)
             stats = EpochStats(epoch + 1, loss_sum / n_train, correct_sum / n_train,
                                accuracy(host, result.params, X, eval_idx, y), time.perf_counter() - t0)
+            save_epoch(checkpoints, stats, result.params, model, cfg, len(train_idx), extra)
             result.history.append(stats)
             log(f"gang epoch {stats.epoch}/{cfg.epochs}: loss {stats.loss:.4f} "
                 f"eval acc {stats.eval_accuracy:.4f} ({stats.seconds:.2f}s)")
@@ -226,18 +241,28 @@ def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
     cfg = TrainConfig(args.epochs, args.batch_size, args.lr, args.seed)
     if not ray.is_initialized():
         init_here()
+    ckpts = RegionalCheckpoints(ctx.stores, ctx.region, checkpoint_prefix(args.model, args.run_id))
     r = train_gang(data.X, data.y, data.train_idx, data.eval_idx, model, cfg, plan,
-                   force=args.backend, timeout_s=args.timeout, log=ctx.reporter.info)
+                   force=args.backend, timeout_s=args.timeout, log=ctx.reporter.info, checkpoints=ckpts,
+                   extra={"mu": data.mu, "sigma": data.sigma}, stop_after=args.stop_after)
     fallbacks = [w for w in r.workers if w["backend_fallback"]]
     for w in fallbacks:
         ctx.reporter.warning(f"gang rank {w['rank']}: ran NumPy in place of "
                              f"{w['accelerator_assigned']}: {w['backend_fallback_reason']}")
     meta = {"model": model.as_dict(), "features": data.features, "dataset": args.dataset,
             "epochs": cfg.epochs, "seed": cfg.seed, "gang": len(plan.bundles)}
-    uri = save_model(ctx.stores, ctx.region, args.model, cfg.epochs,
-                     {**r.params, "mu": data.mu, "sigma": data.sigma}, meta)
+    uri = None
+    if r.complete:
+        uri = save_model(ctx.stores, ctx.region, args.model, cfg.epochs,
+                         {**r.params, "mu": data.mu, "sigma": data.sigma}, meta)
+    else:
+        ctx.reporter.warning(f"stopped after {len(r.history)} epochs (--stop-after); "
+                             "run again to resume from the checkpoint")
     return {
         "model": args.model, "model_uri": uri, "dc": plan.dc, "strategy": plan.strategy,
+        "resumed_from_epoch": r.resumed_from if r.resumed_from is not None else -1,
+        "epochs_this_run": len(r.history), "complete": r.complete,
+        "checkpoints": f"s3://{ctx.stores.bucket(ctx.region)}/{checkpoint_prefix(args.model, args.run_id)}",
         "workers": len(plan.bundles), "nodes": len(set(r.nodes.values())),
         "worker_backends": [w["backend"] for w in r.workers],
         "worker_fallbacks": len(fallbacks),

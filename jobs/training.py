@@ -27,7 +27,8 @@ from jobs.model import (
 )
 from jobs.stores import CheckpointStoreLike
 
-__all__ = ["TrainConfig", "EpochStats", "FitResult", "Interrupted", "fit", "accuracy"]
+__all__ = ["TrainConfig", "EpochStats", "FitResult", "Interrupted", "fit", "accuracy", "resume_point",
+           "save_epoch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,35 @@ def _signature(model: ModelConfig, cfg: TrainConfig, n_train: int) -> dict[str, 
     return {"model": model.as_dict(), "train": asdict(cfg) | {"epochs": None}, "n_train": n_train}
 
 
+def resume_point(checkpoints: CheckpointStoreLike | None, model: ModelConfig, cfg: TrainConfig,
+                 n_train: int) -> tuple[dict[str, np.ndarray], int | None]:
+    """Host parameters to start from and the epoch they end (None: a fresh start, seeded init).
+
+    Raises :class:`ModelMismatch` when the latest checkpoint was written by another model or config.
+    """
+    params = init_params(model, cfg.seed)
+    if checkpoints is None or (step := checkpoints.latest()) is None:
+        return params, None
+    arrays, meta = checkpoints.load(step)
+    sig = _signature(model, cfg, n_train)
+    if meta.get("signature") != sig:
+        raise ModelMismatch(
+            f"Checkpoint step {step} was written by a different run {meta.get('signature')!r}, "
+            f"not {sig!r}. To fix: train under a new --model name.")
+    return {k: arrays[k] for k in params}, int(meta["epoch"])
+
+
+def save_epoch(checkpoints: CheckpointStoreLike | None, stats: EpochStats, params: dict[str, np.ndarray],
+               model: ModelConfig, cfg: TrainConfig, n_train: int,
+               extra: dict[str, np.ndarray] | None = None) -> None:
+    """Checkpoint the host parameters at the end of epoch ``stats.epoch`` (step = that epoch)."""
+    if checkpoints is None:
+        return
+    checkpoints.save(stats.epoch, {**params, **(extra or {})},
+                     {"epoch": stats.epoch, "signature": _signature(model, cfg, n_train), "loss": stats.loss,
+                      "accuracy": stats.accuracy, "eval_accuracy": stats.eval_accuracy})
+
+
 def accuracy(backend: Backend, params: dict[str, Any], X: Any, idx: np.ndarray,
              y: Any, chunk: int = 65536) -> float:
     """Share of rows ``idx`` of device arrays ``X``/``y`` the model gets right."""
@@ -105,17 +135,8 @@ def fit(
     ends this run after that many epochs (a preemption stand-in); running again resumes.
     """
     xp = backend.xp
-    sig = _signature(model, cfg, len(train_idx))
-    params_host = init_params(model, cfg.seed)
-    start, resumed = 0, None
-    if checkpoints is not None and (step := checkpoints.latest()) is not None:
-        arrays, meta = checkpoints.load(step)
-        if meta.get("signature") != sig:
-            raise ModelMismatch(
-                f"Checkpoint step {step} was written by a different run {meta.get('signature')!r}, "
-                f"not {sig!r}. To fix: train under a new --model name.")
-        params_host = {k: arrays[k] for k in params_host}
-        start = resumed = int(meta["epoch"])
+    params_host, resumed = resume_point(checkpoints, model, cfg, len(train_idx))
+    start = resumed or 0
     params = {k: backend.asarray(v) for k, v in params_host.items()}
     Xd, yd = backend.asarray(X), backend.asarray(y)
     result = FitResult(params_host, resumed_from=resumed)
@@ -139,10 +160,7 @@ def fit(
         stats = EpochStats(epoch + 1, float(backend.to_numpy(loss_sum)) / n,
                            int(backend.to_numpy(xp.asarray(correct_sum))) / n,
                            accuracy(backend, params, Xd, eval_idx, yd), time.perf_counter() - t0)
-        if checkpoints is not None:
-            checkpoints.save(epoch + 1, {**params_host, **(extra or {})},
-                             {"epoch": epoch + 1, "signature": sig, "loss": stats.loss,
-                              "accuracy": stats.accuracy, "eval_accuracy": stats.eval_accuracy})
+        save_epoch(checkpoints, stats, params_host, model, cfg, len(train_idx), extra)
         result.params = params_host
         result.history.append(stats)
         run += 1

@@ -91,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
     config_dir = Path(args.config_dir or CONFIG_DIR)
     _say("1. plan: the example specs on the national network (10 DCs)")
     _plan(config_dir)
-    _say("2. up: the local network (one Ray node per DC, S3 server), all on 127.0.0.1")
-    st = network_of(args).up()
-    print(f"{len(st.dcs)} Ray nodes alive; dashboard {st.dashboard_url}; "
+    _say("2. up: the local network (one Ray node per DC, S3 server), all on loopback")
+    net = network_of(args)
+    st = net.up()
+    ips = [net.profile.node_ip(d) for d in net.profile.dc_ids]
+    print(f"{len(st.dcs)} Ray nodes alive on {ips[0]}-{ips[-1].rsplit('.', 1)[1]}; dashboard {st.dashboard_url}; "
           f"{st.rss_bytes / 2**30:.2f} GiB RSS")
     _say("3. Ray tasks placed by westflow, and where Ray ran them")
     _tasks(args)

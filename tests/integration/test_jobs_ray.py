@@ -127,3 +127,40 @@ def test_gang_cli_saves_a_model_and_reports_worker_fallbacks(
     bad = {"GPU": 1, "CPU": 1, dc_resource("qingyang"): PIN}
     assert gang.main(["--bundles", json.dumps([bundle, bad]), "--region", "west"],
                      stores=stores) == 2
+
+
+def test_gang_interrupted_and_resumed_ends_with_the_uninterrupted_model(
+    cluster: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    import numpy as np
+
+    from jobs import etl, gang
+    from jobs.artifacts import load_model
+    from jobs.memstore import memory_stores
+
+    stores = memory_stores()
+    caplog.set_level(logging.INFO)
+    assert etl.main(["--rows", "3000", "--region", "west"], stores=stores) == 0
+    bundle = {"GPU": 1, "CPU": 1, dc_resource("zhongwei"): PIN}
+    common = ["--bundles", json.dumps([bundle, bundle]), "--per-node", "1", "--epochs", "3", "--hidden", "8",
+              "--region", "west"]
+
+    def result() -> dict[str, Any]:
+        line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gang result ")][-1]
+        return dict(json.loads(line.split(" result ", 1)[1]))
+
+    assert gang.main([*common, "--model", "whole"], stores=stores) == 0
+    assert gang.main([*common, "--model", "cut", "--stop-after", "2"], stores=stores) == 0
+    first = result()
+    assert (first["complete"], first["epochs_this_run"], first["model_uri"]) == (False, 2, None)
+    assert gang.main([*common, "--model", "cut"], stores=stores) == 0
+    second = result()
+    assert (second["complete"], second["resumed_from_epoch"], second["epochs_this_run"]) == (True, 2, 1)
+    whole, _ = load_model(stores, "west", "whole")
+    cut, _ = load_model(stores, "west", "cut")
+    assert whole.keys() == cut.keys()
+    for k in whole:
+        np.testing.assert_array_equal(whole[k], cut[k], err_msg=k)
