@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     _say("4. Dagster pipelines on the network: where each step ran and why")
     rc = _pipelines(args)
     _say("next")
-    print("westflow status            # per-DC use, dashboard URL, export lines for `ray job submit`\n"
+    print("westflow status            # per-DC use, dashboard URL, export lines, what running steps hold\n"
           "westflow ui                # Dagster UI + daemon on http://127.0.0.1:3000 (schedules fire)\n"
           "westflow down              # stop what `up` started")
     return rc
