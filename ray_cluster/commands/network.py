@@ -23,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
                      f"{d.utilisation_baseline:.0%}", pools))
     print(table(["DC", "hub", "region", "PUE", "CNY/kWh", "Ray cluster", "used", "accelerators"], rows))
     bound = n.tiers[REALTIME].max_rtt_ms
-    print(f"\nRTT (ms) to demand cities; * = within the realtime bound ({bound:g} ms)\n")
+    limit = "no bound in tiers.yaml: every city" if bound is None else f"{bound:g} ms"
+    print(f"\nRTT (ms) to demand cities; * = within the realtime bound ({limit})\n")
     head = ["DC"] + list(n.city_ids)
     mrows = [[d.id] + [f"{n.rtt(d.id, c):.1f}{'*' if bound is None or n.rtt(d.id, c) <= bound else ' '}"
                        for c in n.city_ids] for d in n.data_centers]
