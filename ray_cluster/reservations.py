@@ -72,6 +72,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ray_cluster import procs
 from ray_cluster.capacity import Capacity, DCCapacity
 from ray_cluster.errors import ConfigError
 from ray_cluster.placement import Placement
@@ -167,19 +168,9 @@ def available(capacity: Capacity, held: Iterable[Reservation],
 # -- the journal file ------------------------------------------------------------
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks) of ``pid`` from /proc; None where /proc cannot say."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        rest = text[text.rindex(")") + 2:].split()
-        return rest[0], int(rest[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _pid_start(pid: int) -> int | None:
-    st = _proc_stat(pid)
-    return None if st is None else st[1]
+    st = procs.stat(pid)
+    return None if st is None else st.start
 
 
 def pid_alive(pid: int, start: int | None) -> bool:
@@ -190,11 +181,10 @@ def pid_alive(pid: int, start: int | None) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it exists
-    st = _proc_stat(pid)
+    st = procs.stat(pid)
     if st is None:
         return True
-    state, started = st
-    return state not in ("Z", "X") and (start is None or started == start)
+    return st.state not in ("Z", "X") and (start is None or st.start == start)
 
 
 def _is_int(v: Any) -> bool:

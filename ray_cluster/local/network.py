@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray_cluster import procs
 from ray_cluster.errors import ClusterError
 from ray_cluster.live import DashboardReader, NodeView
-from ray_cluster.local import auth, procs
+from ray_cluster.local import auth
 from ray_cluster.local.profile import LocalProfile, Ports
 from ray_cluster.tags import ENV_DC, ENV_NODE_IP, GPU, NPU
 

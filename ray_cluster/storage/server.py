@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ray_cluster import procs
 from ray_cluster.errors import EndpointUnreachable, StorageError
 from ray_cluster.storage._errors import translate
 from ray_cluster.storage.config import (
@@ -228,15 +229,8 @@ class SeaweedServer:
                 return False
             if not cmdline and comm != "weed":
                 return False
-        # Not exiting: some thread still runs (Go's leader thread may be a zombie alone). This
-        # also makes two handles on one server agree while it exits.
-        for task in Path(f"/proc/{pid}/task").glob("*/stat"):
-            try:
-                if task.read_text().rsplit(")", 1)[-1].split()[0] not in ("Z", "X"):
-                    return True
-            except OSError:
-                continue
-        return False
+        # Not exiting; this also makes two handles on one server agree while it exits.
+        return procs.running(pid)
 
     def is_running(self) -> bool:
         """Whether the recorded server process is alive."""

@@ -101,25 +101,44 @@ def test_task_resources_runs_the_body_in_a_pinned_ray_task(
     assert dataset_store.info("in-task", "east").num_rows == 2000
 
 
-def test_gang_cli_saves_a_model_and_reports_worker_fallbacks(
-    cluster: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    import json
+GANG_BUNDLE = {"GPU": 1, "CPU": 1, dc_resource("zhongwei"): PIN}
+
+
+def _gang_setup(caplog: pytest.LogCaptureFixture) -> Any:
+    """In-memory stores holding a 3,000-row ETL dataset in the west; INFO logs captured."""
     import logging
 
-    from jobs import etl, gang
-    from jobs.artifacts import load_model
+    from jobs import etl
     from jobs.memstore import memory_stores
 
     stores = memory_stores()
     caplog.set_level(logging.INFO)
     assert etl.main(["--rows", "3000", "--region", "west"], stores=stores) == 0
-    bundle = {"GPU": 1, "CPU": 1, dc_resource("zhongwei"): PIN}
+    return stores
+
+
+def _gang_result(caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
+    """The metadata of the last ``jobs.gang`` run (its ``gang result`` log line)."""
+    import json
+
+    line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gang result ")][-1]
+    return dict(json.loads(line.split(" result ", 1)[1]))
+
+
+def test_gang_cli_saves_a_model_and_reports_worker_fallbacks(
+    cluster: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from jobs import gang
+    from jobs.artifacts import load_model
+
+    stores = _gang_setup(caplog)
+    bundle = GANG_BUNDLE
     assert gang.main(["--bundles", json.dumps([bundle, bundle]), "--per-node", "1",
                       "--epochs", "1", "--hidden", "8", "--model", "g", "--region", "west"],
                      stores=stores) == 0
-    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("gang result "))
-    md = json.loads(line.split(" result ", 1)[1])
+    md = _gang_result(caplog)
     assert (md["dc"], md["strategy"], md["workers"], md["nodes"]) == ("zhongwei", "PACK", 2, 2)
     assert md["worker_fallbacks"] == sum(b == "numpy" for b in md["worker_backends"])
     arrays, meta = load_model(stores, "west", "g")
@@ -133,31 +152,22 @@ def test_gang_interrupted_and_resumed_ends_with_the_uninterrupted_model(
     cluster: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     import json
-    import logging
 
     import numpy as np
 
-    from jobs import etl, gang
+    from jobs import gang
     from jobs.artifacts import load_model
-    from jobs.memstore import memory_stores
 
-    stores = memory_stores()
-    caplog.set_level(logging.INFO)
-    assert etl.main(["--rows", "3000", "--region", "west"], stores=stores) == 0
-    bundle = {"GPU": 1, "CPU": 1, dc_resource("zhongwei"): PIN}
-    common = ["--bundles", json.dumps([bundle, bundle]), "--per-node", "1", "--epochs", "3", "--hidden", "8",
-              "--region", "west"]
-
-    def result() -> dict[str, Any]:
-        line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gang result ")][-1]
-        return dict(json.loads(line.split(" result ", 1)[1]))
+    stores = _gang_setup(caplog)
+    common = ["--bundles", json.dumps([GANG_BUNDLE, GANG_BUNDLE]), "--per-node", "1", "--epochs", "3",
+              "--hidden", "8", "--region", "west"]
 
     assert gang.main([*common, "--model", "whole"], stores=stores) == 0
     assert gang.main([*common, "--model", "cut", "--stop-after", "2"], stores=stores) == 0
-    first = result()
+    first = _gang_result(caplog)
     assert (first["complete"], first["epochs_this_run"], first["model_uri"]) == (False, 2, None)
     assert gang.main([*common, "--model", "cut"], stores=stores) == 0
-    second = result()
+    second = _gang_result(caplog)
     assert (second["complete"], second["resumed_from_epoch"], second["epochs_this_run"]) == (True, 2, 1)
     whole, _ = load_model(stores, "west", "whole")
     cut, _ = load_model(stores, "west", "cut")

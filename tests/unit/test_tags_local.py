@@ -57,12 +57,12 @@ def test_rt_resources_match_the_latency_bound() -> None:
     ({"data_centers": [{"id": "atlantis"}]}, "data_centers.0.id"),
     ({"data_centers": [{"id": "wuhu", "accelerators": {"H100": 4}}]}, "data_centers.0.accelerators"),
     ({"data_centers": [{"id": "wuhu"}], "colour": "red"}, "colour"),
-    ({"data_centers": [{"id": "wuhu"}], "host": "0.0.0.0"}, "host"),
+    ({"data_centers": [{"id": "wuhu"}], "host": "10.1.2.3"}, "host"),
     ({"data_centers": [{"id": "wuhu"}], "host": "localhost"}, "host"),
     ({"data_centers": [{"id": "wuhu"}], "first_node_ip": "127.0.0.1"}, "first_node_ip"),
     ({"data_centers": [{"id": "wuhu"}], "first_node_ip": "192.0.2.2"}, "first_node_ip"),
     ({"data_centers": [{"id": "wuhu"}, {"id": "guian"}], "first_node_ip": "127.255.255.255"}, "first_node_ip"),
-], ids=["unknown-dc", "unknown-model", "unknown-key", "host-all-interfaces", "host-name", "node-ip-127.0.0.1",
+], ids=["unknown-dc", "unknown-model", "unknown-key", "host-not-loopback", "host-name", "node-ip-127.0.0.1",
         "node-ip-not-loopback", "node-ips-leave-127/8"])
 def test_bad_profile_is_rejected(data: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as err:

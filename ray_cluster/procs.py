@@ -1,4 +1,4 @@
-"""Process groups on Linux, read from /proc: who belongs to a node, how much RSS.
+"""Processes on Linux, read from /proc: state, who belongs to a node, how much RSS.
 
 Each ``ray start`` runs as the leader of a new session, so every daemon it
 spawns (GCS, raylet, dashboard, agents, workers) keeps its process group id
@@ -10,23 +10,44 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["group_members", "group_alive", "rss_bytes", "kill_groups"]
+__all__ = ["ProcStat", "stat", "running", "group_members", "group_alive", "rss_bytes", "kill_groups"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_DEAD = ("Z", "X")
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(pgid, start time in clock ticks) of ``pid``, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    state: str  # R, S, D, Z, X, ...
+    pgid: int
+    start: int  # clock ticks after boot: with the pid, identifies the process
+
+
+def _parse(raw: str) -> ProcStat:
     fields = raw[raw.rindex(")") + 2:].split()
-    if fields[0] == "Z":
+    return ProcStat(fields[0], int(fields[2]), int(fields[19]))
+
+
+def stat(pid: int) -> ProcStat | None:
+    """``pid``'s state, group and start time; None if it is gone (or /proc cannot say)."""
+    try:
+        return _parse(Path(f"/proc/{pid}/stat").read_text())
+    except (OSError, ValueError, IndexError):
         return None
-    return int(fields[2]), int(fields[19])
+
+
+def running(pid: int) -> bool:
+    """Whether some thread of ``pid`` still runs (not exited: a leader thread may be a zombie alone)."""
+    for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            if _parse(task.read_text()).state not in _DEAD:
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
 
 
 def group_members(pgid: int) -> list[int]:
@@ -34,8 +55,8 @@ def group_members(pgid: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            st = _stat(int(entry))
-            if st is not None and st[0] == pgid:
+            st = stat(int(entry))
+            if st is not None and st.state != "Z" and st.pgid == pgid:
                 out.append(int(entry))
     return out
 
