@@ -4,10 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # The network model is type-checked strictly (STYLE.md #11).
-STRICT := ray_cluster/errors.py ray_cluster/model.py ray_cluster/latency.py ray_cluster/config.py \
-          ray_cluster/spec.py ray_cluster/capacity.py ray_cluster/placement.py ray_cluster/placement_types.py \
-          ray_cluster/placement_tables.py ray_cluster/placement_search.py ray_cluster/tags.py \
-          ray_cluster/reservations.py
+STRICT := westflow ray_cluster/reservations.py
 
 .PHONY: setup demo test lint unit integration bench clean
 
@@ -23,9 +20,9 @@ demo: setup
 	$(VENV)/bin/westflow demo
 
 lint: setup
-	$(VENV)/bin/ruff check ray_cluster pipelines jobs tests benchmarks
+	$(VENV)/bin/ruff check westflow westflow_cli ray_cluster storage pipelines jobs tests benchmarks
 	$(VENV)/bin/mypy --strict $(STRICT)
-	$(VENV)/bin/mypy ray_cluster pipelines jobs
+	$(VENV)/bin/mypy westflow_cli ray_cluster storage pipelines jobs
 
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
@@ -34,7 +31,7 @@ unit: setup
 	$(VENV)/bin/pytest -q -m "not integration"
 
 bench: setup
-	$(PY) benchmarks/placement_bench.py
+	$(PY) -m benchmarks.placement_bench
 
 clean:
 	rm -rf $(VENV) .westflow .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """GPU check: the CuPy training step equals NumPy's, and how close it runs to the device's peak.
 
-    python benchmarks/gpu_check.py            # prints everything; exits 0 without CUDA
+    python -m benchmarks.gpu_check            # prints everything; exits 0 without CUDA
 
 1. Correctness: one MLP step (loss, gradients) and 5 SGD steps on CuPy vs NumPy,
    both in strict FP32 (TF32 off), within relative tolerance.
@@ -19,14 +19,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from jobs.model import ModelConfig, flops_per_step, init_params, loss_and_grads, sgd_update  # noqa: E402
+from jobs.model import ModelConfig, flops_per_step, init_params, loss_and_grads, sgd_update
 
 # Dense peaks in TFLOP/s (NVIDIA datasheets list TF32/BF16 "with sparsity"; these are half of
 # those). H100: H100 Tensor Core GPU datasheet; H200: H200 datasheet; A100: A100 datasheet.
@@ -178,7 +175,7 @@ def main() -> int:
     t0 = time.perf_counter()
     results = {"fp32": time_step(cupy)}
     env = {**os.environ, "CUPY_TF32": "1"}
-    out = subprocess.run([sys.executable, __file__, "--child", "tf32"], env=env,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--child", "tf32"], env=env,
                          capture_output=True, text=True, timeout=600)
     try:
         results["tf32"] = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,6 +1,6 @@
 """Reservation throughput under load (issue 5): 1,000 placements submitted at once.
 
-Many threads submit a mix of specs to one :class:`~ray_cluster.ledger.Ledger`
+Many threads submit a mix of specs to one :class:`~westflow.ledger.Ledger`
 at the same moment, over the capacity of an empty local network
 (``configs/local.yaml``: fewer free accelerators than asked for). Prints the
 decisions per second of that concurrent phase, how many were placed, queued
@@ -10,27 +10,23 @@ empty and prints how long that took.
 ``tests/integration/test_load.py`` runs the same load against the live Ray
 network, holding every placement in Ray and checking Ray's own accounting.
 
-    .venv/bin/python benchmarks/load_bench.py [--requests 1000] [--threads 32]
+    .venv/bin/python -m benchmarks.load_bench [--requests 1000] [--threads 32]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ray_cluster.capacity import DCCapacity  # noqa: E402
-from ray_cluster.config import load_network  # noqa: E402
-from ray_cluster.ledger import Decision, Ledger, Status  # noqa: E402
-from ray_cluster.local import LocalProfile, load_profile  # noqa: E402
-from ray_cluster.spec import WorkloadSpec, parse_spec  # noqa: E402
+from ray_cluster.local import LocalProfile, load_profile
+from westflow.capacity import DCCapacity
+from westflow.config import load_network
+from westflow.ledger import Decision, Ledger, Status
+from westflow.spec import WorkloadSpec, parse_spec
 
 __all__ = ["MIX", "IMPOSSIBLE", "CPUS", "make_specs", "empty_capacity", "submit_concurrently"]
 

@@ -2,7 +2,7 @@
 
 Prints decisions/s of every policy over the national inventory
 (``configs/network.yaml``) and the time per decision over a synthetic
-1,000-DC inventory built with :func:`ray_cluster.config.build_network`.
+1,000-DC inventory built with :func:`westflow.config.build_network`.
 Goals: >= 50,000 decisions/s national (westflow, a realistic mix of specs) and
 <= 1 ms per decision at 1,000 DCs.
 
@@ -14,7 +14,7 @@ Rates are per second of this process's CPU time (``time.process_time``), so othe
 work on a shared machine does not count against them; each figure is the median
 of 5 rounds.
 
-    .venv/bin/python benchmarks/placement_bench.py [--seconds 0.4]
+    .venv/bin/python -m benchmarks.placement_bench [--seconds 0.4]
 """
 
 from __future__ import annotations
@@ -22,19 +22,15 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ray_cluster.capacity import Capacity, static_capacity  # noqa: E402
-from ray_cluster.config import build_network, load_network  # noqa: E402
-from ray_cluster.errors import InfeasibleError  # noqa: E402
-from ray_cluster.model import Network  # noqa: E402
-from ray_cluster.policies import POLICY_NAMES, get_policy  # noqa: E402
-from ray_cluster.spec import WorkloadSpec, parse_spec  # noqa: E402
+from westflow.capacity import Capacity, static_capacity
+from westflow.config import build_network, load_network
+from westflow.errors import InfeasibleError
+from westflow.inventory import Network
+from westflow.placement import POLICY_NAMES, get_policy
+from westflow.spec import WorkloadSpec, parse_spec
 
 GOAL_NATIONAL = 50_000.0
 GOAL_1000_MS = 1.0

@@ -5,24 +5,22 @@ resources; (b) each task placed by ``place()`` (static capacity, as a caller
 with a cached snapshot would) and submitted with ``RayRequest.task_options()``.
 Prints both wall times and the ratio (goal <= 1.10).
 
-    .venv/bin/python benchmarks/ray_overhead.py [--tasks 1000] [--state-dir DIR]
+    .venv/bin/python -m benchmarks.ray_overhead [--tasks 1000] [--state-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ray_cluster.local import LocalNetwork, Ports, free_port, load_profile
+from westflow.config import load_network
+from westflow.placement import get_policy
+from westflow.spec import parse_spec
 
-from ray_cluster.config import load_network  # noqa: E402
-from ray_cluster.local import LocalNetwork, Ports, free_port, load_profile  # noqa: E402
-from ray_cluster.policies import get_policy  # noqa: E402
-from ray_cluster.spec import parse_spec  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

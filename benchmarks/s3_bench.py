@@ -7,7 +7,7 @@ reads the same object back through ``DatasetStore.read`` and through
 the median of the paired ratios counts. Prints
 MB/s for both and the ratio westflow time / raw time (goal <= 1.05).
 
-    .venv/bin/python benchmarks/s3_bench.py [--rows 10000000] [--repeats 5]
+    .venv/bin/python -m benchmarks.s3_bench [--rows 10000000] [--repeats 5]
 
 It starts (and stops) its own server in a temporary directory on free ports.
 """
@@ -26,9 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ray_cluster.storage import DatasetStore, SeaweedServer  # noqa: E402
+from storage import DatasetStore, SeaweedServer
 
 GOAL = 1.05
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.errors import ModelMismatch
+from jobs.job_errors import ModelMismatch
 from jobs.stores import CheckpointStoreLike, Stores
 
 __all__ = ["model_prefix", "checkpoint_prefix", "load_model", "save_model", "RegionalCheckpoints", "REGIONS"]

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from jobs.errors import BackendUnavailable, JobArgumentError
+from jobs.job_errors import BackendUnavailable, JobArgumentError
 
 __all__ = [
     "BACKENDS",

@@ -7,29 +7,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    # Before NumPy loads: minibatch matmuls are too small for BLAS threads, which only add
-    # contention (1M x 32 epoch: 3.2 s on one thread vs 17-41 s on two on a busy node, same
-    # bits). Set OPENBLAS_NUM_THREADS yourself to override.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-if __package__ in (None, ""):  # run as `python jobs/batch_infer.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pyarrow as pa
 
-import pyarrow as pa  # noqa: E402
-
-from jobs.artifacts import load_model, model_prefix  # noqa: E402
-from jobs.backend import DeviceProbe  # noqa: E402
-from jobs.cli import JobArgumentParser, JobContext, add_common, dataset_name, positive_int, run_job  # noqa: E402
-from jobs.dataio import iter_ids_features, prediction_batch, prediction_schema  # noqa: E402
-from jobs.scoring import Scorer  # noqa: E402
-from jobs.stores import Stores  # noqa: E402
+from jobs.artifacts import load_model, model_prefix
+from jobs.backend import DeviceProbe
+from jobs.dataio import iter_ids_features, prediction_batch, prediction_schema
+from jobs.entrypoint import JobArgumentParser, JobContext, add_common, dataset_name, positive_int, run_job
+from jobs.scoring import Scorer
+from jobs.stores import Stores
 
 __all__ = ["parser", "body", "main"]
 

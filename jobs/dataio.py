@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from jobs.errors import ModelMismatch
+from jobs.job_errors import ModelMismatch
 from jobs.model import standardizer
 from jobs.stores import DatasetStoreLike
 from jobs.synthetic import ID, LABEL, is_eval

@@ -6,23 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    # Before NumPy loads: minibatch matmuls are too small for BLAS threads, which only add
-    # contention (1M x 32 epoch: 3.2 s on one thread vs 17-41 s on two on a busy node, same
-    # bits). Set OPENBLAS_NUM_THREADS yourself to override.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-if __package__ in (None, ""):  # run as `python jobs/etl.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from jobs.backend import DeviceProbe  # noqa: E402
-from jobs.cli import (  # noqa: E402
+from jobs.backend import DeviceProbe
+from jobs.entrypoint import (
     JobArgumentParser,
     JobContext,
     add_common,
@@ -31,8 +21,8 @@ from jobs.cli import (  # noqa: E402
     positive_int,
     run_job,
 )
-from jobs.stores import Stores  # noqa: E402
-from jobs.synthetic import SyntheticSpec, chunks, schema, teacher  # noqa: E402
+from jobs.stores import Stores
+from jobs.synthetic import SyntheticSpec, chunks, schema, teacher
 
 __all__ = ["parser", "body", "main"]
 

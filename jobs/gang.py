@@ -4,7 +4,7 @@ A spec with more accelerators than a node has becomes ``RayRequest.bundles``
 (each bundle pins ``dc:<id>``). Inside the Ray job we create the placement group
 (STRICT_PACK when one node can hold it all, else PACK), start one
 :class:`_Worker` per bundle, check that every worker's node advertises the same
-``dc:<id>`` (:func:`ray_cluster.tags.dc_of_resources`), then train data-parallel:
+``dc:<id>`` (:func:`westflow.tags.dc_of_resources`), then train data-parallel:
 each step the global minibatch is split across workers, each returns its
 gradient, and the driver applies their row-weighted mean — the same update as
 one process on the whole batch. Like ``jobs.train`` it checkpoints every epoch
@@ -19,34 +19,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    # Before NumPy loads: minibatch matmuls are too small for BLAS threads, which only add
-    # contention (1M x 32 epoch: 3.2 s on one thread vs 17-41 s on two on a busy node, same
-    # bits). Set OPENBLAS_NUM_THREADS yourself to override.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-if __package__ in (None, ""):  # run as `python jobs/gang.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from jobs.artifacts import RegionalCheckpoints, checkpoint_prefix, save_model  # noqa: E402
-from jobs.backend import DeviceProbe, numpy_backend  # noqa: E402
-from jobs.cli import JobArgumentParser, JobContext, positive_int, run_job  # noqa: E402
-from jobs.dataio import load_labelled  # noqa: E402
-from jobs.errors import GangError, JobArgumentError  # noqa: E402
-from jobs.model import ModelConfig, epoch_permutation, sgd_update  # noqa: E402
-from jobs.stores import CheckpointStoreLike, Stores  # noqa: E402
-from jobs.training import EpochStats, TrainConfig, accuracy, resume_point, save_epoch  # noqa: E402
-from ray_cluster.live import init_here  # noqa: E402
-from ray_cluster.tags import NPU, dc_of_resources  # noqa: E402
+from jobs.artifacts import RegionalCheckpoints, checkpoint_prefix, save_model
+from jobs.backend import DeviceProbe, numpy_backend
+from jobs.dataio import load_labelled
+from jobs.entrypoint import JobArgumentParser, JobContext, positive_int, run_job
+from jobs.job_errors import GangError, JobArgumentError
+from jobs.model import ModelConfig, epoch_permutation, sgd_update
+from jobs.stores import CheckpointStoreLike, Stores
+from jobs.training import EpochStats, TrainConfig, accuracy, resume_point, save_epoch
+from ray_cluster.live import init_here
+from westflow.tags import NPU, dc_of_resources
 
 __all__ = ["GangPlan", "GangResult", "plan_gang", "worker_options", "check_one_dc",
            "train_gang", "parser", "main"]
@@ -85,7 +75,7 @@ def plan_gang(bundles: Sequence[dict[str, float]], per_node: int | None = None) 
     if len(dcs) != 1 or None in dcs:
         raise JobArgumentError("--bundles", [dict(b) for b in bundles],
                                "bundles that all pin the same dc:<id>",
-                               fix="build them with ray_cluster.tags.ray_request().")
+                               fix="build them with westflow.tags.ray_request().")
     total = sum(_accelerators(dict(b)) for b in bundles)
     strategy = "STRICT_PACK" if per_node is not None and total <= per_node else "PACK"
     return GangPlan(tuple(dict(b) for b in bundles), strategy, str(dcs.pop()))

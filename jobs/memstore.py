@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.stores import Stores, bucket_for
-from ray_cluster.errors import ObjectMissing
+from westflow.errors import ObjectMissing
 
 __all__ = ["MemoryDatasetInfo", "MemoryDatasetStore", "MemoryCheckpointStore", "memory_stores"]
 

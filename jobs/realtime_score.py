@@ -11,30 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
-if __name__ == "__main__":
-    # Before NumPy loads: minibatch matmuls are too small for BLAS threads, which only add
-    # contention (1M x 32 epoch: 3.2 s on one thread vs 17-41 s on two on a busy node, same
-    # bits). Set OPENBLAS_NUM_THREADS yourself to override.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-if __package__ in (None, ""):  # run as `python jobs/realtime_score.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from jobs.artifacts import load_model  # noqa: E402
-from jobs.backend import DeviceProbe  # noqa: E402
-from jobs.cli import JobArgumentParser, JobContext, add_common, dataset_name, positive_int, run_job  # noqa: E402
-from jobs.dataio import iter_ids_features  # noqa: E402
-from jobs.errors import JobArgumentError  # noqa: E402
-from jobs.scoring import Scorer  # noqa: E402
-from jobs.stores import Stores  # noqa: E402
+from jobs.artifacts import load_model
+from jobs.backend import DeviceProbe
+from jobs.dataio import iter_ids_features
+from jobs.entrypoint import JobArgumentParser, JobContext, add_common, dataset_name, positive_int, run_job
+from jobs.job_errors import JobArgumentError
+from jobs.scoring import Scorer
+from jobs.stores import Stores
 
 __all__ = ["parser", "body", "main", "latency_stats", "serve"]
 

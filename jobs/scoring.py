@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from jobs.backend import Backend
-from jobs.errors import ModelMismatch
+from jobs.job_errors import ModelMismatch
 from jobs.model import ModelConfig, param_names, predict_proba
 
 __all__ = ["Scorer"]

@@ -1,7 +1,7 @@
 """The storage seam of the workloads: the DatasetStore / CheckpointStore API as protocols.
 
 Jobs take a :class:`Stores`; :func:`s3_stores` builds the real one from
-``ray_cluster.storage`` (imported lazily), tests pass :mod:`jobs.memstore`.
+``storage`` (imported lazily), tests pass :mod:`jobs.memstore`.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ class Stores:
 
 
 def bucket_for(region: str) -> str:
-    """The region's bucket name (same rule as ``ray_cluster.storage.bucket_for_region``)."""
+    """The region's bucket name (same rule as ``storage.bucket_for_region``)."""
     return f"westflow-{region}"
 
 
 def s3_stores() -> Stores:
     """The real stores: ``WESTFLOW_S3_*`` from the environment, else ``$WESTFLOW_STATE_DIR``'s server."""
-    from ray_cluster.storage import CheckpointStore, DatasetStore, S3Config, bucket_for_region
+    from storage import CheckpointStore, DatasetStore, S3Config, bucket_for_region
 
     config = S3Config.discover()
 

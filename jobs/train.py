@@ -17,19 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    # Before NumPy loads: minibatch matmuls are too small for BLAS threads, which only add
-    # contention (1M x 32 epoch: 3.2 s on one thread vs 17-41 s on two on a busy node, same
-    # bits). Set OPENBLAS_NUM_THREADS yourself to override.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-if __package__ in (None, ""):  # run as `python jobs/train.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from jobs.artifacts import RegionalCheckpoints, checkpoint_prefix, save_model  # noqa: E402
-from jobs.backend import DeviceProbe  # noqa: E402
-from jobs.cli import (  # noqa: E402
+from jobs.artifacts import RegionalCheckpoints, checkpoint_prefix, save_model
+from jobs.backend import DeviceProbe
+from jobs.dataio import load_labelled
+from jobs.entrypoint import (
     JobArgumentParser,
     JobContext,
     add_common,
@@ -38,12 +31,39 @@ from jobs.cli import (  # noqa: E402
     positive_int,
     run_job,
 )
-from jobs.dataio import load_labelled  # noqa: E402
-from jobs.model import ModelConfig  # noqa: E402
-from jobs.stores import Stores  # noqa: E402
-from jobs.training import EpochStats, TrainConfig, fit  # noqa: E402
+from jobs.job_errors import JobArgumentError
+from jobs.model import ModelConfig
+from jobs.stores import Stores
+from jobs.training import EpochStats, TrainConfig, fit
 
 __all__ = ["parser", "body", "main"]
+
+# Test hook, unset in production: "<epoch>:<dir>" holds the job after that epoch's checkpoint until <dir>/go.
+HOLD_ENV = "WESTFLOW_TEST_HOLD_AFTER_EPOCH"
+HOLD_BOUND_S = 600.0
+
+
+def _hold_point() -> tuple[int, Path] | None:
+    """Where ``$WESTFLOW_TEST_HOLD_AFTER_EPOCH`` asks the job to hold: ``(epoch, directory)``, or None."""
+    value = os.environ.get(HOLD_ENV, "")
+    if not value:
+        return None
+    epoch, _, where = value.partition(":")
+    if not epoch.isdigit() or int(epoch) < 1 or not where:
+        raise JobArgumentError(HOLD_ENV, value, "<epoch>:<directory> (a test hook; unset it)")
+    return int(epoch), Path(where)
+
+
+def _hold(epoch: int, where: Path, ctx: JobContext) -> None:
+    """Write ``<where>/held`` (the epoch) after its checkpoint, then wait for ``<where>/go`` (bounded)."""
+    tmp = where / f"held.{os.getpid()}.tmp"
+    tmp.write_text(str(epoch))
+    os.replace(tmp, where / "held")
+    ctx.reporter.warning(f"{HOLD_ENV}: holding after epoch {epoch} until {where / 'go'} exists "
+                         f"(at most {HOLD_BOUND_S:.0f}s)")
+    deadline = time.monotonic() + HOLD_BOUND_S
+    while not (where / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def parser() -> JobArgumentParser:
@@ -75,10 +95,13 @@ def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
     ctx.reporter.info(f"loaded {len(data.y):,} rows x {len(data.features)} features in {load_s:.1f}s "
                       f"({len(data.train_idx):,} train / {len(data.eval_idx):,} eval); {model}")
     ckpts = RegionalCheckpoints(ctx.stores, ctx.region, checkpoint_prefix(args.model, args.run_id))
+    hold = _hold_point()
 
     def on_epoch(s: EpochStats) -> None:
         ctx.reporter.info(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} train acc "
                           f"{s.accuracy:.4f} eval acc {s.eval_accuracy:.4f} ({s.seconds:.2f}s)")
+        if hold is not None and s.epoch == hold[0]:  # called after the epoch's checkpoint is saved
+            _hold(s.epoch, hold[1], ctx)
 
     result = fit(ctx.backend, data.X, data.y, data.train_idx, data.eval_idx, model, cfg, ckpts,
                  extra={"mu": data.mu, "sigma": data.sigma}, on_epoch=on_epoch,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from jobs.backend import Backend
-from jobs.errors import JobArgumentError, ModelMismatch
+from jobs.job_errors import JobArgumentError, ModelMismatch
 from jobs.model import (
     ModelConfig,
     epoch_permutation,

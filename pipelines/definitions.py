@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from pipelines.assets import RAY_ASSETS
-from pipelines.jobs import ALL_JOBS
+from pipelines.dagster_jobs import ALL_JOBS
 from pipelines.resources import ROOT, WestflowResource
 from pipelines.schedules import ALL_SCHEDULES
 from pipelines.utilisation import network_utilisation

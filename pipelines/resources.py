@@ -30,17 +30,16 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.workload import declared_inputs, spec_of
-from ray_cluster.capacity import Capacity, DCCapacity
-from ray_cluster.config import CONFIG_DIR, load_network
-from ray_cluster.errors import ClusterError, InfeasibleError, StorageError, WestflowError
 from ray_cluster.live import DashboardReader, NodeView, live_capacity, snapshot
-from ray_cluster.model import Network
-from ray_cluster.placement import Placement
-from ray_cluster.policies import POLICY_NAMES, get_policy
-from ray_cluster.render import rejections_markdown, why
 from ray_cluster.reservations import Reservations
 from ray_cluster.retry import RetryPolicy, is_transient, retry_call
-from ray_cluster.spec import DatasetRef, WorkloadSpec
+from westflow.capacity import Capacity, DCCapacity
+from westflow.config import CONFIG_DIR, load_network
+from westflow.errors import ClusterError, InfeasibleError, StorageError, WestflowError
+from westflow.inventory import Network
+from westflow.placement import POLICY_NAMES, Placement, get_policy
+from westflow.spec import DatasetRef, WorkloadSpec
+from westflow.text import rejections_markdown, why
 
 __all__ = ["WestflowResource", "placement_metadata", "ROOT"]
 
@@ -132,7 +131,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         """Fill the spec's inputs from the dataset catalogue (region and size), so transfer is priced."""
         if not names:
             return spec
-        from ray_cluster.storage import DatasetStore, S3Config
+        from storage import DatasetStore, S3Config
 
         store = DatasetStore(S3Config.load(self._state()))
         refs: list[DatasetRef] = list(spec.inputs)

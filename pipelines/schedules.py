@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.jobs import nightly_training_job, utilisation_job
+from pipelines.dagster_jobs import nightly_training_job, utilisation_job
 
 __all__ = ["nightly_training_schedule", "utilisation_schedule", "ALL_SCHEDULES", "TIMEZONE"]
 

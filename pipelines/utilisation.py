@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.resources import WestflowResource
-from ray_cluster.render import markdown_table
+from westflow.text import markdown_table
 
 __all__ = ["network_utilisation", "utilisation_rows"]
 

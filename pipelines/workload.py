@@ -4,7 +4,7 @@
     def nightly_training(context, westflow: WestflowResource): ...
 
 The spec is validated when the definitions load: a bad one raises a
-:class:`~ray_cluster.errors.SpecError` naming the asset and the field.
+:class:`~westflow.errors.SpecError` naming the asset and the field.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import dagster as dg
 
-from ray_cluster.config import load_network
-from ray_cluster.errors import SpecError
-from ray_cluster.model import Network
-from ray_cluster.spec import WorkloadSpec, parse_spec
+from westflow.config import load_network
+from westflow.errors import SpecError
+from westflow.inventory import Network
+from westflow.spec import WorkloadSpec, parse_spec
 
 __all__ = ["SPEC_METADATA_KEY", "INPUTS_METADATA_KEY", "westflow_asset", "spec_of", "declared_inputs"]
 

@@ -1,4 +1,4 @@
-"""westflow's network model, placement engine and Ray glue.
+"""What speaks to Ray: live capacity, job dispatch, the local network, manifests.
 
-Importing this package imports neither Ray nor Dagster.
+Built on the domain (:mod:`westflow`) and storage; knows nothing of Dagster.
 """

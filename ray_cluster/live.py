@@ -1,7 +1,7 @@
 """Live capacity: what each data center's Ray nodes have free right now.
 
 Two readers return the same :class:`NodeView` list, so :func:`snapshot` (pure)
-turns either into the :data:`~ray_cluster.capacity.Capacity` mapping that
+turns either into the :data:`~westflow.capacity.Capacity` mapping that
 ``place()`` takes:
 
 - :class:`DriverReader` inside a Ray driver or task (``ray.nodes()`` plus the
@@ -26,10 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ray_cluster.capacity import DCCapacity
-from ray_cluster.errors import ClusterError
-from ray_cluster.model import Family, Network
-from ray_cluster.tags import ENV_DC, ENV_NODE_IP, GPU, NPU, accelerator_type_resource, dc_of_labels, dc_of_resources
+from westflow.capacity import DCCapacity
+from westflow.errors import ClusterError
+from westflow.inventory import Family, Network
+from westflow.tags import ENV_DC, ENV_NODE_IP, GPU, NPU, accelerator_type_resource, dc_of_labels, dc_of_resources
 
 __all__ = ["NodeView", "CapacityReader", "DriverReader", "DashboardReader", "snapshot",
            "live_capacity", "where_am_i", "init_here"]

@@ -7,7 +7,7 @@
 - Ray cluster launcher YAML: ``available_node_types``, one per DC (per pool),
   with ``resources`` and ``labels``; the provider block is the operator's.
 
-Every tag comes from :mod:`ray_cluster.tags`. Token auth: every pod reads
+Every tag comes from :mod:`westflow.tags`. Token auth: every pod reads
 ``RAY_AUTH_TOKEN`` from the Secret ``westflow-ray-token`` (key ``token``) and
 sets ``RAY_AUTH_MODE=token``.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from ray_cluster.model import AcceleratorPool, DataCenter, Family, Network
-from ray_cluster.tags import ENV_DC, LABEL_DC, NodeTags, node_tags
+from westflow.inventory import AcceleratorPool, DataCenter, Family, Network
+from westflow.tags import ENV_DC, LABEL_DC, NodeTags, node_tags
 
 __all__ = ["RAY_VERSION", "IMAGE", "TOKEN_SECRET", "NodeGroup", "node_groups", "kuberay_cluster",
            "launcher_config", "render_kuberay", "render_launcher"]

@@ -3,7 +3,7 @@
 Why: Dagster runs steps in separate processes (the multiprocess executor, and
 concurrent runs), and the dashboard's usage lags by about 5 s. Two steps racing
 for the last free accelerators of a DC would both see them free and both be
-placed there. :class:`~ray_cluster.ledger.Ledger` serialises decisions inside
+placed there. :class:`~westflow.ledger.Ledger` serialises decisions inside
 one process; this journal serialises them across the processes of one host.
 
 How: one JSON file (``<state_dir>/reservations.json``) guarded by
@@ -73,9 +73,9 @@ from pathlib import Path
 from typing import Any
 
 from ray_cluster import procs
-from ray_cluster.capacity import Capacity, DCCapacity
-from ray_cluster.errors import ConfigError
-from ray_cluster.placement import Placement
+from westflow.capacity import Capacity, DCCapacity
+from westflow.errors import ConfigError
+from westflow.placement import Placement
 
 __all__ = ["Reservation", "Reservations", "JournalError", "available", "pid_alive", "JOURNAL_VERSION", "DEFAULT_TTL_S"]
 

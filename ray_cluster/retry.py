@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ray_cluster.errors import (
+from westflow.errors import (
     AccessDenied,
     BucketMissing,
     ConfigError,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from ray_cluster.config import load_network
-from ray_cluster.model import Network
-from ray_cluster.spec import WorkloadSpec, parse_spec
+from westflow.config import load_network
+from westflow.inventory import Network
+from westflow.spec import WorkloadSpec, parse_spec
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,7 @@
 """The national network on this machine: profile, token auth, Ray nodes."""
 
 from ray_cluster.local.auth import client_env, ensure_token, export_lines
-from ray_cluster.local.network import (
+from ray_cluster.local.launcher import (
     DCStatus,
     LocalNetwork,
     NetworkStatus,

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ray_cluster.config import CONFIG_DIR, load_yaml, pydantic_to_fields
-from ray_cluster.errors import ConfigError
-from ray_cluster.model import Network
-from ray_cluster.tags import NodeTags, node_tags
+from westflow.config import CONFIG_DIR, load_yaml, pydantic_to_fields
+from westflow.errors import ConfigError
+from westflow.inventory import Network
+from westflow.tags import NodeTags, node_tags
 
 __all__ = ["Ports", "LocalDC", "LocalProfile", "load_profile", "parse_profile", "LOCAL_FILE"]
 

@@ -15,7 +15,7 @@ from jobs.memstore import MemoryDatasetStore
 from jobs.model import ModelConfig
 from jobs.synthetic import SyntheticSpec, chunks
 from jobs.training import TrainConfig, fit
-from ray_cluster.tags import NPU, PIN, dc_resource
+from westflow.tags import NPU, PIN, dc_resource
 
 pytestmark = pytest.mark.integration
 

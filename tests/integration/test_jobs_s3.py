@@ -15,7 +15,7 @@ import pytest
 
 from jobs.artifacts import checkpoint_prefix, load_model
 from jobs.stores import s3_stores
-from ray_cluster.storage import CheckpointStore, DatasetStore, S3Config, bucket_for_region
+from storage import CheckpointStore, DatasetStore, S3Config, bucket_for_region
 
 pytestmark = pytest.mark.integration
 

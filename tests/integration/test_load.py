@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from benchmarks.load_bench import IMPOSSIBLE, make_specs, submit_concurrently
-from ray_cluster.ledger import Decision, Ledger, Status
 from ray_cluster.live import DriverReader, live_capacity
 from ray_cluster.local import LocalNetwork
-from ray_cluster.model import Family, Network
-from ray_cluster.placement import Placement
+from westflow.inventory import Family, Network
+from westflow.ledger import Decision, Ledger, Status
+from westflow.placement import Placement
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -14,12 +14,11 @@ import dataclasses
 import pyarrow as pa
 import pytest
 
-from ray_cluster.config import load_network
-from ray_cluster.model import Family, Network, Region
-from ray_cluster.placement import Placement
-from ray_cluster.policies import get_policy
-from ray_cluster.spec import AcceleratorRequest, DatasetRef, WorkloadSpec
-from ray_cluster.storage import DatasetInfo, DatasetStore
+from storage import DatasetInfo, DatasetStore
+from westflow.config import load_network
+from westflow.inventory import Family, Network, Region
+from westflow.placement import Placement, get_policy
+from westflow.spec import AcceleratorRequest, DatasetRef, WorkloadSpec
 
 GB = 10**9
 

@@ -9,8 +9,8 @@ import pytest
 from pipelines.resources import WestflowResource
 from pipelines.run import materialize_pipeline, step_reports
 from pipelines.workload import westflow_asset
-from ray_cluster.config import load_network
 from ray_cluster.local import LocalNetwork
+from westflow.config import load_network
 
 pytestmark = pytest.mark.integration
 

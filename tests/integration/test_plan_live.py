@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_cluster.cli import main
 from ray_cluster.local import LocalNetwork
+from westflow_cli.main import main
 
 pytestmark = pytest.mark.integration
 

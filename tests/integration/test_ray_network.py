@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 
-from ray_cluster.errors import InfeasibleError
 from ray_cluster.live import DriverReader, live_capacity, where_am_i
 from ray_cluster.local import LocalNetwork
-from ray_cluster.model import Family, Region
-from ray_cluster.placement import Reason
-from ray_cluster.policies import get_policy
-from ray_cluster.tags import LABEL_ACCELERATOR, LABEL_DC, LABEL_REGION, dc_resource
 from tests.builders import make_spec
+from westflow.errors import InfeasibleError
+from westflow.inventory import Family, Region
+from westflow.placement import Reason, get_policy
+from westflow.tags import LABEL_ACCELERATOR, LABEL_DC, LABEL_REGION, dc_resource
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +88,7 @@ def test_ray_job_submit_with_plan_flags_runs_where_planned(ray_driver: LocalNetw
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text("name: cli-job\ntier: batch\norigin: beijing\naccelerator: {cuda: 1}\n"
                          "cpus: 1\nmemory_gb: 1\nduration_hours: 1\n")
-    plan = json.loads(subprocess.run([sys.executable, "-m", "ray_cluster.cli", "plan", "--json", str(spec_file)],
+    plan = json.loads(subprocess.run([sys.executable, "-m", "westflow_cli.main", "plan", "--json", str(spec_file)],
                                      check=True, capture_output=True, text=True, cwd=ROOT).stdout)
     assert plan["data_center"] in ray_driver.profile.dc_ids, "the static plan must land on a local DC"
     ray_bin = str(Path(sys.executable).with_name("ray"))

@@ -9,9 +9,9 @@ import pytest
 
 from pipelines.assets import daily_features
 from pipelines.resources import WestflowResource
-from ray_cluster.errors import ObjectMissing
 from ray_cluster.local import LocalNetwork
-from ray_cluster.storage import DatasetStore, S3Config, SeaweedServer
+from storage import DatasetStore, S3Config, SeaweedServer
+from westflow.errors import ObjectMissing
 
 pytestmark = pytest.mark.integration
 NAME, ROWS = "fault-features", 1_500_000

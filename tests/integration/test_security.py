@@ -28,9 +28,9 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from ray_cluster.errors import AccessDenied
 from ray_cluster.local import LocalNetwork
-from ray_cluster.storage import DatasetStore, S3Config, SeaweedServer
+from storage import DatasetStore, S3Config, SeaweedServer
+from westflow.errors import AccessDenied
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,7 +186,7 @@ def test_no_token_or_key_in_logs_job_env_or_repo(ray_driver: LocalNetwork, token
 
     net = ray_driver
     # A real job that uses S3 the way westflow hands it over: the state dir, not the keys.
-    code = ("from ray_cluster.storage import S3Config, DatasetStore; "
+    code = ("from storage import S3Config, DatasetStore; "
             "print('datasets', len(DatasetStore(S3Config.discover()).list()))")
     client = net.job_client()
     sub_id = client.submit_job(entrypoint=f"python -c \"{code}\"", runtime_env={"env_vars": {

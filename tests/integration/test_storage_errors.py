@@ -12,16 +12,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_cluster.errors import (
+from storage import CheckpointStore, DatasetStore, S3Config
+from storage.s3_failures import s3_errors
+from storage.server import free_port
+from westflow.errors import (
     AccessDenied,
     BucketMissing,
     EndpointUnreachable,
     ObjectMissing,
     StorageError,
 )
-from ray_cluster.storage import CheckpointStore, DatasetStore, S3Config
-from ray_cluster.storage._errors import s3_errors
-from ray_cluster.storage.server import free_port
 
 pytestmark = pytest.mark.integration
 

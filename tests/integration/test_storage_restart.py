@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ray_cluster.errors import ObjectMissing, StorageError
-from ray_cluster.storage import DatasetStore, S3Config, SeaweedServer
-from ray_cluster.storage import datasets as datasets_mod
+from storage import DatasetStore, S3Config, SeaweedServer
+from storage import datasets as datasets_mod
+from westflow.errors import ObjectMissing, StorageError
 
 pytestmark = pytest.mark.integration
 

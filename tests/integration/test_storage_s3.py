@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_cluster.errors import ObjectMissing, StorageError
-from ray_cluster.storage import CheckpointStore, DatasetStore, S3Config, bucket_for_region
-from ray_cluster.storage import datasets as datasets_mod
+from storage import CheckpointStore, DatasetStore, S3Config, bucket_for_region
+from storage import datasets as datasets_mod
+from westflow.errors import ObjectMissing, StorageError
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jobs.backend import Assignment, Backend, OpenedDevice, SystemProbe, select_backend
-from jobs.errors import BackendUnavailable, JobArgumentError
+from jobs.job_errors import BackendUnavailable, JobArgumentError
 
 
 def _fake_device(name: str) -> OpenedDevice:
@@ -156,15 +156,9 @@ def test_importing_jobs_needs_no_gpu_ray_or_torch() -> None:
 
 
 def _gpu_check() -> object:
-    import importlib.util
-    from pathlib import Path
+    import importlib
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("benchmarks.gpu_check")
 
 
 @pytest.mark.parametrize(("name", "row"), [
@@ -178,14 +172,11 @@ def test_gpu_check_peak_table(name: str, row: str | None) -> None:
 
 
 def test_gpu_check_exits_0_without_cuda() -> None:
-    from pathlib import Path
-
     try:
         SystemProbe().open_cuda(("0",))
     except BackendUnavailable:
         pass
     else:
         pytest.skip("this machine has CUDA; the lead runs gpu_check there by hand")
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "no usable CUDA device" in out.stdout

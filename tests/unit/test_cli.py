@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_cluster.cli import EXIT_BAD_INPUT, EXIT_INFEASIBLE, main
-from ray_cluster.config import CONFIG_DIR
+from westflow.config import CONFIG_DIR
+from westflow_cli.main import EXIT_BAD_INPUT, EXIT_INFEASIBLE, main
 
 EXAMPLES = sorted((CONFIG_DIR / "examples").glob("*.yaml"))
 

@@ -25,11 +25,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ray_cluster.cli import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, main
-from ray_cluster.config import CONFIG_DIR, load_network
-from ray_cluster.errors import ConfigError
-from ray_cluster.spec import SPEC_KEYS
 from tests.unit.test_fuzz import BAD_VALUES, VALID, junk
+from westflow.config import CONFIG_DIR, load_network
+from westflow.errors import ConfigError
+from westflow.spec import SPEC_KEYS
+from westflow_cli.main import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, main
 
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONFIG_FILES = ("network.yaml", "tiers.yaml", "policy.yaml")

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from ray_cluster.config import CONFIG_DIR, build_network, load_network, load_yaml
-from ray_cluster.errors import ConfigError
-from ray_cluster.model import Family, Region
+from westflow.config import CONFIG_DIR, build_network, load_network, load_yaml
+from westflow.errors import ConfigError
+from westflow.inventory import Family, Region
 
 NET = load_yaml(CONFIG_DIR / "network.yaml")
 TIERS = load_yaml(CONFIG_DIR / "tiers.yaml")

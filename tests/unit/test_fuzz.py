@@ -8,11 +8,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ray_cluster.config import CONFIG_DIR, build_network, load_yaml
-from ray_cluster.errors import ConfigError, InfeasibleError, SpecError
-from ray_cluster.policies import get_policy
-from ray_cluster.spec import SPEC_KEYS, parse_spec
 from tests.builders import national
+from westflow.config import CONFIG_DIR, build_network, load_yaml
+from westflow.errors import ConfigError, InfeasibleError, SpecError
+from westflow.placement import get_policy
+from westflow.spec import SPEC_KEYS, parse_spec
 
 VALID: dict[str, Any] = {"name": "fuzz", "tier": "batch", "origin": "beijing", "accelerator": "any:2",
                          "cpus": 4, "memory_gb": 8, "duration_hours": 1}

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from ray_cluster.config import CONFIG_DIR, build_network, load_yaml
-from ray_cluster.errors import ConfigError
-from ray_cluster.latency import floor_ms, great_circle_km, modelled_ms
 from tests.builders import national
+from westflow.config import CONFIG_DIR, build_network, load_yaml
+from westflow.errors import ConfigError
+from westflow.latency import floor_ms, great_circle_km, modelled_ms
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,10 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from ray_cluster.capacity import DCCapacity
-from ray_cluster.ledger import Decision, Ledger, Status
-from ray_cluster.spec import WorkloadSpec
 from tests.builders import make_spec, national
+from westflow.capacity import DCCapacity
+from westflow.ledger import Decision, Ledger, Status
+from westflow.spec import WorkloadSpec
 
 
 def _tight() -> dict[str, DCCapacity]:

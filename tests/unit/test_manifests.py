@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from ray_cluster.manifests import render_kuberay, render_launcher
-from ray_cluster.tags import LABEL_DC, dc_resource
 from tests.builders import national
+from westflow.tags import LABEL_DC, dc_resource
 
 
 def test_kuberay_one_file_per_cluster_with_each_dc_tagged(tmp_path: Path) -> None:

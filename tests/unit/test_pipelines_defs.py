@@ -14,8 +14,8 @@ from dagster._utils.schedules import cron_string_iterator
 from pipelines.definitions import defs
 from pipelines.schedules import nightly_training_schedule
 from pipelines.workload import westflow_asset
-from ray_cluster.errors import SpecError
 from tests.conftest import ROOT
+from westflow.errors import SpecError
 
 
 def test_definitions_resolve_every_job_and_schedule() -> None:

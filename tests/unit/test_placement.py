@@ -7,13 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from ray_cluster.capacity import static_capacity
-from ray_cluster.errors import InfeasibleError
-from ray_cluster.model import Family, Region
-from ray_cluster.placement import Reason
-from ray_cluster.policies import POLICY_NAMES, get_policy
-from ray_cluster.tags import rt_resource
 from tests.builders import make_spec, national
+from westflow.capacity import static_capacity
+from westflow.errors import InfeasibleError
+from westflow.inventory import Family, Region
+from westflow.placement import POLICY_NAMES, Reason, get_policy
+from westflow.tags import rt_resource
 
 ACCELS = ["cpu", "cuda:1", "cann:1", "any:1", "any:8", "H20:2"]
 

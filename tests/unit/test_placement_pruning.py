@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from ray_cluster.capacity import DCCapacity
-from ray_cluster.errors import InfeasibleError
-from ray_cluster.model import Network
-from ray_cluster.placement import WestflowPolicy
-from ray_cluster.spec import parse_spec
 from tests.conftest import ROOT
+from westflow.capacity import DCCapacity
+from westflow.errors import InfeasibleError
+from westflow.inventory import Network
+from westflow.placement import WestflowPolicy
+from westflow.spec import parse_spec
 
 _spec = importlib.util.spec_from_file_location("placement_bench", ROOT / "benchmarks" / "placement_bench.py")
 assert _spec and _spec.loader

@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ray_cluster.capacity import Capacity, DCCapacity
-from ray_cluster.errors import ConfigError, InfeasibleError
-from ray_cluster.placement import Placement, Reason
-from ray_cluster.policies import get_policy
 from ray_cluster.reservations import JournalError, Reservation, Reservations, available
-from ray_cluster.spec import WorkloadSpec
 from tests.builders import make_spec, national
+from westflow.capacity import Capacity, DCCapacity
+from westflow.errors import ConfigError, InfeasibleError
+from westflow.placement import Placement, Reason, get_policy
+from westflow.spec import WorkloadSpec
 
 if TYPE_CHECKING:
     from pipelines.resources import WestflowResource
@@ -411,7 +410,7 @@ def test_run_releases_before_failover_and_when_the_job_ends(monkeypatch: pytest.
 
 def test_status_lists_what_running_steps_hold(tmp_path: Path) -> None:
     from ray_cluster.local import LocalNetwork, load_profile
-    from ray_cluster.local.cli import reservations_text
+    from westflow_cli.localnet import reservations_text
 
     net = LocalNetwork(tmp_path, load_profile(national()))
     assert reservations_text(net).startswith("reserved     nothing")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ray_cluster.errors import EndpointUnreachable, InfeasibleError, ObjectMissing
 from ray_cluster.retry import RetryPolicy, TransientError, is_transient, retry_call
+from westflow.errors import EndpointUnreachable, InfeasibleError, ObjectMissing
 
 
 def test_transient_fault_is_retried_with_growing_backoff() -> None:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ray_cluster.capacity import full_capacity
-from ray_cluster.policies import get_policy
-from ray_cluster.simulator.engine import simulate
-from ray_cluster.simulator.traces import (
+from tests.builders import national
+from westflow.capacity import full_capacity
+from westflow.placement import get_policy
+from westflow.simulator.demand import LoadScaling, Workload, build_workload
+from westflow.simulator.engine import simulate
+from westflow.simulator.traces import (
     DEFAULT_TRACES_DIR,
     BatchJob,
     Request,
@@ -20,8 +22,6 @@ from ray_cluster.simulator.traces import (
     load_itp,
     load_traces,
 )
-from ray_cluster.simulator.workload import LoadScaling, Workload, build_workload
-from tests.builders import national
 
 NO_SCALING = LoadScaling(None, None)
 

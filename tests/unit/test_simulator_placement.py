@@ -8,10 +8,9 @@ import pickle
 
 import pytest
 
-from ray_cluster.capacity import full_capacity
-from ray_cluster.placement import Placement, Reason
-from ray_cluster.policies import get_policy
 from tests.builders import make_spec, national
+from westflow.capacity import full_capacity
+from westflow.placement import Placement, Reason, get_policy
 
 
 def test_losers_text_reflects_the_capacity_at_decision_time() -> None:

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from ray_cluster.errors import SpecError
-from ray_cluster.model import Family, Region
-from ray_cluster.spec import AcceleratorRequest, load_spec, parse_spec
 from tests.builders import make_spec, national
+from westflow.errors import SpecError
+from westflow.inventory import Family, Region
+from westflow.spec import AcceleratorRequest, load_spec, parse_spec
 
 
 @pytest.mark.parametrize(

@@ -8,25 +8,25 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
 
-from ray_cluster.errors import (
-    AccessDenied,
-    BucketMissing,
-    EndpointUnreachable,
-    ObjectMissing,
-    StorageError,
-)
-from ray_cluster.model import Region
-from ray_cluster.spec import DatasetRef
-from ray_cluster.storage import (
+from storage import (
     CheckpointStore,
     DatasetInfo,
     S3Config,
     SeaweedServer,
     bucket_for_region,
 )
-from ray_cluster.storage._errors import translate
-from ray_cluster.storage.config import region_for_bucket
-from ray_cluster.storage.datasets import dataset_prefix
+from storage.datasets import dataset_prefix
+from storage.s3_config import region_for_bucket
+from storage.s3_failures import translate
+from westflow.errors import (
+    AccessDenied,
+    BucketMissing,
+    EndpointUnreachable,
+    ObjectMissing,
+    StorageError,
+)
+from westflow.inventory import Region
+from westflow.spec import DatasetRef
 
 ENV = {"WESTFLOW_S3_ENDPOINT": "http://127.0.0.1:9000", "WESTFLOW_S3_ACCESS_KEY": "AK",
        "WESTFLOW_S3_SECRET_KEY": "very-secret"}
@@ -154,7 +154,7 @@ def test_checkpoint_arguments_are_checked() -> None:
 
 
 def test_discover_prefers_env_then_state_dir(tmp_path: Path) -> None:
-    from ray_cluster.storage.config import S3Config
+    from storage.s3_config import S3Config
 
     env = {"WESTFLOW_S3_ENDPOINT": "http://127.0.0.1:9", "WESTFLOW_S3_ACCESS_KEY": "a",
            "WESTFLOW_S3_SECRET_KEY": "b", "WESTFLOW_STATE_DIR": str(tmp_path)}

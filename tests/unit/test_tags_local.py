@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from ray_cluster.errors import ConfigError
 from ray_cluster.live import NodeView, snapshot
 from ray_cluster.local import load_profile, parse_profile
 from ray_cluster.local.auth import client_env, ensure_token, export_lines
-from ray_cluster.placement import Reason
-from ray_cluster.policies import get_policy
-from ray_cluster.tags import (
+from tests.builders import make_spec, national
+from westflow.errors import ConfigError
+from westflow.placement import Reason, get_policy
+from westflow.tags import (
     LABEL_DC,
     NODE_UNITS,
     NPU,
@@ -22,7 +22,6 @@ from ray_cluster.tags import (
     dc_resource,
     rt_resource,
 )
-from tests.builders import make_spec, national
 
 
 def test_local_profile_covers_east_west_cuda_and_ascend() -> None:

@@ -15,7 +15,7 @@ from jobs import batch_infer, etl, realtime_score, train
 from jobs.artifacts import checkpoint_prefix, load_model
 from jobs.backend import Assignment, numpy_backend
 from jobs.dataio import load_labelled
-from jobs.errors import ModelMismatch
+from jobs.job_errors import ModelMismatch
 from jobs.memstore import MemoryDatasetStore, memory_stores
 from jobs.model import ModelConfig
 from jobs.scoring import Scorer

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.errors import GangError, JobArgumentError
 from jobs.gang import check_one_dc, plan_gang, worker_options
-from ray_cluster.tags import NPU, PIN, dc_resource
+from jobs.job_errors import GangError, JobArgumentError
+from westflow.tags import NPU, PIN, dc_resource
 
 
 def _bundle(dc: str = "zhongwei", gpus: float = 8, key: str = "GPU") -> dict[str, float]:

@@ -1,0 +1,320 @@
+"""The local network: one Ray node per DC of the local profile, all on loopback.
+
+Each node has its own loopback address (``127.0.0.2``, ``.3``, ...; see
+:meth:`LocalProfile.node_ip`), so Ray's traffic never leaves ``127.0.0.0/8`` and
+a job's driver can attach to the raylet of its own DC; the dashboard, Jobs API
+and Ray Client server listen on ``host`` (127.0.0.1).
+
+``up()`` starts the head (first DC: GCS, dashboard) and one worker node per
+other DC with ``ray start``, each as a new session so its process group holds
+every daemon it spawns; the groups are recorded in ``<state>/ray.json`` and
+``down()`` signals exactly those. Token auth stays on (see :mod:`.auth`).
+Logs: ``<state>/logs/`` (``ray start`` output) and ``<state>/ray-session`` (Ray's
+session logs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray_cluster import procs
+from ray_cluster.live import DashboardReader, NodeView
+from ray_cluster.local import auth
+from ray_cluster.local.profile import LocalProfile, Ports
+from westflow.errors import ClusterError
+from westflow.tags import ENV_DC, ENV_NODE_IP, GPU, NPU
+
+__all__ = ["LocalNetwork", "DCStatus", "NetworkStatus", "free_port", "start_services", "stop_services"]
+
+STATE_FILE = "ray.json"
+# Worker nodes start one at a time: they share the session dir, and concurrent raylets race for
+# the same socket names (plasma_store.N: "Address already in use").
+START_BATCH = 1
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_services(net: LocalNetwork) -> None:
+    """Companion services ``up`` starts after Ray: the embedded S3 server (idempotent)."""
+    from storage import SeaweedServer
+
+    SeaweedServer(net.state_dir).start()
+
+
+def stop_services(net: LocalNetwork) -> None:
+    """Stop what :func:`start_services` started (called by ``down`` before Ray stops)."""
+    from storage import SeaweedServer
+
+    SeaweedServer(net.state_dir).stop()
+
+
+@dataclass(frozen=True, slots=True)
+class DCStatus:
+    """One DC as Ray sees it: used / total CPUs and accelerators."""
+
+    dc: str
+    node_id: str
+    alive: bool
+    head: bool
+    cpus_used: float
+    cpus_total: float
+    accel: str
+    accel_used: float
+    accel_total: float
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkStatus:
+    running: bool
+    dashboard_url: str
+    address: str
+    dcs: tuple[DCStatus, ...] = ()
+    missing: tuple[str, ...] = ()
+    rss_bytes: int = 0
+    exports: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _ray_bin() -> str:
+    exe = Path(sys.executable).with_name("ray")
+    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
+
+
+class LocalNetwork:
+    """A real multi-node Ray cluster standing in for the national network.
+
+    ``state_dir`` holds the token, the recorded process groups and the logs.
+    ``ports`` overrides the profile's fixed ports (tests pass free ones).
+    """
+
+    def __init__(self, state_dir: Path | str, profile: LocalProfile, *, ports: Ports | None = None,
+                 workdir: Path | str | None = None) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.profile = profile if ports is None else profile.with_ports(ports)
+        # Ray processes (and so job entrypoints without a working_dir) run here.
+        self.workdir = Path(workdir or Path.cwd()).resolve()
+
+    # -- addresses and auth -------------------------------------------------
+    @property
+    def address(self) -> str:
+        """The GCS address, for ``ray.init(address=...)``."""
+        return f"{self.profile.head_ip}:{self.profile.ports.gcs}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard and Jobs API, for ``JobSubmissionClient`` and ``ray job submit``."""
+        return f"http://{self.profile.host}:{self.profile.ports.dashboard}"
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_dir / auth.TOKEN_FILE
+
+    def client_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for Ray clients (CLI, subprocesses): token auth on, address set."""
+        env = auth.client_env(self.state_dir, base)
+        env["RAY_ADDRESS"] = self.dashboard_url
+        return env
+
+    def export_lines(self) -> list[str]:
+        return auth.export_lines(self.state_dir, self.dashboard_url)
+
+    def job_client(self) -> Any:
+        """An authenticated ``ray.job_submission.JobSubmissionClient`` for this network."""
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.dashboard_url, headers=auth.auth_headers(self.state_dir))
+
+    def reader(self) -> DashboardReader:
+        """A capacity reader over the dashboard API (no Ray driver needed)."""
+        return DashboardReader(self.dashboard_url, auth.read_token(self.state_dir))
+
+    def init_driver(self, **kwargs: Any) -> Any:
+        """``ray.init`` this process as a driver of the network, with token auth."""
+        import ray
+
+        auth.enable_in_process(self.state_dir)
+        return ray.init(address=self.address, **kwargs)
+
+    # -- state --------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.state_dir / STATE_FILE).read_text())
+            return data
+        except (OSError, ValueError):
+            return {"nodes": []}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        tmp = self.state_dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_dir / STATE_FILE)
+
+    def _temp_dir(self) -> Path:
+        """Ray's temp dir; short, because Ray's unix socket paths must fit 107 bytes."""
+        inside = self.state_dir / "ray-session"  # not "ray": a job's cwd must not shadow the package
+        if len(str(inside)) <= 40:
+            return inside
+        short = Path(tempfile.gettempdir()) / f"wf-{hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:10]}"
+        if not inside.is_symlink() and not inside.exists():
+            inside.symlink_to(short)  # so the session logs are still found under the state dir
+        return short
+
+    def recorded(self) -> dict[str, int]:
+        """DC -> process group id of each node ``up`` started and that is still alive."""
+        return {n["dc"]: n["pgid"] for n in self._state()["nodes"] if procs.group_alive(n["pgid"])}
+
+    def pids(self) -> list[int]:
+        return [p for g in self.recorded().values() for p in procs.group_members(g)]
+
+    def rss_bytes(self) -> int:
+        """Resident memory of every process of the network (sum over processes)."""
+        return procs.rss_bytes(self.pids())
+
+    def is_up(self) -> bool:
+        head = self.profile.dc_ids[0]
+        return head in self.recorded()
+
+    # -- up / down ----------------------------------------------------------
+    def _start_node(self, dc: str, head: bool, env: dict[str, str], temp: Path) -> tuple[subprocess.Popen[bytes], Path]:
+        p = self.profile
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"ray-start-{dc}.log"
+        cmd = [_ray_bin(), "start", f"--node-ip-address={p.node_ip(dc)}", f"--temp-dir={temp}",
+               f"--object-store-memory={p.object_store_mb * 10**6}", "--disable-usage-stats",
+               f"--dashboard-agent-listen-port={free_port()}", *p.tags(dc).ray_start_args()]
+        if head:
+            cmd += ["--head", f"--port={p.ports.gcs}", "--include-dashboard=true",
+                    f"--dashboard-host={p.host}", f"--dashboard-port={p.ports.dashboard}",
+                    f"--ray-client-server-port={p.ports.client_server}"]
+        else:
+            # One log monitor per host: all nodes here share the session's log dir.
+            cmd += [f"--address={self.address}", "--include-log-monitor=False"]
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**env, ENV_DC: dc, ENV_NODE_IP: p.node_ip(dc)},
+                                    start_new_session=True, cwd=self.workdir)
+        return proc, log
+
+    def _wait_started(self, started: list[tuple[str, subprocess.Popen[bytes], Path]], timeout_s: float) -> None:
+        state = self._state()
+        done = {dc for dc, _, _ in started}
+        state["nodes"] = [n for n in state["nodes"] if n["dc"] not in done] + [
+            {"dc": dc, "pgid": proc.pid, "log": str(log)} for dc, proc, log in started]
+        self._save(state)  # recorded before waiting, so `down` finds even a node that failed to join
+        for dc, proc, log in started:
+            try:
+                rc = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                rc = -1
+            if rc != 0:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                raise ClusterError(f"`ray start` for DC {dc!r} failed (exit {rc}); log {log}:\n{tail}")
+
+    def up(self, *, timeout_s: float = 180.0) -> NetworkStatus:
+        """Start what is not running (idempotent) and wait until every DC's node is alive."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        auth.ensure_token(self.state_dir)
+        env = self.client_env()
+        env.pop("RAY_ADDRESS", None)
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # Job entrypoints (`python ...`) resolve to this interpreter, which has ray and westflow.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        temp = self._temp_dir()
+        temp.mkdir(parents=True, exist_ok=True)
+        running = self.recorded()
+        head = self.profile.dc_ids[0]
+        if head not in running:
+            if running:
+                procs.kill_groups(list(running.values()))
+            self._save({"nodes": [], "address": self.address, "dashboard_url": self.dashboard_url})
+            proc, log = self._start_node(head, True, env, temp)
+            self._wait_started([(head, proc, log)], timeout_s)
+            running = {head: proc.pid}
+        live = {n.dc for n in self._views(allow_down=True) if n.alive}
+        todo = [d for d in self.profile.dc_ids if d not in running or d not in live]
+        todo = [d for d in todo if d != head]
+        for d in todo:
+            if d in running:
+                procs.kill_groups([running[d]])
+        for i in range(0, len(todo), START_BATCH):
+            batch = [(d, *self._start_node(d, False, env, temp)) for d in todo[i:i + START_BATCH]]
+            self._wait_started(batch, timeout_s)
+        self._wait_alive(timeout_s)
+        start_services(self)
+        return self.status()
+
+    def _views(self, *, allow_down: bool = False) -> list[NodeView]:
+        try:
+            return self.reader().nodes()
+        except ClusterError:
+            if allow_down:
+                return []
+            raise
+
+    def _wait_alive(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        want = set(self.profile.dc_ids)
+        have: set[str | None] = set()
+        while time.monotonic() < deadline:
+            have = {n.dc for n in self._views(allow_down=True) if n.alive}
+            if want <= have:
+                return
+            time.sleep(0.5)
+        raise ClusterError(f"Ray nodes of {sorted(want - have)} did not join within {timeout_s:g} s; "
+                           f"see logs in {self.state_dir / 'logs'}.")
+
+    def stop_node(self, dc: str) -> None:
+        """Stop one DC's node (its process group), as if the site went dark."""
+        group = self.recorded().get(dc)
+        if group is None:
+            raise ClusterError(f"No running node recorded for DC {dc!r}; running: {sorted(self.recorded())}.")
+        procs.kill_groups([group])
+
+    def down(self) -> list[str]:
+        """Stop exactly the nodes ``up`` recorded (workers first); return their DCs."""
+        stop_services(self)
+        running = self.recorded()
+        head = self.profile.dc_ids[0]
+        workers = [g for d, g in running.items() if d != head]
+        if workers:
+            procs.kill_groups(workers)
+        if head in running:
+            procs.kill_groups([running[head]])
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        return sorted(running)
+
+    # -- status -------------------------------------------------------------
+    def status(self) -> NetworkStatus:
+        """Per DC used/total CPUs and accelerators, read from Ray."""
+        base = dict(dashboard_url=self.dashboard_url, address=self.address, exports=tuple(self.export_lines()))
+        if not self.recorded():
+            return NetworkStatus(running=False, missing=self.profile.dc_ids, **base)  # type: ignore[arg-type]
+        rows = []
+        for n in sorted(self._views(), key=lambda v: (not v.is_head, str(v.dc))):
+            if n.dc is None:
+                continue
+            key = GPU if n.total.get(GPU) else NPU if n.total.get(NPU) else ""
+            gpu, npu = n.total.get(GPU, 0.0), n.total.get(NPU, 0.0)
+            accel = " + ".join(x for x, c in ((GPU, gpu), (NPU, npu)) if c) or "-"
+            used = n.used(GPU) + n.used(NPU) if key else 0.0
+            rows.append(DCStatus(n.dc, n.node_id, n.alive, n.is_head, n.used("CPU"), n.total.get("CPU", 0.0),
+                                 accel, used, gpu + npu))
+        alive = {r.dc for r in rows if r.alive}
+        missing = tuple(d for d in self.profile.dc_ids if d not in alive)
+        return NetworkStatus(running=True, dcs=tuple(rows), missing=missing, rss_bytes=self.rss_bytes(),
+                             **base)  # type: ignore[arg-type]

@@ -1,0 +1,277 @@
+"""Load ``configs/*.yaml`` into a validated :class:`~westflow.inventory.Network`.
+
+Three stages: schema (unknown keys rejected), cross-field checks, frozen objects.
+Every failure is a :class:`~westflow.errors.ConfigError` naming the file,
+the field path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from westflow.errors import ConfigError
+from westflow.inventory import (
+    AcceleratorPool,
+    City,
+    DataCenter,
+    Family,
+    Network,
+    PolicyWeights,
+    Region,
+    Tier,
+    Transfer,
+)
+from westflow.latency import floor_ms, great_circle_km, modelled_ms
+
+__all__ = ["CONFIG_DIR", "load_network", "load_yaml", "build_network", "pydantic_to_fields"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+_ID = r"^[a-z][a-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _Pool(_Strict):
+    family: Literal["cuda", "cann"]
+    model: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    count: int = Field(ge=0)
+    watts: float = Field(gt=0)
+    per_node: int = Field(default=8, ge=1)
+
+
+class _DC(_Strict):
+    id: str = Field(pattern=_ID)
+    name: str
+    hub: str
+    region: Literal["east", "west"]
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    pue: float = Field(ge=1.0, le=3.0)
+    price_cny_kwh: float = Field(gt=0)
+    ray_cluster: str = Field(pattern=_ID)
+    cpus: int = Field(ge=0)
+    memory_gb: float = Field(ge=0)
+    accelerators: list[_Pool] = Field(default_factory=list)
+    utilisation_baseline: float = Field(default=0.5, ge=0, le=1)
+    utilisation_target: float | None = Field(default=None, gt=0, le=1)
+    cpu_watts: float | None = Field(default=None, ge=0)
+
+
+class _City(_Strict):
+    id: str = Field(pattern=_ID)
+    name: str
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class _Measured(_Strict):
+    dc: str
+    city: str
+    rtt_ms: float = Field(gt=0)
+
+
+class _Latency(_Strict):
+    route_inflation: float = Field(default=1.5, ge=1.0)
+    equipment_overhead_ms: float = Field(default=1.0, ge=0)
+    measured: list[_Measured] = Field(default_factory=list)
+
+
+class _Transfer(_Strict):
+    from_: Literal["east", "west"] = Field(alias="from")
+    to: Literal["east", "west"]
+    bandwidth_gbps: float = Field(gt=0)
+    cost_cny_per_gb: float = Field(ge=0)
+
+
+class _RayCluster(_Strict):
+    name: str = Field(pattern=_ID)
+    description: str = ""
+    address: str | None = None
+
+
+class _Defaults(_Strict):
+    cpu_watts: float = Field(default=10.0, ge=0)
+    utilisation_target: float = Field(default=0.65, gt=0, le=1)
+
+
+class _NetworkFile(_Strict):
+    latency: _Latency = Field(default_factory=_Latency)
+    transfer: list[_Transfer] = Field(default_factory=list)
+    ray_clusters: list[_RayCluster] = Field(min_length=1)
+    data_centers: list[_DC] = Field(min_length=1)
+    defaults: _Defaults = Field(default_factory=_Defaults)
+    cities: list[_City] = Field(min_length=1)
+
+
+class _Tier(_Strict):
+    name: str = Field(pattern=_ID)
+    max_rtt_ms: float | None = Field(default=None, gt=0)
+    description: str = ""
+
+
+class _TiersFile(_Strict):
+    tiers: list[_Tier] = Field(min_length=1)
+
+
+class _PolicyFile(_Strict):
+    fill_bonus: float = Field(default=0.15, ge=0, le=1)
+    hour_value_cny: float = Field(default=0.0, ge=0)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def pydantic_to_fields(err: ValidationError) -> tuple[str, Any, str]:
+    """The first error of ``err`` as (dotted field path, bad value, what is allowed)."""
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"]) or "<root>"
+    value = first.get("input")
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return path, value, "not this key (unknown keys are rejected)"
+    if kind == "missing":
+        return path, None, "present (it is required)"
+    allowed = str(first["msg"]).removeprefix("Input should be ").removeprefix("Value error, ")
+    ctx = first.get("ctx") or {}
+    if "expected" in ctx:
+        allowed = f"one of {ctx['expected']}"
+    return path, value, allowed
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse one YAML file; parse failures become ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:  # ValueError: undecodable bytes, NUL in the path
+        raise ConfigError(str(path), "<file>", str(path), "a readable UTF-8 file", problem="Cannot read") from exc
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(str(path), "<yaml>", "nesting too deep", "YAML nested less deeply") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "<yaml>", str(exc).splitlines()[0], "valid YAML") from exc
+
+
+def _validate(model: type[M], data: Any, file: str) -> M:
+    if not isinstance(data, Mapping):
+        raise ConfigError(file, "<root>", data, "a mapping of keys to values")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        field, value, allowed = pydantic_to_fields(exc)
+        raise ConfigError(file, field, value, allowed) from None
+    except (TypeError, ValueError) as exc:  # e.g. unhashable keys from odd YAML
+        raise ConfigError(file, "<root>", data, f"well-formed keys ({exc})") from None
+
+
+def _unique(items: list[Any], key: Callable[[Any], str], file: str, field: str) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        k = key(item)
+        if k in seen:
+            raise ConfigError(file, f"{field}.{i}.id", k, "unique", problem="Duplicate")
+        seen.add(k)
+
+
+def build_network(
+    network: Any,
+    tiers: Any,
+    policy: Any = None,
+    *,
+    files: tuple[str, str, str] = ("network.yaml", "tiers.yaml", "policy.yaml"),
+) -> Network:
+    """Validate raw YAML data and build the frozen Network."""
+    nf = _validate(_NetworkFile, network, files[0])
+    tf = _validate(_TiersFile, tiers, files[1])
+    pf = _validate(_PolicyFile, policy if policy is not None else {}, files[2])
+    f = files[0]
+
+    _unique(nf.data_centers, lambda d: d.id, f, "data_centers")
+    _unique(nf.cities, lambda c: c.id, f, "cities")
+    _unique(nf.ray_clusters, lambda c: c.name, f, "ray_clusters")
+    _unique(tf.tiers, lambda t: t.name, files[1], "tiers")
+    clusters = {c.name for c in nf.ray_clusters}
+    dc_ids = [d.id for d in nf.data_centers]
+    city_ids = [c.id for c in nf.cities]
+    if "batch" not in {t.name for t in tf.tiers} or "realtime" not in {t.name for t in tf.tiers}:
+        raise ConfigError(files[1], "tiers", [t.name for t in tf.tiers], "a list naming batch and realtime")
+
+    dcs: list[DataCenter] = []
+    for i, d in enumerate(nf.data_centers):
+        if d.ray_cluster not in clusters:
+            raise ConfigError(f, f"data_centers.{i}.ray_cluster", d.ray_cluster, sorted(clusters), problem="Unknown")
+        models = [p.model for p in d.accelerators]
+        if len(set(models)) != len(models):
+            raise ConfigError(f, f"data_centers.{i}.accelerators", models, "one pool per model", problem="Duplicate")
+        pools = tuple(
+            AcceleratorPool(Family(p.family), p.model, p.count, p.watts, p.per_node) for p in d.accelerators
+        )
+        dcs.append(
+            DataCenter(
+                id=d.id, name=d.name, hub=d.hub, region=Region(d.region), lat=d.lat, lon=d.lon,
+                pue=d.pue, price_cny_kwh=d.price_cny_kwh, ray_cluster=d.ray_cluster, pools=pools,
+                cpus=d.cpus, memory_gb=d.memory_gb,
+                cpu_watts=d.cpu_watts if d.cpu_watts is not None else nf.defaults.cpu_watts,
+                utilisation_baseline=d.utilisation_baseline,
+                utilisation_target=d.utilisation_target or nf.defaults.utilisation_target,
+            )
+        )
+    cities = tuple(City(c.id, c.name, c.lat, c.lon) for c in nf.cities)
+
+    lat = nf.latency
+    rtt: dict[tuple[str, str], float] = {}
+    dist: dict[tuple[str, str], float] = {}
+    for site in dcs:
+        for c in cities:
+            km = great_circle_km(site.lat, site.lon, c.lat, c.lon)
+            dist[(site.id, c.id)] = km
+            rtt[(site.id, c.id)] = modelled_ms(km, lat.route_inflation, lat.equipment_overhead_ms)
+    for i, m in enumerate(lat.measured):
+        if m.dc not in dc_ids:
+            raise ConfigError(f, f"latency.measured.{i}.dc", m.dc, dc_ids, problem="Unknown")
+        if m.city not in city_ids:
+            raise ConfigError(f, f"latency.measured.{i}.city", m.city, city_ids, problem="Unknown")
+        floor = floor_ms(dist[(m.dc, m.city)])
+        if m.rtt_ms < floor:
+            raise ConfigError(
+                f, f"latency.measured.{i}.rtt_ms", m.rtt_ms, f">= the physical floor {floor:.2f} ms "
+                f"for {dist[(m.dc, m.city)]:.0f} km", problem="Impossible",
+                fix="check the measurement; light in fibre needs 1 ms per 100 km of round trip.",
+            )
+        rtt[(m.dc, m.city)] = m.rtt_ms
+
+    transfer = {
+        (Region(t.from_), Region(t.to)): Transfer(t.bandwidth_gbps, t.cost_cny_per_gb) for t in nf.transfer
+    }
+    for a in Region:
+        for b in Region:
+            if (a, b) not in transfer:
+                raise ConfigError(f, "transfer", f"{a.value}->{b.value}", "a link for every region pair",
+                                  problem="Missing")
+
+    return Network(
+        data_centers=tuple(dcs),
+        cities=cities,
+        tiers={t.name: Tier(t.name, t.max_rtt_ms, t.description) for t in tf.tiers},
+        rtt_ms=rtt,
+        transfer=transfer,
+        weights=PolicyWeights(fill_bonus=pf.fill_bonus, hour_value_cny=pf.hour_value_cny),
+        source=f,
+    )
+
+
+def load_network(config_dir: Path | str = CONFIG_DIR, network_file: str = "network.yaml") -> Network:
+    """Load the network, tiers and policy from ``config_dir``."""
+    d = Path(config_dir)
+    paths = (d / network_file, d / "tiers.yaml", d / "policy.yaml")
+    policy = load_yaml(paths[2]) if paths[2].exists() else {}
+    return build_network(
+        load_yaml(paths[0]), load_yaml(paths[1]), policy, files=(str(paths[0]), str(paths[1]), str(paths[2]))
+    )

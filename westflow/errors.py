@@ -1,0 +1,152 @@
+"""The one exception hierarchy of westflow.
+
+Catch at the level you can handle::
+
+    WestflowError
+    ├── ConfigError          a config file is malformed (file, field path, value, allowed)
+    ├── SpecError            a WorkloadSpec is malformed (field, value, allowed)
+    ├── InfeasibleError      a valid spec fits no data center (spec + every DC's reason)
+    ├── ClusterError         the Ray network is not reachable or not in the expected state
+    └── StorageError         S3 failed (endpoint, bucket, key)
+        ├── EndpointUnreachable
+        ├── BucketMissing
+        ├── AccessDenied
+        └── ObjectMissing
+
+Every message names the field, quotes the bad value, lists what is allowed and,
+where there is one, ends with a fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from westflow.placement import Rejection
+    from westflow.spec import WorkloadSpec
+
+__all__ = [
+    "WestflowError",
+    "ConfigError",
+    "SpecError",
+    "InfeasibleError",
+    "ClusterError",
+    "StorageError",
+    "EndpointUnreachable",
+    "BucketMissing",
+    "AccessDenied",
+    "ObjectMissing",
+]
+
+
+class WestflowError(Exception):
+    """Base of every error westflow raises on purpose."""
+
+
+def _allowed_text(allowed: str | Sequence[str] | None) -> str:
+    if allowed is None:
+        return ""
+    if isinstance(allowed, str):
+        return f"; must be {allowed}"
+    return "; must be one of: " + ", ".join(str(a) for a in allowed)
+
+
+def _field_text(field: str) -> str:
+    """The field as printed: quoted when it would not read as a name (empty, control characters)."""
+    text = str(field)
+    return text if text and text.isprintable() and text == text.strip() else repr(text)
+
+
+class ConfigError(WestflowError):
+    """A config file failed its schema or a cross-field check."""
+
+    def __init__(
+        self,
+        file: str,
+        field: str,
+        value: Any,
+        allowed: str | Sequence[str] | None = None,
+        *,
+        problem: str = "Invalid",
+        fix: str | None = None,
+    ) -> None:
+        self.file = file
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        text = f"{file}: {problem} {_field_text(field)} {value!r}{_allowed_text(allowed)}."
+        if fix:
+            text += f" To fix: {fix}"
+        super().__init__(text)
+
+
+class SpecError(WestflowError):
+    """A WorkloadSpec field is missing, unknown or out of range."""
+
+    def __init__(
+        self,
+        field: str,
+        value: Any,
+        allowed: str | Sequence[str] | None = None,
+        *,
+        problem: str = "Invalid",
+        source: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.source = source
+        where = f"{source}: " if source else ""
+        text = f"{where}{problem} {_field_text(field)} {value!r}{_allowed_text(allowed)}."
+        if fix:
+            text += f" To fix: {fix}"
+        super().__init__(text)
+
+
+class InfeasibleError(WestflowError):
+    """No data center can take the spec; carries every data center's reason."""
+
+    def __init__(self, spec: WorkloadSpec, rejected: Sequence[Rejection]) -> None:
+        self.spec = spec
+        self.rejected = tuple(rejected)
+        lines = "\n".join(f"  {r.data_center}: {r.reason.value}: {r.detail}" for r in self.rejected)
+        super().__init__(
+            f"No data center can run {spec.name!r} (tier {spec.tier!r}"
+            f"{', origin ' + repr(spec.origin) if spec.origin else ''}):\n{lines}\n"
+            "To fix: relax or change the resource requirements, or wait for capacity."
+        )
+
+
+class ClusterError(WestflowError):
+    """The Ray network is unreachable or not what the inventory says."""
+
+
+class StorageError(WestflowError):
+    """An S3 operation failed; names the endpoint, bucket and key."""
+
+    def __init__(
+        self, message: str, *, endpoint: str = "", bucket: str = "", key: str = ""
+    ) -> None:
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.key = key
+        where = f" (endpoint {endpoint!r}, bucket {bucket!r}, key {key!r})"
+        super().__init__(message + where)
+
+
+class EndpointUnreachable(StorageError):
+    """The S3 endpoint did not answer in time."""
+
+
+class BucketMissing(StorageError):
+    """The bucket does not exist."""
+
+
+class AccessDenied(StorageError):
+    """The credentials were refused."""
+
+
+class ObjectMissing(StorageError):
+    """The key does not exist (or is not complete yet)."""

@@ -1,0 +1,162 @@
+"""The national network as frozen value objects: data centers, cities, tiers.
+
+Objects here are built only by :mod:`westflow.config` after validation; nothing
+downstream reads a raw dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "Region",
+    "Family",
+    "AcceleratorPool",
+    "DataCenter",
+    "City",
+    "Tier",
+    "Transfer",
+    "PolicyWeights",
+    "Network",
+    "REALTIME",
+    "BATCH",
+]
+
+REALTIME = "realtime"
+BATCH = "batch"
+
+
+class Region(StrEnum):
+    EAST = "east"
+    WEST = "west"
+
+
+class Family(StrEnum):
+    """Accelerator software family. ``any`` and ``cpu`` only appear in requests."""
+
+    CUDA = "cuda"
+    CANN = "cann"
+    CPU = "cpu"
+    ANY = "any"
+
+
+@dataclass(frozen=True, slots=True)
+class AcceleratorPool:
+    family: Family
+    model: str
+    count: int
+    watts: float
+    per_node: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class DataCenter:
+    id: str
+    name: str
+    hub: str
+    region: Region
+    lat: float
+    lon: float
+    pue: float
+    price_cny_kwh: float
+    ray_cluster: str
+    pools: tuple[AcceleratorPool, ...]
+    cpus: int
+    memory_gb: float
+    cpu_watts: float
+    utilisation_baseline: float
+    utilisation_target: float
+
+    @property
+    def families(self) -> frozenset[Family]:
+        return frozenset(p.family for p in self.pools)
+
+    @property
+    def accelerator_total(self) -> int:
+        return sum(p.count for p in self.pools)
+
+
+@dataclass(frozen=True, slots=True)
+class City:
+    id: str
+    name: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A latency tier: ``max_rtt_ms`` of None means no bound."""
+
+    name: str
+    max_rtt_ms: float | None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Inter-region data movement: bandwidth and price."""
+
+    bandwidth_gbps: float
+    cost_cny_per_gb: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyWeights:
+    """Weights of the westflow scoring policy (``configs/policy.yaml``)."""
+
+    fill_bonus: float = 0.15
+    hour_value_cny: float = 0.0
+
+
+@dataclass(frozen=True)
+class Network:
+    """The validated inventory, the latency matrix and the policy inputs."""
+
+    data_centers: tuple[DataCenter, ...]
+    cities: tuple[City, ...]
+    tiers: dict[str, Tier]
+    rtt_ms: dict[tuple[str, str], float]
+    transfer: dict[tuple[Region, Region], Transfer]
+    weights: PolicyWeights = field(default_factory=PolicyWeights)
+    source: str = ""
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def dc(self, dc_id: str) -> DataCenter:
+        for d in self.data_centers:
+            if d.id == dc_id:
+                return d
+        raise KeyError(dc_id)
+
+    def city(self, city_id: str) -> City:
+        for c in self.cities:
+            if c.id == city_id:
+                return c
+        raise KeyError(city_id)
+
+    @property
+    def dc_ids(self) -> tuple[str, ...]:
+        return tuple(d.id for d in self.data_centers)
+
+    @property
+    def city_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.cities)
+
+    def rtt(self, dc_id: str, city_id: str) -> float:
+        return self.rtt_ms[(dc_id, city_id)]
+
+    def serves_realtime(self, dc_id: str, tier: str = REALTIME) -> tuple[str, ...]:
+        """Cities this DC serves within the bound of ``tier``."""
+        bound = self.tiers[tier].max_rtt_ms
+        return tuple(
+            c.id for c in self.cities if bound is None or self.rtt_ms[(dc_id, c.id)] <= bound
+        )
+
+    def ray_clusters(self) -> dict[str, tuple[DataCenter, ...]]:
+        out: dict[str, list[DataCenter]] = {}
+        for d in self.data_centers:
+            out.setdefault(d.ray_cluster, []).append(d)
+        return {k: tuple(v) for k, v in out.items()}

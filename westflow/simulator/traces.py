@@ -1,0 +1,176 @@
+"""Workload traces, read in place: ITP training jobs, Azure LLM requests, a generic CSV.
+
+- ``itp``: Microsoft ITP clusters (ElasticFlow raw traces, MIT), ``itp/cluster01..10.csv``,
+  69,351 GPU training jobs over 60 days -> batch jobs, accelerator family ``any``,
+  origin city by :data:`ITP_ORIGINS`.
+- ``azure-conv`` / ``azure-code``: Azure LLM inference trace 2023 (CC-BY-4.0), one hour of
+  requests -> real-time requests. Results computed from it cite Patel et al., "Splitwise:
+  Efficient generative LLM inference using phase splitting", ISCA 2024.
+- any other value of ``--trace`` is a path to a CSV in the generic format::
+
+      submit_s,duration_s,accelerators,tier[,origin][,family]
+
+  ``tier`` is ``batch`` or ``realtime``; ``origin`` a city id (empty: drawn from the
+  origin distribution); ``family`` ``any`` (default), ``cuda`` or ``cann``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from westflow.errors import SpecError
+
+__all__ = [
+    "DEFAULT_TRACES_DIR", "ITP_ORIGINS", "SPLITWISE_CITATION", "BatchJob", "Request", "TraceSet",
+    "load_itp", "load_azure", "load_generic", "load_traces", "TRACE_NAMES",
+]
+
+DEFAULT_TRACES_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces"
+SPLITWISE_CITATION = ('Patel et al., "Splitwise: Efficient generative LLM inference using phase '
+                      'splitting", ISCA 2024')
+TRACE_NAMES = ("itp", "azure-conv", "azure-code")
+
+# ITP cluster -> eastern origin city (an assumption: the trace has no location). The two
+# busiest clusters (04, 07) go to the two biggest demand centres.
+ITP_ORIGINS = {
+    "cluster01": "hangzhou", "cluster02": "guangzhou", "cluster03": "shenzhen",
+    "cluster04": "beijing", "cluster05": "nanjing", "cluster06": "wuhan",
+    "cluster07": "shanghai", "cluster08": "chengdu", "cluster09": "chongqing",
+    "cluster10": "beijing",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchJob:
+    """One latency-tolerant job: submit time and duration in seconds."""
+
+    submit_s: float
+    duration_s: float
+    accelerators: int
+    origin: str | None
+    family: str = "any"
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One real-time request: arrival (s from the trace start), tokens or accelerator-seconds."""
+
+    t_s: float
+    context_tokens: int = 0
+    generated_tokens: int = 0
+    origin: str | None = None
+    accel_seconds: float | None = None  # generic traces give the work directly
+
+
+@dataclass(frozen=True)
+class TraceSet:
+    batch: tuple[BatchJob, ...]
+    requests: tuple[Request, ...]
+    request_period_s: float  # the realtime stream repeats with this period (an hour for Azure)
+    names: tuple[str, ...]
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        raise SpecError("trace", str(path), "an existing file (traces are read in place from "
+                        "../shared/traces)", problem="Missing",
+                        fix="pass --traces-dir or a path to a CSV in the generic format.")
+    return path
+
+
+def load_itp(traces_dir: Path | str = DEFAULT_TRACES_DIR) -> list[BatchJob]:
+    """All 10 ITP clusters, sorted by submit time."""
+    d = Path(traces_dir) / "itp"
+    jobs: list[BatchJob] = []
+    for name, city in ITP_ORIGINS.items():
+        with _need(d / f"{name}.csv").open(newline="") as f:
+            for row in csv.DictReader(f):
+                jobs.append(BatchJob(float(row["submission_time"]), max(1.0, float(row["duration"])),
+                                     int(row["num_gpu"]), city, "any", name))
+    jobs.sort(key=lambda j: j.submit_s)
+    return jobs
+
+
+def load_azure(kind: str, traces_dir: Path | str = DEFAULT_TRACES_DIR) -> list[Request]:
+    """``conv`` or ``code`` requests, times in seconds from the trace's first request."""
+    path = _need(Path(traces_dir) / "azure" / f"{kind}.csv")
+    out: list[Request] = []
+    t0: datetime | None = None
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            ts = datetime.strptime(row["TIMESTAMP"][:26], "%Y-%m-%d %H:%M:%S.%f")
+            t0 = t0 or ts
+            out.append(Request((ts - t0).total_seconds(), int(row["ContextTokens"]),
+                               int(row["GeneratedTokens"])))
+    return out
+
+
+def _number(p: Path, i: int, row: dict[str, str], col: str, kind: type[float] | type[int]) -> float:
+    raw = row[col]
+    try:
+        value = kind(raw.strip())
+    except (ValueError, AttributeError):
+        raise SpecError(f"{p}: row {i + 1} {col}", raw, "an integer" if kind is int else "a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise SpecError(f"{p}: row {i + 1} {col}", raw, "a finite number >= 0", problem="Out of range")
+    return value
+
+
+def load_generic(path: Path | str) -> tuple[list[BatchJob], list[Request]]:
+    """A CSV ``submit_s,duration_s,accelerators,tier[,origin][,family]`` (header required)."""
+    p = _need(Path(path))
+    jobs: list[BatchJob] = []
+    reqs: list[Request] = []
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"submit_s", "duration_s", "accelerators", "tier"}
+        if not reader.fieldnames or not need <= set(reader.fieldnames):
+            raise SpecError("trace header", reader.fieldnames, sorted(need) + ["origin", "family"],
+                            fix="start the file with 'submit_s,duration_s,accelerators,tier,origin,family'.")
+        for i, row in enumerate(reader):
+            missing = [k for k in sorted(need) if row.get(k) is None]
+            if missing:
+                raise SpecError(f"{p}: row {i + 1} {missing[0]}", None, "a value in every header column",
+                                problem="Missing")
+            tier = row["tier"].strip().lower()
+            origin = (row.get("origin") or "").strip().lower() or None
+            fam = (row.get("family") or "any").strip().lower() or "any"
+            if fam not in ("any", "cuda", "cann"):
+                raise SpecError(f"{p}: row {i + 1} family", fam, ["any", "cuda", "cann"])
+            submit = _number(p, i, row, "submit_s", float)
+            dur = _number(p, i, row, "duration_s", float)
+            n = int(_number(p, i, row, "accelerators", int))
+            if tier == "batch":
+                jobs.append(BatchJob(submit, max(1.0, dur), n, origin, fam, p.name))
+            elif tier == "realtime":
+                reqs.append(Request(submit, origin=origin, accel_seconds=n * dur))
+            else:
+                raise SpecError(f"{p}: row {i + 1} tier", tier, ["batch", "realtime"])
+    jobs.sort(key=lambda j: j.submit_s)
+    return jobs, reqs
+
+
+def load_traces(names: list[str], traces_dir: Path | str = DEFAULT_TRACES_DIR) -> TraceSet:
+    """Load and merge ``names`` (``itp``, ``azure-conv``, ``azure-code`` or CSV paths)."""
+    batch: list[BatchJob] = []
+    reqs: list[Request] = []
+    period = 3600.0
+    for name in names:
+        if name == "itp":
+            batch += load_itp(traces_dir)
+        elif name in ("azure-conv", "azure-code"):
+            reqs += load_azure(name.split("-")[1], traces_dir)
+        else:
+            b, r = load_generic(name)
+            batch += b
+            reqs += r
+            if r:
+                period = max(period, max(x.t_s for x in r) + 60.0)
+    batch.sort(key=lambda j: j.submit_s)
+    reqs.sort(key=lambda r: r.t_s)
+    return TraceSet(tuple(batch), tuple(reqs), period, tuple(names))

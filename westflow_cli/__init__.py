@@ -1,0 +1,1 @@
+"""The ``westflow`` command line: the top layer; nothing imports it."""

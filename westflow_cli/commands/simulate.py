@@ -1,0 +1,73 @@
+"""``westflow simulate``: replay real traces through every placement policy and compare."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from westflow.config import CONFIG_DIR, load_network
+from westflow.placement import POLICY_NAMES
+from westflow.simulator.compare import COMPARISON_HEADERS, comparison_rows, run_policies
+from westflow.simulator.demand import (
+    DECODE_MS_PER_TOKEN,
+    PREFILL_MS_PER_TOKEN,
+    LatencyModel,
+    LoadScaling,
+    build_workload,
+)
+from westflow.simulator.report import write_report
+from westflow.simulator.traces import DEFAULT_TRACES_DIR, SPLITWISE_CITATION, TRACE_NAMES, load_traces
+from westflow.text import table
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("simulate", help="replay workload traces through the placement policies")
+    p.add_argument("--trace", action="append", default=None, metavar="NAME|PATH",
+                   help=f"{', '.join(TRACE_NAMES)} or a CSV 'submit_s,duration_s,accelerators,tier"
+                        "[,origin][,family]' (repeatable; default: itp and azure-conv)")
+    p.add_argument("--policy", default="all", choices=("all",) + POLICY_NAMES)
+    p.add_argument("--out", default="simulation", help="directory for report.md and the plots")
+    p.add_argument("--traces-dir", default=str(DEFAULT_TRACES_DIR), help="where itp/ and azure/ are")
+    p.add_argument("--seed", type=int, default=0, help="seed of origin draws and the random policy")
+    p.add_argument("--batch-load", type=float, default=0.55,
+                   help="offered batch load as a share of all accelerators (0 = trace as is)")
+    p.add_argument("--realtime-load", type=float, default=0.30,
+                   help="offered real-time load as a share of eastern accelerators (0 = trace as is)")
+    p.add_argument("--days", type=float, default=None, help="simulated window (default: the scaled trace span)")
+    p.add_argument("--prefill-ms", type=float, default=PREFILL_MS_PER_TOKEN,
+                   help="accelerator ms per context token")
+    p.add_argument("--decode-ms", type=float, default=DECODE_MS_PER_TOKEN,
+                   help="accelerator ms per generated token")
+    p.add_argument("--processes", type=int, default=2, help="policies simulated in parallel")
+    p.set_defaults(func=run)
+
+
+def _progress(policy: str, frac: float) -> None:
+    print(f"westflow simulate: {policy:<12} {frac:4.0%}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    network = load_network(args.config_dir or CONFIG_DIR)
+    names = args.trace or ["itp", "azure-conv"]
+    print(f"westflow simulate: loading {', '.join(names)} from {args.traces_dir}", file=sys.stderr, flush=True)
+    traces = load_traces(names, Path(args.traces_dir))
+    workload = build_workload(
+        traces, network,
+        scaling=LoadScaling(args.batch_load or None, args.realtime_load or None),
+        latency=LatencyModel(args.prefill_ms, args.decode_ms),
+        window_s=args.days * 86400 if args.days else None, seed=args.seed)
+    policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
+    print(f"westflow simulate: {len(workload.jobs):,} batch jobs, {workload.steps:,} steps, "
+          f"policies {', '.join(policies)}", file=sys.stderr, flush=True)
+    results = run_policies(policies, network, workload, seed=args.seed, processes=args.processes,
+                           progress=_progress)
+    elapsed = time.perf_counter() - t0
+    print(table(COMPARISON_HEADERS, comparison_rows(results)))
+    report = write_report(Path(args.out), results, network, workload, traces, elapsed_s=elapsed, seed=args.seed)
+    print(f"\nreport: {report}  ({elapsed:.1f} s)")
+    if any(n.startswith("azure") for n in names):
+        print(f"Azure trace results: {SPLITWISE_CITATION}.")
+    return 0

@@ -1,0 +1,34 @@
+"""``westflow ui``: the Dagster webserver and daemon against the local network."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from westflow.config import CONFIG_DIR
+
+ROOT = CONFIG_DIR.parent
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("ui", help="start the Dagster UI and daemon (schedules fire) on 127.0.0.1")
+    p.add_argument("--state-dir", default=".westflow")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir).resolve()
+    home = state / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "WESTFLOW_STATE_DIR": str(state)}
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
+           "-p", str(args.port)]
+    print(f"Dagster UI on http://127.0.0.1:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops it.", flush=True)
+    try:
+        return subprocess.call(cmd, env=env, cwd=ROOT)
+    except KeyboardInterrupt:
+        return 0
