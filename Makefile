@@ -21,6 +21,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check westflow westflow_cli ray_cluster storage pipelines jobs tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --strict $(STRICT)
 	$(VENV)/bin/mypy westflow_cli ray_cluster storage pipelines jobs
 

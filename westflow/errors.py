@@ -20,11 +20,8 @@ where there is one, ends with a fix.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from westflow.placement import Rejection
-    from westflow.spec import WorkloadSpec
+from enum import Enum
+from typing import Any, Protocol
 
 __all__ = [
     "WestflowError",
@@ -105,10 +102,35 @@ class SpecError(WestflowError):
         super().__init__(text)
 
 
+class _Rejected(Protocol):
+    """What an :class:`InfeasibleError` reads of a rejection (``westflow.placement.Rejection``).
+
+    A protocol, not an import: errors sit below every other module of the domain.
+    """
+
+    @property
+    def data_center(self) -> str: ...
+    @property
+    def reason(self) -> Enum: ...
+    @property
+    def detail(self) -> str: ...
+
+
+class _Named(Protocol):
+    """What an :class:`InfeasibleError` reads of the spec (``westflow.spec.WorkloadSpec``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def origin(self) -> str | None: ...
+
+
 class InfeasibleError(WestflowError):
     """No data center can take the spec; carries every data center's reason."""
 
-    def __init__(self, spec: WorkloadSpec, rejected: Sequence[Rejection]) -> None:
+    def __init__(self, spec: _Named, rejected: Sequence[_Rejected]) -> None:
         self.spec = spec
         self.rejected = tuple(rejected)
         lines = "\n".join(f"  {r.data_center}: {r.reason.value}: {r.detail}" for r in self.rejected)
