@@ -3,8 +3,8 @@
 Why: Dagster runs steps in separate processes (the multiprocess executor, and
 concurrent runs), and the dashboard's usage lags by about 5 s. Two steps racing
 for the last free accelerators of a DC would both see them free and both be
-placed there. :class:`~westflow.ledger.Ledger` serialises decisions inside
-one process; this journal serialises them across the processes of one host.
+placed there. This journal serialises the decisions of every thread and process
+of one host: it is the one reservation mechanism.
 
 How: one JSON file (``<state_dir>/reservations.json``) guarded by
 ``fcntl.flock`` on a sibling lock file (``reservations.json.lock``).
@@ -20,7 +20,9 @@ fails.
 Live usage vs reservations. The live capacity (Ray's dashboard) already counts
 jobs that have started, and a reservation is held from the decision until its
 Ray job ends, so a running job is in both. Subtracting both would count it
-twice. Instead, per DC and per resource (each accelerator model, CPUs, memory)::
+twice. Instead, per DC and per resource (each accelerator model, CPUs, memory),
+through the capacity model (:mod:`westflow.capacity`: ``Resources``,
+``capacity_of``)::
 
     effective_used = max(live_used, reserved)
     free           = total - max(live_used, reserved) = min(live_free, total - reserved)
@@ -35,9 +37,9 @@ double counting every running job would cost far more. ``totals`` is each DC's
 capacity when empty, in the same :class:`DCCapacity` form as the live snapshot
 (the live nodes with everything available, see
 ``WestflowResource.capacity_and_totals`` in :mod:`pipelines.resources`); a DC missing from ``totals`` (or no
-``totals`` at all) falls back to ``live_free - reserved``, the Ledger's
-subtraction, which is right for a snapshot taken before any reserved work
-started. Utilisation is ``max(live, reserved accelerators / total)``.
+``totals`` at all) falls back to ``live_free - reserved``, which is right for a
+snapshot taken before any reserved work started. Utilisation is the larger of
+the live one and :func:`~westflow.capacity.utilisation` of ``max(live_used, reserved)``.
 
 Stale entries. An entry is dropped when its owner process is gone (its pid on
 this host, checked with the process's start time so a recycled pid does not keep
@@ -45,8 +47,9 @@ it; a zombie counts as gone) or when it is older than ``ttl_s`` (default 24 h, a
 backstop for a process that hangs; once its job runs, live usage counts it
 anyway). A crashed step therefore never holds capacity for long.
 
-A corrupt journal raises :class:`JournalError` (a ``ConfigError``) naming the
-file, the field and what is wrong. It is not read as empty: that would silently
+The file is validated by pydantic models (:class:`Journal`, :class:`Reservation`:
+strict types, no unknown keys). A corrupt journal raises :class:`JournalError`
+(a ``ConfigError``) naming the file, the field and what is wrong. It is not read as empty: that would silently
 drop every reservation and re-open exactly the race this module closes. The
 fix is in the message: remove the file when no westflow step is being placed
 (reservations of running jobs are lost, but their use is still read live).
@@ -61,25 +64,28 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ray_cluster import procs
-from westflow.capacity import Capacity, DCCapacity
+from westflow.capacity import Capacity, DCCapacity, Resources, capacity_of
+from westflow.config import pydantic_to_fields
 from westflow.errors import ConfigError
 from westflow.placement import Placement
 
-__all__ = ["Reservation", "Reservations", "JournalError", "available", "pid_alive", "JOURNAL_VERSION", "DEFAULT_TTL_S"]
+__all__ = ["Reservation", "Journal", "Reservations", "JournalError", "available", "pid_alive", "JOURNAL_VERSION",
+           "DEFAULT_TTL_S"]
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION: Final = 1
 DEFAULT_TTL_S = 24 * 3600.0
 
 
@@ -93,51 +99,51 @@ class JournalError(ConfigError):
         super().__init__(str(path), field, value, allowed, problem=problem, fix=fix)
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+_STRICT = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class Reservation(BaseModel):
     """What one placement holds, as recorded in the journal (one JSON object per entry)."""
 
-    ticket: str
+    model_config = _STRICT
+
+    ticket: str = Field(min_length=1)
     owner: str
-    pid: int
+    pid: int = Field(gt=0)
     pid_start: int | None  # the process's start time (/proc), so a recycled pid is not mistaken for it
     created: float  # seconds since the epoch
     spec: str
-    data_center: str
-    accelerator_model: str | None
-    accelerators: int
-    cpus: float
-    memory_gb: float
+    data_center: str = Field(min_length=1)
+    accelerator_model: str | None = Field(min_length=1)
+    accelerators: int = Field(ge=0)
+    cpus: float = Field(ge=0)
+    memory_gb: float = Field(ge=0)
 
     @classmethod
     def of(cls, ticket: str, owner: str, p: Placement, *, pid: int, pid_start: int | None,
            created: float) -> Reservation:
         """The resources ``p`` holds: its DC, accelerator model and count, CPUs and memory."""
-        return cls(ticket=ticket, owner=owner, pid=pid, pid_start=pid_start, created=created, spec=p.spec.name,
-                   data_center=p.data_center, accelerator_model=p.accelerator_model,
+        return cls(ticket=ticket, owner=owner, pid=pid, pid_start=pid_start, created=float(created),
+                   spec=p.spec.name, data_center=p.data_center, accelerator_model=p.accelerator_model,
                    accelerators=p.spec.accelerator.count if p.accelerator_model else 0,
                    cpus=float(p.spec.cpus), memory_gb=float(p.spec.memory_gb))
 
+    @property
+    def resources(self) -> Resources:
+        """What this reservation holds, in the capacity model's terms."""
+        return Resources.of(self.accelerator_model, self.accelerators, self.cpus, self.memory_gb)
+
+
+class Journal(BaseModel):
+    """The journal file: a version and the reservations, oldest first."""
+
+    model_config = _STRICT
+
+    version: Literal[1]
+    reservations: list[Reservation]
+
 
 # -- capacity left after reservations ------------------------------------------
-
-
-def _less(cap: DCCapacity, held: Iterable[Reservation], total_accelerators: int) -> DCCapacity:
-    for r in held:
-        cap = cap.take(r.accelerator_model, r.accelerators, r.cpus, r.memory_gb, total_accelerators)
-    return cap
-
-
-def _tighter(live: DCCapacity, room: DCCapacity) -> DCCapacity:
-    """Per resource, the smaller free amount (so the larger use) of ``live`` and ``room``."""
-    rf = room.free
-    return replace(
-        live,
-        free={m: min(n, rf[m]) if m in rf else n for m, n in live.free.items()},
-        free_cpus=min(live.free_cpus, room.free_cpus),
-        free_memory_gb=min(live.free_memory_gb, room.free_memory_gb),
-        utilisation=max(live.utilisation, room.utilisation),
-    )
 
 
 def available(capacity: Capacity, held: Iterable[Reservation],
@@ -148,20 +154,21 @@ def available(capacity: Capacity, held: Iterable[Reservation],
     Without a DC's total, its reservations are subtracted from ``capacity`` (see the module doc).
     DCs absent from ``capacity`` stay absent (unavailable).
     """
-    by_dc: dict[str, list[Reservation]] = {}
+    reserved: dict[str, Resources] = {}
     for r in held:
-        by_dc.setdefault(r.data_center, []).append(r)
+        reserved[r.data_center] = reserved.get(r.data_center, Resources()).plus(r.resources)
     out: dict[str, DCCapacity] = {}
     for dc, live in capacity.items():
-        mine = by_dc.get(dc)
+        mine = reserved.get(dc)
         total = None if totals is None else totals.get(dc)
-        if not mine:
+        if mine is None:
             out[dc] = live
-        elif total is None:
-            out[dc] = _less(live, mine, 0)  # utilisation unknown without a total: kept as read
+        elif total is None:  # utilisation unknown without a total: kept as read
+            out[dc] = capacity_of(live.resources(), mine, share=live.utilisation, alive=live.alive)
         else:
-            room = _less(replace(total, utilisation=0.0), mine, sum(max(0, n) for n in total.free.values()))
-            out[dc] = _tighter(live, room)
+            whole = total.resources()
+            cap = capacity_of(whole, whole.minus(live.resources()).most(mine), alive=live.alive)
+            out[dc] = replace(cap, utilisation=max(live.utilisation, cap.utilisation))
     return out
 
 
@@ -187,45 +194,14 @@ def pid_alive(pid: int, start: int | None) -> bool:
     return st.state not in ("Z", "X") and (start is None or st.start == start)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "ticket": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
-    "owner": (lambda v: isinstance(v, str), "a string"),
-    "pid": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "pid_start": (lambda v: v is None or _is_int(v), "an integer or null"),
-    "created": (_is_num, "a finite number (seconds since the epoch)"),
-    "spec": (lambda v: isinstance(v, str), "a string"),
-    "data_center": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
-    "accelerator_model": (lambda v: v is None or (isinstance(v, str) and bool(v)), "a non-empty string or null"),
-    "accelerators": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "cpus": (lambda v: _is_num(v) and v >= 0, "a finite number >= 0"),
-    "memory_gb": (lambda v: _is_num(v) and v >= 0, "a finite number >= 0"),
-}
-_FLOATS = frozenset({"created", "cpus", "memory_gb"})
-
-
-def _entry(path: Path, i: int, row: Any) -> Reservation:
-    where = f"reservations.{i}"
-    if not isinstance(row, dict):
-        raise JournalError(path, where, type(row).__name__, "an object")
-    missing = [k for k in _FIELDS if k not in row]
-    if missing:
-        raise JournalError(path, f"{where}.{missing[0]}", None, "present", problem="Missing")
-    unknown = sorted(k for k in row if k not in _FIELDS)
-    if unknown:
-        raise JournalError(path, f"{where}", unknown[0], list(_FIELDS), problem="Unknown field in")
-    for k, (ok, allowed) in _FIELDS.items():
-        if not ok(row[k]):
-            raise JournalError(path, f"{where}.{k}", row[k], allowed)
-    values: dict[str, Any] = {k: float(row[k]) if k in _FLOATS else row[k] for k in _FIELDS}
-    return Reservation(**values)
+def _invalid(path: Path, exc: ValidationError) -> JournalError:
+    first = exc.errors()[0]
+    if first["type"] == "extra_forbidden":
+        where = ".".join(str(p) for p in first["loc"][:-1]) or "<root>"
+        known = Reservation.model_fields if len(first["loc"]) > 1 else Journal.model_fields
+        return JournalError(path, where, str(first["loc"][-1]), list(known), problem="Unknown field in")
+    field, value, allowed = pydantic_to_fields(exc)
+    return JournalError(path, field, value, allowed, problem="Missing" if first["type"] == "missing" else "Invalid")
 
 
 def _parse(path: Path, raw: bytes) -> list[Reservation]:
@@ -239,24 +215,16 @@ def _parse(path: Path, raw: bytes) -> list[Reservation]:
                            problem="Unreadable") from None
     if not isinstance(data, dict):
         raise JournalError(path, "<root>", type(data).__name__, "an object with 'version' and 'reservations'")
-    version = data.get("version")
-    if version != JOURNAL_VERSION or isinstance(version, bool):
-        raise JournalError(path, "version", version, [str(JOURNAL_VERSION)], problem="Unsupported")
-    unknown = sorted(k for k in data if k not in ("version", "reservations"))
-    if unknown:
-        raise JournalError(path, "<root>", unknown[0], "version, reservations", problem="Unknown field in")
-    rows = data.get("reservations")
-    if not isinstance(rows, list):
-        raise JournalError(path, "reservations", type(rows).__name__, "a list")
-    out: list[Reservation] = []
+    try:
+        journal = Journal.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(path, exc) from None
     seen: set[str] = set()
-    for i, row in enumerate(rows):
-        r = _entry(path, i, row)
+    for i, r in enumerate(journal.reservations):
         if r.ticket in seen:
             raise JournalError(path, f"reservations.{i}.ticket", r.ticket, "unique", problem="Duplicate")
         seen.add(r.ticket)
-        out.append(r)
-    return out
+    return list(journal.reservations)
 
 
 class Reservations:
@@ -357,7 +325,7 @@ class Reservations:
         return out
 
     def _write(self, entries: Iterable[Reservation]) -> None:
-        data = {"version": JOURNAL_VERSION, "reservations": [asdict(r) for r in entries]}
+        data = Journal(version=JOURNAL_VERSION, reservations=list(entries)).model_dump(mode="json")
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

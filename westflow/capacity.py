@@ -1,24 +1,84 @@
-"""A capacity snapshot per data center: what is free right now.
+"""One capacity model: what a data center has, what of it is used, what is free.
 
-Pure data. :func:`static_capacity` derives one from the inventory's baseline
-utilisation (for planning without a running network); the live one is read
-from Ray by :mod:`ray_cluster.live`.
+Pure data, shared by placement, the reservation journal, the simulator and live
+capacity:
+
+- :class:`Resources`: an amount of a DC's resources (accelerators per model,
+  CPUs, memory in GB). A DC's totals and what is used of them are both one.
+- :func:`capacity_of`: ``free = total - used``, computed here and nowhere else,
+  into the :class:`DCCapacity` snapshot that ``place()`` reads.
+- :func:`utilisation`: the one share-in-use of a DC (accelerators, or CPUs where
+  the DC has no accelerators), and :func:`utilisation_report`: each DC against
+  its own ``utilisation_target`` from the config.
+
+:func:`static_capacity` is each DC at its configured baseline (planning without a
+running network), :func:`full_capacity` every DC empty (the simulator's start);
+the live snapshot is read from Ray by :mod:`ray_cluster.live`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 from westflow.inventory import DataCenter, Network
 
-__all__ = ["DCCapacity", "Capacity", "static_capacity", "full_capacity"]
+__all__ = [
+    "Resources", "DCUsage", "DCCapacity", "Capacity", "capacity_of", "utilisation", "inventory_totals",
+    "static_capacity", "full_capacity", "Standing", "UtilisationRow", "utilisation_report",
+]
+
+_EPS = 1e-9  # live counts are floats summed over nodes: 7.9999999999 free accelerators is 8
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """An amount of a DC's resources: accelerators per model (or per Ray resource), CPUs, memory (GB)."""
+
+    accelerators: Mapping[str, float] = field(default_factory=dict)
+    cpus: float = 0.0
+    memory_gb: float = 0.0
+
+    @classmethod
+    def of(cls, model: str | None, count: float, cpus: float, memory_gb: float) -> Resources:
+        """What one placement holds: ``count`` of ``model`` (none when ``model`` is None), CPUs, memory."""
+        return cls({model: count} if model else {}, cpus, memory_gb)
+
+    @property
+    def accelerator_count(self) -> float:
+        return sum(self.accelerators.values())
+
+    def plus(self, other: Resources, sign: int = 1) -> Resources:
+        """``self + sign * other``, per resource."""
+        acc = dict(self.accelerators)
+        for m, n in other.accelerators.items():
+            acc[m] = acc.get(m, 0) + sign * n
+        return Resources(acc, self.cpus + sign * other.cpus, self.memory_gb + sign * other.memory_gb)
+
+    def minus(self, other: Resources) -> Resources:
+        return self.plus(other, -1)
+
+    def most(self, other: Resources) -> Resources:
+        """Per resource, the larger of the two (e.g. ``max(live used, reserved)``)."""
+        acc = dict(self.accelerators)
+        for m, n in other.accelerators.items():
+            acc[m] = max(acc.get(m, 0), n)
+        return Resources(acc, max(self.cpus, other.cpus), max(self.memory_gb, other.memory_gb))
+
+    @staticmethod
+    def total(amounts: Iterable[Resources]) -> Resources:
+        """The sum of ``amounts``."""
+        out = Resources()
+        for r in amounts:
+            out = out.plus(r)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class DCCapacity:
-    """Free resources of one DC. ``free`` maps accelerator model to free count."""
+    """Free resources of one DC, as ``place()`` reads them. ``free`` maps accelerator model to free count."""
 
     free: Mapping[str, int]
     free_cpus: float
@@ -26,34 +86,115 @@ class DCCapacity:
     utilisation: float
     alive: bool = True
 
-    def take(self, model: str | None, count: int, cpus: float, memory_gb: float, total: int) -> DCCapacity:
-        """The capacity left after one placement (``total`` = DC accelerator total)."""
-        free = dict(self.free)
-        if model:
-            free[model] = free.get(model, 0) - count
-        used_frac = count / total if total else 0.0
-        return replace(self, free=free, free_cpus=self.free_cpus - cpus,
-                       free_memory_gb=self.free_memory_gb - memory_gb,
-                       utilisation=min(1.0, self.utilisation + used_frac))
+    def resources(self) -> Resources:
+        """What is free, as an amount (e.g. a DC's totals, read as the snapshot of it empty)."""
+        return Resources(dict(self.free), self.free_cpus, self.free_memory_gb)
 
 
 Capacity = Mapping[str, DCCapacity]
 
 
-def _dc_capacity(dc: DataCenter, used: float) -> DCCapacity:
-    return DCCapacity(
-        free={p.model: math.floor(p.count * (1 - used)) for p in dc.pools},
-        free_cpus=dc.cpus * (1 - used),
-        free_memory_gb=dc.memory_gb * (1 - used),
-        utilisation=used,
-    )
+def utilisation(total: Resources, used: Resources) -> float:
+    """The share of a DC in use, in [0, 1]: accelerators, or CPUs where it has none; 1.0 if it has neither."""
+    acc = total.accelerator_count
+    if acc:
+        share = used.accelerator_count / acc
+    elif total.cpus:
+        share = used.cpus / total.cpus
+    else:
+        return 1.0
+    return min(1.0, max(0.0, share))
+
+
+def capacity_of(total: Resources, used: Resources, *, share: float | None = None,
+                alive: bool = True) -> DCCapacity:
+    """What is free of ``total`` when ``used`` is held: per resource ``total - used``.
+
+    Accelerators count whole devices (rounded down); a model ``total`` does not have is not
+    offered. ``share`` overrides the utilisation (default :func:`utilisation` of the two).
+    """
+    held = used.accelerators
+    free = {m: math.floor(n - held.get(m, 0) + _EPS) for m, n in total.accelerators.items()}
+    return DCCapacity(free, total.cpus - used.cpus, total.memory_gb - used.memory_gb,
+                      utilisation(total, used) if share is None else share, alive)
+
+
+@dataclass(frozen=True, slots=True)
+class DCUsage:
+    """One DC's totals and what is used of them."""
+
+    total: Resources
+    used: Resources
+
+    def capacity(self, *, alive: bool = True) -> DCCapacity:
+        """The snapshot ``place()`` reads (see :func:`capacity_of`)."""
+        return capacity_of(self.total, self.used, alive=alive)
+
+
+def inventory_totals(dc: DataCenter) -> Resources:
+    """A DC's resources as the inventory declares them."""
+    return Resources({p.model: p.count for p in dc.pools}, float(dc.cpus), dc.memory_gb)
+
+
+def _baseline(dc: DataCenter) -> DCCapacity:
+    """The DC at its configured baseline share: that share of every resource used, whole devices free."""
+    u = dc.utilisation_baseline
+    used = Resources({p.model: p.count - math.floor(p.count * (1 - u)) for p in dc.pools},
+                     dc.cpus * u, dc.memory_gb * u)
+    # the configured share, not the one whole-device rounding gives: scores weigh it
+    return capacity_of(inventory_totals(dc), used, share=u)
 
 
 def static_capacity(network: Network) -> dict[str, DCCapacity]:
     """Capacity at each DC's configured baseline utilisation."""
-    return {dc.id: _dc_capacity(dc, dc.utilisation_baseline) for dc in network.data_centers}
+    return {dc.id: _baseline(dc) for dc in network.data_centers}
 
 
 def full_capacity(network: Network) -> dict[str, DCCapacity]:
     """Every DC empty (the simulator's starting point)."""
-    return {dc.id: _dc_capacity(dc, 0.0) for dc in network.data_centers}
+    return {dc.id: capacity_of(inventory_totals(dc), Resources()) for dc in network.data_centers}
+
+
+# -- utilisation against each DC's own target ---------------------------------------------------
+
+
+class Standing(StrEnum):
+    """A DC's utilisation against its own ``utilisation_target``."""
+
+    BELOW = "below target"
+    MET = "at or above target"
+
+
+@dataclass(frozen=True, slots=True)
+class UtilisationRow:
+    """One DC's use: ``used`` of ``total`` (accelerators, or CPUs where it has none), its share and target."""
+
+    dc: str
+    region: str
+    used: float
+    total: float
+    unit: str
+    utilisation: float
+    target: float
+    standing: Standing
+
+    @property
+    def below(self) -> bool:
+        return self.standing is Standing.BELOW
+
+
+def utilisation_report(network: Network, usage: Mapping[str, DCUsage]) -> tuple[UtilisationRow, ...]:
+    """Per DC of ``usage`` known to ``network``, sorted by DC id: its :func:`utilisation` and
+    whether it is below its own ``utilisation_target``."""
+    rows = []
+    for dc_id in sorted(usage):
+        if dc_id not in network.dc_ids:
+            continue
+        dc = network.dc(dc_id)
+        total, used = usage[dc_id].total, usage[dc_id].used
+        share = utilisation(total, used)
+        acc = total.accelerator_count
+        basis = (used.accelerator_count, acc, "accelerators") if acc else (used.cpus, total.cpus, "CPUs")
+        rows.append(UtilisationRow(dc.id, dc.region.value, *basis, share, dc.utilisation_target,
+                                   Standing.BELOW if share < dc.utilisation_target else Standing.MET))
+    return tuple(rows)

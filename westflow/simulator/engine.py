@@ -9,6 +9,10 @@ bound can hold is dropped, never sent further: the policy's own filter decides,
 and a policy that ignores the bound (``cheapest``) shows up as SLA violations.
 Batch jobs that fit nowhere wait in a queue (FIFO per size, smaller jobs may
 backfill) and start when a completion frees room. No preemption.
+
+What the network holds is the capacity model's :class:`~westflow.capacity.Resources`
+per DC; what the policy sees, and the utilisation measured, come from it through
+:func:`~westflow.capacity.capacity_of`, as for live capacity and reservations.
 """
 
 from __future__ import annotations
@@ -20,20 +24,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from westflow.capacity import DCCapacity, full_capacity
+from westflow.capacity import DCCapacity, Resources, capacity_of, inventory_totals, utilisation
 from westflow.errors import InfeasibleError
 from westflow.inventory import REALTIME, Family, Network, Region
 from westflow.placement import Placement, Policy, Reason
-from westflow.simulator.demand import (
-    STEP_S,
-    Workload,
-)
+from westflow.simulator.demand import STEP_S, Workload
 from westflow.spec import AcceleratorRequest, WorkloadSpec
 
-__all__ = ["PolicyResult", "simulate", "RT_CPUS_PER_ACCELERATOR", "RT_MEMORY_GB_PER_ACCELERATOR"]
+__all__ = ["PolicyResult", "Simulation", "simulate", "RT_CPUS_PER_ACCELERATOR", "RT_MEMORY_GB_PER_ACCELERATOR"]
 
 RT_CPUS_PER_ACCELERATOR = 1.0
 RT_MEMORY_GB_PER_ACCELERATOR = 8.0
+
+Progress = Callable[[str, float], None]
 
 
 @dataclass
@@ -76,148 +79,211 @@ class PolicyResult:
         return self.batch_west_acc_hours / self.batch_acc_hours if self.batch_acc_hours else 0.0
 
 
-class _State:
-    """Simulated free capacity per DC and the DCCapacity snapshot handed to the policy."""
+class _Network:
+    """What the simulated network holds per DC, and the capacity snapshot derived from it."""
 
     def __init__(self, network: Network) -> None:
-        self.dcs = network.data_centers
-        start = full_capacity(network)
-        self.free = {d.id: dict(start[d.id].free) for d in self.dcs}
-        self.cpus = {d.id: start[d.id].free_cpus for d in self.dcs}
-        self.mem = {d.id: start[d.id].free_memory_gb for d in self.dcs}
-        self.total = {d.id: d.accelerator_total for d in self.dcs}
-        self.used = {d.id: 0 for d in self.dcs}
-        self.snap: dict[str, DCCapacity] = dict(start)
-        self.dirty: set[str] = set()
+        self.totals = {d.id: inventory_totals(d) for d in network.data_centers}
+        self.used = {dc: Resources() for dc in self.totals}
+        self._snap = {dc: capacity_of(t, Resources()) for dc, t in self.totals.items()}
+        self._dirty: set[str] = set()
 
-    def snapshot(self) -> dict[str, DCCapacity]:
-        for dc in self.dirty:
-            tot = self.total[dc]
-            self.snap[dc] = DCCapacity(dict(self.free[dc]), self.cpus[dc], self.mem[dc],
-                                       self.used[dc] / tot if tot else 0.0)
-        self.dirty.clear()
-        return self.snap
+    def take(self, dc: str, held: Resources) -> None:
+        self.used[dc] = self.used[dc].plus(held)
+        self._dirty.add(dc)
 
-    def take(self, dc: str, model: str | None, n: int, cpus: float, mem: float, sign: int = 1) -> None:
-        if model is not None:
-            self.free[dc][model] -= sign * n
-            self.used[dc] += sign * n
-        self.cpus[dc] -= sign * cpus
-        self.mem[dc] -= sign * mem
-        self.dirty.add(dc)
+    def release(self, dc: str, held: Resources) -> None:
+        self.used[dc] = self.used[dc].minus(held)
+        self._dirty.add(dc)
+
+    def capacity(self) -> dict[str, DCCapacity]:
+        """The snapshot ``place()`` reads (rebuilt only for the DCs that changed)."""
+        for dc in self._dirty:
+            self._snap[dc] = capacity_of(self.totals[dc], self.used[dc])
+        self._dirty.clear()
+        return self._snap
 
     def max_free(self) -> int:
-        return max((max(f.values(), default=0) for f in self.free.values()), default=0)
-
-    def fits_somewhere(self, n: int) -> bool:
-        """Whether some pool of some DC has ``n`` accelerators free (a necessary condition)."""
-        for f in self.free.values():
-            for v in f.values():
-                if v >= n:
-                    return True
-        return False
+        """The largest free pool of any DC (no DC can hold a larger request)."""
+        return max((max(c.free.values(), default=0) for c in self.capacity().values()), default=0)
 
 
-def simulate(policy: Policy, network: Network, workload: Workload,
-             progress: Callable[[str, float], None] | None = None) -> PolicyResult:
-    """Replay ``workload`` on ``network`` with ``policy``; deterministic for a given policy seed."""
-    wall0 = time.perf_counter()
-    res = PolicyResult(policy.name, workload.window_s)
-    st = _State(network)
-    place = policy.place
-    region_of = {d.id: d.region for d in network.data_centers}
-    area = {d.id: 0.0 for d in network.data_centers}
-    last_t = 0.0
-    window = workload.window_s
+_Running = tuple[float, int, int, str, Resources]  # (end, seq, job, dc, held)
 
-    def account(t: float) -> None:
-        nonlocal last_t
-        t = min(t, window)
-        if t > last_t:
-            dt = t - last_t
-            for dc, u in st.used.items():
-                area[dc] += u * dt
-            last_t = t
 
-    jobs = workload.jobs
-    specs = workload.batch_specs
-    res.batch_jobs = len(jobs)
-    running: list[tuple[float, int, str, str | None, int, float, float]] = []
-    queues: dict[int, deque[int]] = {}
-    queued = 0
-    seq = 0
+class Simulation:
+    """One policy replaying one workload: a single event loop over real-time steps and batch events."""
 
-    def start(i: int, t: float) -> bool:
-        nonlocal seq
-        spec = specs[i]
+    def __init__(self, policy: Policy, network: Network, workload: Workload,
+                 progress: Progress | None = None) -> None:
+        self.policy, self.network, self.workload, self.progress = policy, network, workload, progress
+        self.res = PolicyResult(policy.name, workload.window_s, batch_jobs=len(workload.jobs))
+        self.net = _Network(network)
+        self.region_of = {d.id: d.region for d in network.data_centers}
+        self.bound = network.tiers[REALTIME].max_rtt_ms
+        self._area = dict.fromkeys(self.net.totals, 0.0)  # integral of each DC's utilisation over time
+        self._last_t = 0.0
+        self._running: list[_Running] = []
+        self._seq = 0
+        self._queues: dict[int, deque[int]] = {}
+        self._queued = 0
+        self._next_job = 0
+        self._rt_held: list[tuple[str, Resources]] = []
+        self._rt_specs: dict[tuple[str, int], WorkloadSpec] = {}
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> PolicyResult:
+        wall0 = time.perf_counter()
+        w, res = self.workload, self.res
+        steps = w.steps
+        series: dict[str, list[float]] = {r.value: [] for r in Region}
+        hour = dict.fromkeys(series, 0.0)
+        report_every = max(1, steps // 20)
+        for step in range(steps):
+            t0 = step * STEP_S
+            self._account(t0)
+            self._release_realtime()  # real-time holds last one step
+            self._place_realtime(step)
+            for region, share in self._region_shares().items():
+                hour[region] += share
+            self._events(until=t0 + STEP_S)
+            if (step + 1) % 60 == 0 or step == steps - 1:
+                k = (step % 60) + 1
+                for region in series:
+                    series[region].append(hour[region] / k)
+                    hour[region] = 0.0
+            if self.progress and step % report_every == 0:
+                self.progress(self.policy.name, step / steps)
+        self._account(w.window_s)
+        self._release_realtime()
+        self._events(until=math.inf)  # no more real-time: remaining arrivals and the queue run to completion
+        self._finish(series)
+        res.wall_s = time.perf_counter() - wall0
+        if self.progress:
+            self.progress(self.policy.name, 1.0)
+        return res
+
+    def _events(self, until: float) -> None:
+        """Batch completions and arrivals before ``until``, in time order (completions first on ties)."""
+        jobs, running = self.workload.jobs, self._running
+        while True:
+            t_done = running[0][0] if running else math.inf
+            t_arr = jobs[self._next_job].submit_s if self._next_job < len(jobs) else math.inf
+            t = min(t_done, t_arr)
+            if t >= until:
+                return
+            self._account(t)
+            if t_done <= t_arr:
+                _, _, _, dc, held = heapq.heappop(running)
+                self.net.release(dc, held)
+                self._drain_queue(t)
+            else:
+                self._arrive(self._next_job, t)
+                self._next_job += 1
+
+    def _account(self, t: float) -> None:
+        """Integrate each DC's utilisation up to ``t`` (capped at the window)."""
+        t = min(t, self.workload.window_s)
+        if t > self._last_t:
+            dt = t - self._last_t
+            for dc, cap in self.net.capacity().items():
+                self._area[dc] += cap.utilisation * dt
+            self._last_t = t
+
+    def _region_shares(self) -> dict[str, float]:
+        """Each region's utilisation now: :func:`utilisation` of its DCs' totals and use together."""
+        out = {}
+        for r in Region:
+            ids = [dc for dc, reg in self.region_of.items() if reg is r]
+            out[r.value] = utilisation(Resources.total(self.net.totals[i] for i in ids),
+                                       Resources.total(self.net.used[i] for i in ids)) if ids else 0.0
+        return out
+
+    def _finish(self, series: dict[str, list[float]]) -> None:
+        res, window = self.res, self.workload.window_s
+        for dc in self.net.totals:
+            res.util_dc[dc] = self._area[dc] / window
+        for r in Region:
+            ids = [dc for dc, reg in self.region_of.items() if reg is r]
+            weights = {i: self.net.totals[i].accelerator_count for i in ids}
+            tot = sum(weights.values())
+            res.util_region[r.value] = sum(weights[i] * res.util_dc[i] for i in ids) / tot if tot else 0.0
+        res.util_series = series
+
+    # -- batch -----------------------------------------------------------------------------------
+    def _start(self, i: int, t: float) -> bool:
+        spec, job, res = self.workload.batch_specs[i], self.workload.jobs[i], self.res
         try:
-            p = place(spec, network, st.snapshot())
+            p = self.policy.place(spec, self.network, self.net.capacity())
         except InfeasibleError:
             return False
         res.decisions += 1
         n = spec.accelerator.count
-        st.take(p.data_center, p.accelerator_model, n, spec.cpus, spec.memory_gb)
-        heapq.heappush(running, (t + jobs[i].duration_s, seq, p.data_center, p.accelerator_model, n,
-                                 spec.cpus, spec.memory_gb))
-        seq += 1
+        held = Resources.of(p.accelerator_model, n, spec.cpus, spec.memory_gb)
+        self.net.take(p.data_center, held)
+        heapq.heappush(self._running, (t + job.duration_s, self._seq, i, p.data_center, held))
+        self._seq += 1
         res.batch_started += 1
-        res.batch_delay_s.append(t - jobs[i].submit_s)
-        res.energy_kwh += p.energy_kwh
-        res.cost_cny += p.energy_cost_cny + p.transfer_cost_cny
+        res.batch_delay_s.append(t - job.submit_s)
+        self._spend(p)
         ah = n * spec.duration_hours
         res.batch_acc_hours += ah
-        if region_of[p.data_center] is Region.WEST:
+        if self.region_of[p.data_center] is Region.WEST:
             res.batch_west_acc_hours += ah
         res.batch_dc[p.data_center] = res.batch_dc.get(p.data_center, 0) + 1
         return True
 
-    def drain_queue(t: float) -> None:
+    def _drain_queue(self, t: float) -> None:
         """Start queued jobs that now fit: oldest first among sizes that can fit anywhere."""
-        nonlocal queued
-        if not queued:
+        if not self._queued:
             return
         blocked: set[int] = set()
         while True:
-            room = st.max_free()
+            room = self.net.max_free()
             best_n, best_i = -1, -1
-            for n, q in queues.items():
+            for n, q in self._queues.items():
                 if q and n <= room and n not in blocked and (best_i < 0 or q[0] < best_i):
                     best_n, best_i = n, q[0]
             if best_i < 0:
                 return
-            if start(best_i, t):
-                queues[best_n].popleft()
-                queued -= 1
+            if self._start(best_i, t):
+                self._queues[best_n].popleft()
+                self._queued -= 1
             else:
                 blocked.add(best_n)
 
-    def arrive(i: int, t: float) -> None:
-        nonlocal queued
-        n = jobs[i].accelerators
-        q = queues.get(n)
-        if (q and len(q)) or not start(i, t):
-            queues.setdefault(n, deque()).append(i)
-            queued += 1
+    def _arrive(self, i: int, t: float) -> None:
+        n = self.workload.jobs[i].accelerators
+        q = self._queues.get(n)
+        if (q and len(q)) or not self._start(i, t):
+            self._queues.setdefault(n, deque()).append(i)
+            self._queued += 1
 
-    # real-time specs are cached per (city, accelerators): frozen values
-    rt_specs: dict[tuple[str, int], WorkloadSpec] = {}
+    def _spend(self, p: Placement) -> None:
+        self.res.energy_kwh += p.energy_kwh
+        self.res.cost_cny += p.energy_cost_cny + p.transfer_cost_cny
 
-    def rt_spec(city: str, n: int) -> WorkloadSpec:
-        s = rt_specs.get((city, n))
+    # -- real time -------------------------------------------------------------------------------
+    def _rt_spec(self, city: str, n: int) -> WorkloadSpec:
+        """The real-time spec of ``n`` accelerators for ``city`` (cached: frozen values)."""
+        s = self._rt_specs.get((city, n))
         if s is None:
-            s = rt_specs[(city, n)] = WorkloadSpec(
+            s = self._rt_specs[(city, n)] = WorkloadSpec(
                 name=f"rt-{city}", tier=REALTIME, origin=city, accelerator=AcceleratorRequest(Family.ANY, n),
                 cpus=RT_CPUS_PER_ACCELERATOR * n, memory_gb=RT_MEMORY_GB_PER_ACCELERATOR * n,
                 duration_hours=STEP_S / 3600)
         return s
 
-    bound = network.tiers[REALTIME].max_rtt_ms
-    held: list[tuple[str, str | None, int, float, float]] = []
+    def _release_realtime(self) -> None:
+        for dc, held in self._rt_held:
+            self.net.release(dc, held)
+        self._rt_held.clear()
 
-    def place_realtime(step: int) -> None:
-        row = workload.rt_demand[step % len(workload.rt_demand)]
-        reqs = workload.rt_requests[step % len(workload.rt_requests)]
-        for c, city in enumerate(workload.rt_cities):
+    def _place_realtime(self, step: int) -> None:
+        w, res = self.workload, self.res
+        row = w.rt_demand[step % len(w.rt_demand)]
+        reqs = w.rt_requests[step % len(w.rt_requests)]
+        for c, city in enumerate(w.rt_cities):
             want = row[c]
             if want <= 0:
                 continue
@@ -226,41 +292,18 @@ def simulate(policy: Policy, network: Network, workload: Workload,
             per_acc = reqs[c] / want
             left = want
             tries = 0
-            while left > 0 and tries < 2 * len(st.dcs):
+            while left > 0 and tries < 2 * len(self.net.totals):
                 tries += 1
-                snap = st.snapshot()
-                # no DC can hold more than its largest free pool: asking for more must fail, so
-                # ask for that much (the policy still decides where, or that nothing fits)
-                ask = left if st.fits_somewhere(left) else st.max_free()
-                if ask <= 0:
+                got = self._place_piece(city, left)
+                if got is None:
                     break
-                try:
-                    p: Placement = place(rt_spec(city, ask), network, snap)
-                    n = ask
-                except InfeasibleError as exc:
-                    # the largest piece one DC the policy accepted (all but capacity) can take
-                    room = 0
-                    for r in exc.rejected:
-                        if r.reason is Reason.CAPACITY:
-                            d = r.data_center
-                            fit = min(max(st.free[d].values(), default=0),
-                                      int(st.cpus[d] // RT_CPUS_PER_ACCELERATOR),
-                                      int(st.mem[d] // RT_MEMORY_GB_PER_ACCELERATOR))
-                            room = max(room, fit)
-                    if room <= 0:
-                        break
-                    try:
-                        p = place(rt_spec(city, room), network, snap)
-                    except InfeasibleError:
-                        break
-                    n = room
+                p, n = got
                 res.decisions += 1
-                spec = p.spec
-                st.take(p.data_center, p.accelerator_model, n, spec.cpus, spec.memory_gb)
-                held.append((p.data_center, p.accelerator_model, n, spec.cpus, spec.memory_gb))
-                res.energy_kwh += p.energy_kwh
-                res.cost_cny += p.energy_cost_cny + p.transfer_cost_cny
-                if bound is not None and p.rtt_ms is not None and p.rtt_ms > bound:
+                held = Resources.of(p.accelerator_model, n, p.spec.cpus, p.spec.memory_gb)
+                self.net.take(p.data_center, held)
+                self._rt_held.append((p.data_center, held))
+                self._spend(p)
+                if self.bound is not None and p.rtt_ms is not None and p.rtt_ms > self.bound:
                     res.rt_beyond_acc_min += n
                     res.rt_beyond_requests += n * per_acc
                 left -= n
@@ -268,69 +311,34 @@ def simulate(policy: Policy, network: Network, workload: Workload,
                 res.rt_dropped_acc_min += left
                 res.rt_dropped_requests += left * per_acc
 
-    steps = workload.steps
-    series: dict[str, list[float]] = {r.value: [] for r in Region}
-    reg_total = {r.value: sum(st.total[d.id] for d in st.dcs if d.region is r) for r in Region}
-    hour_acc = {r.value: 0.0 for r in Region}
-    ji = 0
-    n_jobs = len(jobs)
-    report_every = max(1, steps // 20)
-    for step in range(steps):
-        t0 = step * STEP_S
-        t1 = t0 + STEP_S
-        # real-time holds last one step
-        account(t0)
-        for dc, model, n, cpus, mem in held:
-            st.take(dc, model, n, cpus, mem, -1)
-        held.clear()
-        place_realtime(step)
-        for r in Region:
-            hour_acc[r.value] += sum(st.used[d.id] for d in st.dcs if d.region is r)
-        # batch events inside the step, in time order (completions first on ties)
-        while True:
-            t_done = running[0][0] if running else math.inf
-            t_arr = jobs[ji].submit_s if ji < n_jobs else math.inf
-            t = min(t_done, t_arr)
-            if t >= t1:
-                break
-            account(t)
-            if t_done <= t_arr:
-                _, _, dc, model, n, cpus, mem = heapq.heappop(running)
-                st.take(dc, model, n, cpus, mem, -1)
-                drain_queue(t)
-            else:
-                arrive(ji, t)
-                ji += 1
-        if (step + 1) % 60 == 0 or step == steps - 1:
-            k = (step % 60) + 1
-            for r in Region:
-                series[r.value].append(hour_acc[r.value] / k / reg_total[r.value] if reg_total[r.value] else 0.0)
-                hour_acc[r.value] = 0.0
-        if progress and (step % report_every == 0):
-            progress(policy.name, step / steps)
-    account(window)
-    for dc, model, n, cpus, mem in held:
-        st.take(dc, model, n, cpus, mem, -1)
-    held.clear()
-    # drain: no more real-time; remaining arrivals and the queue run to completion
-    while running or ji < n_jobs:
-        t_done = running[0][0] if running else math.inf
-        t_arr = jobs[ji].submit_s if ji < n_jobs else math.inf
-        if t_done <= t_arr:
-            _, _, dc, model, n, cpus, mem = heapq.heappop(running)
-            st.take(dc, model, n, cpus, mem, -1)
-            drain_queue(t_done)
-        else:
-            arrive(ji, t_arr)
-            ji += 1
-    for d in st.dcs:
-        res.util_dc[d.id] = area[d.id] / (st.total[d.id] * window) if st.total[d.id] else 0.0
-    for r in Region:
-        ids = [d.id for d in st.dcs if d.region is r]
-        tot = sum(st.total[i] for i in ids)
-        res.util_region[r.value] = sum(area[i] for i in ids) / (tot * window) if tot else 0.0
-    res.util_series = series
-    res.wall_s = time.perf_counter() - wall0
-    if progress:
-        progress(policy.name, 1.0)
-    return res
+    def _place_piece(self, city: str, left: int) -> tuple[Placement, int] | None:
+        """Place as much of ``left`` accelerators for ``city`` as one DC can take; None if none can."""
+        caps = self.net.capacity()
+        # no DC can hold more than its largest free pool: asking for more must fail, so
+        # ask for that much (the policy still decides where, or that nothing fits)
+        ask = min(left, self.net.max_free())
+        if ask <= 0:
+            return None
+        try:
+            return self.policy.place(self._rt_spec(city, ask), self.network, caps), ask
+        except InfeasibleError as exc:
+            # the largest piece one DC the policy accepted (all but capacity) can take
+            room = 0
+            for r in exc.rejected:
+                if r.reason is Reason.CAPACITY:
+                    cap = caps[r.data_center]
+                    room = max(room, min(max(cap.free.values(), default=0),
+                                         int(cap.free_cpus // RT_CPUS_PER_ACCELERATOR),
+                                         int(cap.free_memory_gb // RT_MEMORY_GB_PER_ACCELERATOR)))
+        if room <= 0:
+            return None
+        try:
+            return self.policy.place(self._rt_spec(city, room), self.network, caps), room
+        except InfeasibleError:
+            return None
+
+
+def simulate(policy: Policy, network: Network, workload: Workload,
+             progress: Progress | None = None) -> PolicyResult:
+    """Replay ``workload`` on ``network`` with ``policy``; deterministic for a given policy seed."""
+    return Simulation(policy, network, workload, progress).run()
