@@ -23,10 +23,6 @@ _spec.loader.exec_module(bench)
 ACCELS = ["cpu", "cuda:1", "cuda:8", "cann:4", "any:16", "any:2", "H800:8", "Ascend910B:2", "A800:60", "any:1"]
 
 
-class FullScan(WestflowPolicy):
-    _pruned = False
-
-
 def _outcome(policy: WestflowPolicy, spec: Any, net: Network, cap: dict[str, DCCapacity]) -> list[Any]:
     try:
         p = policy.place(spec, net, cap)
@@ -39,7 +35,7 @@ def _outcome(policy: WestflowPolicy, spec: Any, net: Network, cap: dict[str, DCC
 def test_pruned_search_equals_full_scan_on_1000_dcs(seed: int) -> None:
     net = bench.synthetic_network(1000, seed=9)
     rng = random.Random(seed)
-    fast, full = WestflowPolicy(), FullScan()
+    fast, full = WestflowPolicy(prune=True), WestflowPolicy(prune=False)
     for i in range(120):
         d: dict[str, Any] = {"name": f"s{i}", "tier": rng.choice(["batch", "realtime"]),
                              "origin": rng.choice(net.city_ids), "accelerator": rng.choice(ACCELS),

@@ -1,6 +1,11 @@
-"""All placement policies behind one signature, and the registry the CLI uses.
+"""Every placement policy behind one signature, and the registry the CLI uses.
 
-Baselines (peers of :class:`~westflow.placement.WestflowPolicy`):
+``Policy.place`` is a pipeline: filter and cost (:func:`~westflow.placement.filters.evaluate`),
+choose (the policy's ordering), explain (:mod:`westflow.placement.explain`, built on
+first read of ``Placement.rejected``; the Ray request likewise on first read of
+``Placement.ray``). Policies differ only in their ordering, in whether they respect
+the latency tier, and in how a loser's text reads. Baselines, peers of
+:class:`WestflowPolicy`:
 
 - ``east-first``: eastern DCs first, nearest to the origin (what users do today);
 - ``cheapest``: lowest energy + transfer cost, blind to latency (it may break tiers);
@@ -15,19 +20,154 @@ import random
 import threading
 from collections.abc import Sequence
 
-from westflow.inventory import Region
-from westflow.placement.core import Policy, WestflowPolicy
-from westflow.placement.values import Candidate, Context, Placement, Reason, Rejection
+from westflow.capacity import Capacity
+from westflow.errors import InfeasibleError, SpecError
+from westflow.inventory import AcceleratorPool, DataCenter, Family, Network, Region
+from westflow.placement.explain import explain, explain_dearer
+from westflow.placement.filters import Evaluation, evaluate, in_order
+from westflow.placement.score import score, westflow_key
+from westflow.placement.search import pruned_search
+from westflow.placement.tables import NetworkTables, tables_for
+from westflow.placement.values import Candidate, Context, Deferred, Placement, Reason, Rejection
+from westflow.spec import WorkloadSpec
+from westflow.tags import RayRequest, ray_request
 
-__all__ = [
-    "EastFirstPolicy",
-    "CheapestPolicy",
-    "RoundRobinPolicy",
-    "RandomPolicy",
-    "POLICY_NAMES",
-    "get_policy",
-    "place",
-]
+__all__ = ["Policy", "WestflowPolicy", "EastFirstPolicy", "CheapestPolicy", "RoundRobinPolicy", "RandomPolicy",
+           "POLICY_NAMES", "get_policy"]
+
+
+def _ray_for(dc: DataCenter, family: Family, pool: AcceleratorPool | None, spec: WorkloadSpec,
+             realtime: bool) -> RayRequest:
+    return ray_request(
+        dc, family=family, model=pool.model if pool else None, count=spec.accelerator.count,
+        per_node=pool.per_node if pool else 1, cpus=spec.cpus, memory_gb=spec.memory_gb,
+        realtime_origin=spec.origin if realtime else None,
+    )
+
+
+class Policy:
+    """Base policy: ``place(spec, network, capacity) -> Placement``.
+
+    Subclasses set ``name`` and ``respect_latency`` and implement :meth:`_key`
+    (smaller wins); :meth:`_lost` says why a candidate lost to the winner.
+    Policies keep no per-call state on ``self`` so one instance may serve
+    many threads (round-robin's counter and random's generator are the
+    exceptions, each thread-safe).
+    """
+
+    name = "base"
+    respect_latency = True
+
+    def place(self, spec: WorkloadSpec, network: Network, capacity: Capacity | None = None) -> Placement:
+        """Place ``spec``; raise InfeasibleError carrying every DC's reason if nothing fits."""
+        t = tables_for(network)
+        if spec.tier not in network.tiers or (spec.origin is not None and spec.origin not in t.cities):
+            spec.check_against(network)  # raises the SpecError naming the field
+        caps = t.static if capacity is None else capacity
+        # The losers' text is written on first read, against the capacity seen now.
+        frozen = Context(network, caps if capacity is None else dict(capacity))
+        bound = network.tiers[spec.tier].max_rtt_ms if self.respect_latency else None
+        best = self._search(spec, network, caps, t, bound)
+        if best is not None:
+            why = Deferred(self._explain_again, spec, frozen, bound, best.index, t)
+        else:
+            ev = evaluate(spec, network, caps, t, bound)
+            if not ev.candidates:
+                raise InfeasibleError(spec, in_order(ev.late, ev.rejected, caps, t.unavailable))
+            best = self._choose(ev.candidates, Context(network, caps))
+            why = Deferred(self._explain, ev, best, frozen, t)
+        return self._placement(spec, network, Context(network, caps), best, why, t)
+
+    def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
+                bound: float | None) -> Candidate | None:
+        """The winner without the full scan, or None: the full scan decides (the default)."""
+        return None
+
+    def _explain_again(self, spec: WorkloadSpec, ctx: Context, bound: float | None, index: int,
+                       t: NetworkTables) -> tuple[Rejection, ...]:
+        """The full scan's explanation of a decision whose winner is given by inventory index."""
+        ev = evaluate(spec, ctx.network, ctx.capacity, t, bound)
+        best = next(c for c in ev.candidates if c.index == index)
+        return self._explain(ev, best, ctx, t)
+
+    def _explain(self, ev: Evaluation, best: Candidate, ctx: Context, t: NetworkTables) -> tuple[Rejection, ...]:
+        return explain(ev, best, ctx.capacity, t, lambda c: self._lost(c, best, ctx))
+
+    def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
+        return min(cands, key=lambda c: self._key(c, ctx))
+
+    def _key(self, c: Candidate, ctx: Context) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    def _lost(self, c: Candidate, best: Candidate, ctx: Context) -> Rejection:
+        return Rejection(c.dc.id, Reason.DEARER, f"dearer by {c.cost_cny - best.cost_cny:.2f} CNY")
+
+    def _placed_score(self, c: Candidate, ctx: Context) -> float:
+        """``Placement.score``: the first element of the winner's key."""
+        return self._key(c, ctx)[0]
+
+    def _placement(self, spec: WorkloadSpec, network: Network, ctx: Context, c: Candidate,
+                   rejected: Deferred[tuple[Rejection, ...]], t: NetworkTables) -> Placement:
+        dc, pool = c.dc, c.pool
+        bound = network.tiers[spec.tier].max_rtt_ms
+        rtt = c.rtt_ms
+        fam = pool.family if pool else Family.CPU
+        return Placement(
+            spec, self.name, dc.id, dc.ray_cluster, t.region[c.index], rtt,
+            bound is None or rtt is None or rtt <= bound, fam, pool.model if pool else None,
+            c.energy_kwh, c.energy_cost_cny, c.transfer_hours, c.transfer_cost_cny, self._placed_score(c, ctx),
+            rejected, Deferred(_ray_for, dc, fam, pool, spec, bound is not None),
+        )
+
+
+class WestflowPolicy(Policy):
+    """The lowest westflow score (:mod:`westflow.placement.score`): energy and transfer cost,
+    with a bonus for DCs below their utilisation target.
+
+    Sort key ``(score, rtt_ms, inventory order)``: ties go to the nearer DC, then to the
+    one listed first. On a large network (``prune=None``: >= 64 DCs; ``True``: any size;
+    ``False``: never) the winner comes from the pruned search
+    (:mod:`westflow.placement.search`), which gives the full scan's Placement without
+    costing every DC; decisions its bound does not cover (a negative or NaN
+    utilisation, a non-finite cost input) take the full scan.
+    """
+
+    name = "westflow"
+
+    def __init__(self, *, prune: bool | None = None) -> None:
+        self.prune = prune
+
+    def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
+                bound: float | None) -> Candidate | None:
+        if not (t.prunable and (t.large if self.prune is None else self.prune)):
+            return None
+        low = t.static_util if caps is t.static else min((c.utilisation for c in caps.values()), default=0.0)
+        if not low >= 0.0:  # NaN too
+            return None
+        return pruned_search(spec, network, caps, t, bound)
+
+    def _score(self, c: Candidate, ctx: Context) -> float:
+        dc = c.dc
+        return score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours,
+                     ctx.capacity[dc.id].utilisation, dc.utilisation_target, ctx.network.weights)
+
+    def _key(self, c: Candidate, ctx: Context) -> tuple[float, ...]:
+        return westflow_key(self._score(c, ctx), c.rtt_ms, c.index)
+
+    def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
+        # min(cands, key=_key) without a tuple per candidate: candidates come in inventory order,
+        # so the index tie-break is "keep the earlier one".
+        best = cands[0]
+        best_s = best_r = float("inf")
+        for c in cands:
+            s = self._score(c, ctx)
+            r = c.rtt_ms or 0.0
+            if s < best_s or (s == best_s and r < best_r):
+                best, best_s, best_r = c, s, r
+        return best
+
+    def _explain(self, ev: Evaluation, best: Candidate, ctx: Context, t: NetworkTables) -> tuple[Rejection, ...]:
+        return explain_dearer(ev, best, ctx.capacity, t, ctx.network.weights)
 
 
 class EastFirstPolicy(Policy):
@@ -37,16 +177,6 @@ class EastFirstPolicy(Policy):
 
     def _key(self, c: Candidate, ctx: Context) -> tuple[float, ...]:
         return (float(c.dc.region is not Region.EAST), c.rtt_ms or 0.0, float(c.index))
-
-    def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
-        # min(cands, key=_key) inlined: the hot loop of every decision
-        east = Region.EAST
-        best, best_key = cands[0], (2.0, 0.0, 0.0)
-        for c in cands:
-            key = (float(c.dc.region is not east), c.rtt_ms or 0.0, float(c.index))
-            if key < best_key:
-                best, best_key = c, key
-        return best
 
     def _lost(self, c: Candidate, best: Candidate, ctx: Context) -> Rejection:
         if c.dc.region is not best.dc.region:
@@ -62,16 +192,7 @@ class CheapestPolicy(Policy):
     respect_latency = False
 
     def _key(self, c: Candidate, ctx: Context) -> tuple[float, ...]:
-        return (c.cost_cny, float(c.index))
-
-    def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
-        # min(cands, key=_key) inlined: the hot loop of every decision
-        best, best_cost = cands[0], cands[0].energy_cost_cny + cands[0].transfer_cost_cny
-        for c in cands:
-            cost = c.energy_cost_cny + c.transfer_cost_cny
-            if cost < best_cost:  # ties keep the earlier (lower index) candidate
-                best, best_cost = c, cost
-        return best
+        return (c.energy_cost_cny + c.transfer_cost_cny, float(c.index))
 
 
 class RoundRobinPolicy(Policy):
@@ -112,7 +233,7 @@ class RandomPolicy(Policy):
         return Rejection(c.dc.id, Reason.NOT_CHOSEN, f"random draw went to {best.dc.id}")
 
 
-_FACTORIES = {
+_FACTORIES: dict[str, type[Policy]] = {
     "westflow": WestflowPolicy,
     "east-first": EastFirstPolicy,
     "cheapest": CheapestPolicy,
@@ -124,18 +245,8 @@ POLICY_NAMES = tuple(_FACTORIES)
 
 def get_policy(name: str, *, seed: int = 0) -> Policy:
     """A fresh policy instance by name."""
-    from westflow.errors import SpecError
-
     if name not in _FACTORIES:
         raise SpecError("policy", name, POLICY_NAMES, problem="Unknown")
     if name == "random":
         return RandomPolicy(seed)
     return _FACTORIES[name]()
-
-
-_DEFAULT = WestflowPolicy()
-
-
-def place(spec, network, capacity=None) -> Placement:  # type: ignore[no-untyped-def]
-    """Place with the westflow policy (the signature every policy shares)."""
-    return _DEFAULT.place(spec, network, capacity)

@@ -1,6 +1,12 @@
-"""The pruned search of :class:`~westflow.placement.WestflowPolicy` on a large network.
+"""The pruned search of the westflow policy on a large network.
 
-See :class:`~westflow.placement.prepared._Bound`. Pure Python and numpy.
+The DCs that pass the static filters are visited in increasing order of a lower
+bound on their score (:class:`~westflow.placement.tables.PruneBound`, numpy), a
+few at a time, through the same filter (:func:`~westflow.placement.filters.evaluate`)
+and the same score (:func:`~westflow.placement.score.score`) as the full scan; the
+search stops once the next bound exceeds the best score found. The winner is the
+minimum of ``(score, rtt_ms, inventory index)``, exactly the full scan's. Pure
+Python and numpy.
 """
 
 from __future__ import annotations
@@ -10,86 +16,65 @@ import math
 import numpy as np
 
 from westflow.capacity import Capacity
-from westflow.inventory import AcceleratorPool, Family, Network, Region
-from westflow.placement.prepared import _fine, _Tables
+from westflow.inventory import Family, Network, Region
+from westflow.placement.filters import evaluate, transfer
+from westflow.placement.score import score, westflow_key
+from westflow.placement.tables import NetworkTables, finite_non_negative
 from westflow.placement.values import Candidate
 from westflow.spec import WorkloadSpec
 
+__all__ = ["pruned_search", "FIRST_BATCH"]
 
-def _search(spec: WorkloadSpec, network: Network, caps: Capacity, t: _Tables) -> Candidate | None:
-    """The winner of the full scan, visiting DCs by increasing score bound; None if none fits."""
+FIRST_BATCH = 8  # DCs costed in the first step; each next step costs twice as many
+
+
+def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: NetworkTables,
+                  latency_bound: float | None) -> Candidate | None:
+    """The winner of the full scan, visiting DCs by increasing score bound.
+
+    None if no DC fits, or if a transfer figure is not finite and non-negative (the
+    bound does not hold then): the caller then runs the full scan.
+    """
     w = network.weights
-    fill, hour = w.fill_bonus, w.hour_value_cny
-    b = t.bound(spec, network.tiers[spec.tier].max_rtt_ms)
+    b = tables.bound(spec, latency_bound)
     if not b.sites:
         return None
-    acc = spec.accelerator
-    count = acc.count
-    cpu_only = acc.family is Family.CPU
-    cpus, mem, hours = spec.cpus, spec.memory_gb, spec.duration_hours
-    inputs, deadline = spec.inputs, spec.deadline_hours
-    # Transfer per DC region: the same loop, so the same floats, as Policy._evaluate.
-    moves: dict[Region, tuple[float, float, float]] = {}
-    for reg in Region:
-        t_hours = t_cost = 0.0
-        if inputs:
-            for ds in inputs:
-                if ds.region is not reg:
-                    link = network.transfer[(ds.region, reg)]
-                    t_hours += ds.size_bytes * 8 / (link.bandwidth_gbps * 1e9) / 3600
-                    t_cost += ds.size_bytes / 1e9 * link.cost_cny_per_gb
-        extra = t_cost + hour * t_hours
-        if not (_fine(t_hours) and _fine(t_cost)):
+    hours, deadline = spec.duration_hours, spec.deadline_hours
+    moves: dict[Region, tuple[float, float]] = {}
+    extra: dict[Region, float] = {}
+    for reg, present in ((Region.EAST, bool(b.east.any())), (Region.WEST, not bool(b.east.all()))):
+        if not present:
+            extra[reg] = 0.0
+            continue
+        t_hours, t_cost = moves[reg] = transfer(spec, network, reg)
+        if not (finite_non_negative(t_hours) and finite_non_negative(t_cost)):
             return None
-        late = deadline is not None and t_hours + hours > deadline
-        moves[reg] = (t_hours, t_cost, math.inf if late else extra - 1e-9 * extra)
-    scale = hours / 1000 * ((1.0 - fill) - 1e-9)
-    lb = b.cpu_wpp * (cpus * scale)
-    if not cpu_only:
-        lb += b.acc_wpp * (count * scale)
-    east, west = moves[Region.EAST][2], moves[Region.WEST][2]
+        x = t_cost + w.hour_value_cny * t_hours
+        extra[reg] = math.inf if deadline is not None and t_hours + hours > deadline else x - 1e-9 * x
+    scale = hours / 1000 * ((1.0 - w.fill_bonus) - 1e-9)
+    lb = b.cpu_wpp * (spec.cpus * scale)
+    if spec.accelerator.family is not Family.CPU:
+        lb += b.acc_wpp * (spec.accelerator.count * scale)
+    east, west = extra[Region.EAST], extra[Region.WEST]
     if east == west:
         if east != 0.0:
             lb += east
     else:
         lb += np.where(b.east, east, west)
-    order = np.argsort(lb)
+    order = np.argsort(lb, kind="stable")
     bounds = lb[order].tolist()
-    sites, all_pools = b.sites, b.pools
+    sites = [b.sites[k] for k in order.tolist()]
     best: Candidate | None = None
-    best_s = best_r = math.inf
-    best_i = -1
-    for k, low in zip(order.tolist(), bounds, strict=True):
-        if low > best_s:
-            break
-        i, dc, dc_id, rtt, cpu_watts, pue, price = sites[k]
-        cap = caps.get(dc_id)
-        if cap is None or not cap.alive:
-            continue
-        pool: AcceleratorPool | None = None
-        if not cpu_only:
-            free = cap.free
-            for p in all_pools[k]:
-                if free.get(p.model, 0) >= count:
-                    pool = p
-                    break
-            else:
-                continue
-        if cap.free_cpus < cpus or cap.free_memory_gb < mem:
-            continue
-        t_hours, t_cost, _ = moves[dc.region]
-        if deadline is not None and t_hours + hours > deadline:
-            continue
-        kw = ((pool.watts * count) if pool else 0.0) + cpu_watts * cpus
-        kwh = kw / 1000 * hours * pue
-        e = kwh * price
-        # WestflowPolicy._choose's arithmetic
-        target = dc.utilisation_target
-        room = target - cap.utilisation
-        bonus = fill * e * (room if room > 0.0 else 0.0) / target
-        score = (e + t_cost) + hour * t_hours - bonus
-        r = rtt or 0.0
-        if score < best_s or (score == best_s and (r < best_r or (r == best_r and i < best_i))):
-            best = Candidate(i, dc, pool, rtt, kwh, e, t_hours, t_cost)
-            best_s, best_r, best_i = score, r, i
+    best_key = (math.inf, math.inf, -1)
+    start, step = 0, FIRST_BATCH
+    while start < len(sites) and bounds[start] <= best_key[0]:
+        cands, _, _ = evaluate(spec, network, caps, tables, latency_bound, sites[start:start + step], moves)
+        for c in cands:
+            dc = c.dc
+            key = westflow_key(score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours,
+                                     caps[dc.id].utilisation, dc.utilisation_target, w), c.rtt_ms, c.index)
+            if key < best_key:
+                best, best_key = c, key
+        start += step
+        step *= 2
     return best

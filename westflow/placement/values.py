@@ -15,7 +15,8 @@ from westflow.inventory import AcceleratorPool, DataCenter, Family, Network
 from westflow.spec import WorkloadSpec
 from westflow.tags import RayRequest
 
-__all__ = ["Reason", "Rejection", "Candidate", "Context", "Placement"]
+__all__ = ["Reason", "Rejection", "ShortRejection", "DearerRejection", "Candidate", "Context", "Placement",
+           "Deferred", "LazyField"]
 
 T = TypeVar("T")
 
@@ -32,10 +33,70 @@ class Reason(StrEnum):
     NOT_CHOSEN = "not-chosen"
 
 
-class Rejection(NamedTuple):
-    data_center: str
-    reason: Reason
-    detail: str
+class Rejection(tuple[Any, ...]):
+    """Why one data center lost: ``Rejection(data_center, reason, detail)``; immutable (a tuple).
+
+    Read it by its attributes. The two rejections every decision writes by the
+    hundred on a large network, :class:`ShortRejection` and :class:`DearerRejection`,
+    carry their numbers and render ``detail`` when it is read.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, data_center: str, reason: Reason, detail: str) -> Rejection:
+        return super().__new__(cls, (data_center, reason, detail))
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # pickle and copy
+        return (self[0], self[1], self[2])
+
+    @property
+    def data_center(self) -> str:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def reason(self) -> Reason:
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def detail(self) -> str:
+        return self[2]  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"Rejection(data_center={self.data_center!r}, reason={self.reason!r}, detail={self.detail!r})"
+
+
+class ShortRejection(Rejection):
+    """Capacity: ``count`` x ``want`` accelerators asked, at most ``free`` free in one compatible pool."""
+
+    __slots__ = ()
+
+    def __new__(cls, data_center: str, count: int, want: str, free: int) -> ShortRejection:
+        return tuple.__new__(cls, (data_center, Reason.CAPACITY, count, want, free))
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self[0], self[2], self[3], self[4])
+
+    @property
+    def detail(self) -> str:
+        return f"{self[2]} x {self[3]} asked, {self[4]} free"
+
+
+class DearerRejection(Rejection):
+    """Lost to the westflow winner by ``gap`` CNY of score (energy and transfer cost, utilisation)."""
+
+    __slots__ = ()
+
+    def __new__(cls, data_center: str, gap: float, energy_cost_cny: float,
+                transfer_cost_cny: float, utilisation: float) -> DearerRejection:
+        return tuple.__new__(cls, (data_center, Reason.DEARER, gap, energy_cost_cny, transfer_cost_cny, utilisation))
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self[0], *self[2:])
+
+    @property
+    def detail(self) -> str:
+        _, _, gap, e, tc, util = self
+        return f"dearer by {gap:.2f} CNY (energy {e:.2f} + transfer {tc:.2f}, {util:.0%} used)"
 
 
 class Candidate(NamedTuple):
@@ -59,8 +120,8 @@ class Candidate(NamedTuple):
         return self.energy_cost_cny + self.transfer_cost_cny
 
 
-class _Deferred(functools.partial[T]):
-    """A value computed on first read (see :class:`_Lazy`): ``fn(*args)``.
+class Deferred(functools.partial[T]):
+    """A value computed on first read of a :class:`LazyField`: ``fn(*args)``.
 
     A :class:`functools.partial` subclass: built in C, one object per deferred value.
     """
@@ -68,36 +129,41 @@ class _Deferred(functools.partial[T]):
     __slots__ = ()
 
 
-class _Lazy(Generic[T]):
-    """Data descriptor for a dataclass field that may be given as a :class:`_Deferred`.
+class LazyField(Generic[T]):
+    """Data descriptor for a dataclass field that may be given as a :class:`Deferred`.
 
-    Reading the field computes the value once and stores it; the dataclass stays
-    frozen for callers (its ``__setattr__`` still refuses writes).
+    Reading the field computes the value once and memoises it in the instance (as
+    :func:`functools.cached_property` does); the dataclass stays frozen for callers
+    (its ``__setattr__`` still refuses writes).
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = "_lazy_" + name
 
     @overload
-    def __get__(self, obj: None, objtype: type | None = None) -> _Lazy[T]: ...
+    def __get__(self, obj: None, objtype: type | None = None) -> LazyField[T]: ...
     @overload
     def __get__(self, obj: object, objtype: type | None = None) -> T: ...
-    def __get__(self, obj: object | None, objtype: type | None = None) -> T | _Lazy[T]:
+    def __get__(self, obj: object | None, objtype: type | None = None) -> T | LazyField[T]:
         if obj is None:
             raise AttributeError(self._slot)  # no class-level default: the field is required
         d = obj.__dict__
         v = d[self._slot]
-        if type(v) is _Deferred:
+        if type(v) is Deferred:
             v = d[self._slot] = v()
         return v  # type: ignore[no-any-return]
 
-    def __set__(self, obj: object, value: T | _Deferred[T]) -> None:
+    def __set__(self, obj: object, value: T | Deferred[T]) -> None:
         obj.__dict__[self._slot] = value
 
 
 @dataclass(frozen=True)
 class Placement:
-    """The decision: where the spec runs, what it costs, and why the others lost."""
+    """The decision: where the spec runs, what it costs, and why the others lost.
+
+    ``rejected`` and ``ray`` may be given as :class:`Deferred`: they are built on
+    first read (a caller that needs only the choice never pays for them).
+    """
 
     spec: WorkloadSpec
     policy: str
@@ -113,8 +179,8 @@ class Placement:
     transfer_hours: float
     transfer_cost_cny: float
     score: float
-    rejected: _Lazy[tuple[Rejection, ...]] = _Lazy()
-    ray: _Lazy[RayRequest] = _Lazy()
+    rejected: LazyField[tuple[Rejection, ...]] = LazyField()
+    ray: LazyField[RayRequest] = LazyField()
 
     @property
     def cost_cny(self) -> float:
@@ -148,4 +214,3 @@ class Context:
 
     network: Network
     capacity: Capacity
-

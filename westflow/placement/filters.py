@@ -1,0 +1,134 @@
+"""The filters of placement: liveness, latency tier, accelerator, capacity, deadline.
+
+:func:`evaluate` turns a spec and a capacity snapshot into the eligible
+:class:`~westflow.placement.values.Candidate` s (each costed: energy and data
+transfer) and a :class:`~westflow.placement.values.Rejection` for every other
+DC; :func:`in_order` merges the rejections into inventory order. Pure Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from westflow.capacity import Capacity
+from westflow.inventory import AcceleratorPool, Family, Network, Region
+from westflow.placement.tables import NetworkTables, PoolRow, Ranked, Site, wanted
+from westflow.placement.values import Candidate, Reason, Rejection, ShortRejection
+from westflow.spec import WorkloadSpec
+
+__all__ = ["Evaluation", "evaluate", "transfer", "in_order"]
+
+
+class Evaluation(NamedTuple):
+    """The filter's answer: candidates, latency rejections, other rejections (each in inventory order)."""
+
+    candidates: list[Candidate]
+    late: tuple[Ranked, ...]
+    rejected: list[Ranked]
+
+
+def transfer(spec: WorkloadSpec, network: Network, region: Region) -> tuple[float, float]:
+    """(hours, CNY) to move the spec's inputs into ``region``."""
+    t_hours = t_cost = 0.0
+    for ds in spec.inputs:
+        if ds.region is not region:
+            link = network.transfer[(ds.region, region)]
+            t_hours += ds.size_bytes * 8 / (link.bandwidth_gbps * 1e9) / 3600
+            t_cost += ds.size_bytes / 1e9 * link.cost_cny_per_gb
+    return t_hours, t_cost
+
+
+def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: NetworkTables,
+             latency_bound: float | None, sites: Sequence[Site] | None = None,
+             moves: dict[Region, tuple[float, float]] | None = None) -> Evaluation:
+    """Filter the DCs and cost the eligible ones.
+
+    Every DC within ``latency_bound`` of the origin (the full scan), or only ``sites``
+    (the pruned search's next few; their latency is then the caller's business);
+    ``moves`` memoises the transfer per region across calls of one decision.
+    """
+    all_sites, late = tables.sites(spec.origin, latency_bound)
+    if sites is None:
+        sites = all_sites
+    else:
+        late = ()
+    acc = spec.accelerator
+    count = acc.count
+    cpu_only = acc.family is Family.CPU
+    if cpu_only:
+        all_pools: PoolRow = ()
+        no_acc: tuple[Rejection | None, ...] = ()
+        want = ""
+    else:
+        all_pools, no_acc = tables.pools(spec)
+        want = wanted(spec)
+    cpus, mem, hours = spec.cpus, spec.memory_gb, spec.duration_hours
+    inputs, deadline = spec.inputs, spec.deadline_hours
+    unavailable = tables.unavailable
+    cands: list[Candidate] = []
+    add = cands.append
+    rejected: list[Ranked] = []
+    if moves is None:
+        moves = {}
+    for i, dc, dc_id, rtt, cpu_watts, pue, price in sites:
+        cap = caps.get(dc_id)
+        if cap is None or not cap.alive:
+            rejected.append((i, unavailable[i]))
+            continue
+        pool: AcceleratorPool | None = None
+        if not cpu_only:
+            pools = all_pools[i]
+            if not pools:
+                rejected.append((i, no_acc[i]))  # type: ignore[arg-type]
+                continue
+            free = cap.free
+            most = -1
+            for p in pools:
+                f = free.get(p.model, 0)
+                if f >= count:
+                    pool = p
+                    break
+                if most < 0 or f > most:
+                    most = f
+            else:
+                rejected.append((i, ShortRejection(dc_id, count, want, most)))
+                continue
+        if cap.free_cpus < cpus or cap.free_memory_gb < mem:
+            rejected.append((i, Rejection(dc_id, Reason.CAPACITY,
+                                          f"{cpus:g} CPUs / {mem:g} GB asked, {cap.free_cpus:g} / "
+                                          f"{cap.free_memory_gb:g} free")))
+            continue
+        t_hours = t_cost = 0.0
+        if inputs:
+            move = moves.get(dc.region)
+            if move is None:
+                move = moves[dc.region] = transfer(spec, network, dc.region)
+            t_hours, t_cost = move
+        if deadline is not None and t_hours + hours > deadline:
+            rejected.append((i, Rejection(dc_id, Reason.DEADLINE,
+                                          f"{t_hours:.2f} h transfer + {hours:g} h run > {deadline:g} h")))
+            continue
+        kw = ((pool.watts * count) if pool else 0.0) + cpu_watts * cpus
+        kwh = kw / 1000 * hours * pue
+        add(Candidate(i, dc, pool, rtt, kwh, kwh * price, t_hours, t_cost))
+    return Evaluation(cands, late, rejected)
+
+
+def in_order(late: Sequence[Ranked], rest: Sequence[Ranked], caps: Capacity,
+             unavailable: Sequence[Rejection]) -> tuple[Rejection, ...]:
+    """The latency and other rejections merged into inventory order.
+
+    Liveness is checked before latency, so a DC beyond the bound that is also down
+    reads "unavailable".
+    """
+    both: list[Ranked] = []
+    for i, r in late:
+        cap = caps.get(r.data_center)
+        both.append((i, r) if cap is not None and cap.alive else (i, unavailable[i]))
+    if not both:
+        return tuple(r for _, r in rest)
+    if rest:
+        both.extend(rest)
+        both.sort(key=lambda x: x[0])
+    return tuple(r for _, r in both)
