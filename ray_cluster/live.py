@@ -2,7 +2,8 @@
 
 Two readers return the same :class:`NodeView` list, so :func:`snapshot` (pure)
 turns either into the :data:`~westflow.capacity.Capacity` mapping that
-``place()`` takes:
+``place()`` takes, and :func:`usage` into each DC's totals and use (the capacity
+model's :class:`~westflow.capacity.DCUsage`, for the utilisation report):
 
 - :class:`DriverReader` inside a Ray driver or task (``ray.nodes()`` plus the
   GCS's per-node available resources; fresh to about a second);
@@ -18,20 +19,19 @@ A DC whose node is gone is absent from the snapshot, so placement reports it
 from __future__ import annotations
 
 import json
-import math
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from westflow.capacity import DCCapacity
+from westflow.capacity import DCCapacity, DCUsage, Resources, capacity_of, utilisation
 from westflow.errors import ClusterError
 from westflow.inventory import Family, Network
 from westflow.tags import ENV_DC, ENV_NODE_IP, GPU, NPU, accelerator_type_resource, dc_of_labels, dc_of_resources
 
-__all__ = ["NodeView", "CapacityReader", "DriverReader", "DashboardReader", "snapshot",
+__all__ = ["NodeView", "CapacityReader", "DriverReader", "DashboardReader", "snapshot", "usage",
            "live_capacity", "where_am_i", "init_here"]
 
 
@@ -62,39 +62,50 @@ def _family_key(family: Family) -> str:
     return GPU if family is Family.CUDA else NPU
 
 
+def _by_dc(network: Network, nodes: Iterable[NodeView]) -> dict[str, list[NodeView]]:
+    by_dc: dict[str, list[NodeView]] = {}
+    for n in nodes:
+        if n.alive and n.dc in network.dc_ids:
+            by_dc.setdefault(str(n.dc), []).append(n)
+    return by_dc
+
+
+def _amounts(views: list[NodeView], accelerators: Mapping[str, tuple[str, list[NodeView]]]) -> DCUsage:
+    """Totals and use of ``views`` in the capacity model's terms; ``accelerators`` names each
+    accelerator entry and says which Ray resource of which nodes it counts."""
+    def amount(of: Callable[[NodeView, str], float]) -> Resources:
+        return Resources({name: sum(of(v, key) for v in have) for name, (key, have) in accelerators.items()},
+                         sum(of(v, "CPU") for v in views), sum(of(v, "memory") for v in views) / 2**30)
+
+    return DCUsage(amount(lambda v, k: v.total.get(k, 0.0)), amount(NodeView.used))
+
+
+def usage(network: Network, nodes: Iterable[NodeView]) -> dict[str, DCUsage]:
+    """Per DC with a live node: Ray's accelerators (``GPU``, ``NPU``), CPUs and memory, total and used.
+
+    What :func:`westflow.capacity.utilisation` and the utilisation report read.
+    """
+    return {dc: _amounts(views, {k: (k, views) for k in (GPU, NPU)}) for dc, views in _by_dc(network, nodes).items()}
+
+
 def snapshot(network: Network, nodes: Iterable[NodeView]) -> dict[str, DCCapacity]:
     """Aggregate live nodes per DC into DCCapacity; DCs without a live node are absent.
 
     ``free[model]`` is the free count of the model's family (GPU or NPU) on the
     DC's nodes that advertise ``accelerator_type:<model>``; two models of one
-    family on one node share that count, as Ray's GPU resource does.
+    family on one node share that count, as Ray's GPU resource does. The
+    utilisation is that of Ray's accelerators (:func:`usage`).
     """
-    by_dc: dict[str, list[NodeView]] = {}
-    for n in nodes:
-        if n.alive and n.dc in network.dc_ids:
-            by_dc.setdefault(str(n.dc), []).append(n)
     out: dict[str, DCCapacity] = {}
-    for dc_id, views in by_dc.items():
-        dc = network.dc(dc_id)
-        free: dict[str, int] = {}
-        for pool in dc.pools:
-            key, tag = _family_key(pool.family), accelerator_type_resource(pool.model)
+    for dc_id, views in _by_dc(network, nodes).items():
+        pools: dict[str, tuple[str, list[NodeView]]] = {}
+        for pool in network.dc(dc_id).pools:
+            tag = accelerator_type_resource(pool.model)
             have = [v for v in views if tag in v.total]
             if have:
-                free[pool.model] = math.floor(sum(v.available.get(key, 0.0) for v in have) + 1e-9)
-        acc_total = sum(v.total.get(k, 0.0) for v in views for k in (GPU, NPU))
-        acc_used = sum(v.used(k) for v in views for k in (GPU, NPU))
-        cpu_total = sum(v.total.get("CPU", 0.0) for v in views)
-        if acc_total:
-            util = acc_used / acc_total
-        else:
-            util = (cpu_total - sum(v.available.get("CPU", 0.0) for v in views)) / cpu_total if cpu_total else 1.0
-        out[dc_id] = DCCapacity(
-            free=free,
-            free_cpus=sum(v.available.get("CPU", 0.0) for v in views),
-            free_memory_gb=sum(v.available.get("memory", 0.0) for v in views) / 2**30,
-            utilisation=min(1.0, max(0.0, util)),
-        )
+                pools[pool.model] = (_family_key(pool.family), have)
+        per_model, ray = _amounts(views, pools), _amounts(views, {k: (k, views) for k in (GPU, NPU)})
+        out[dc_id] = capacity_of(per_model.total, per_model.used, share=utilisation(ray.total, ray.used))
     return out
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 
 from ray_cluster.local import LocalNetwork, NetworkStatus, load_profile
+from westflow.capacity import DCUsage, Resources, UtilisationRow, utilisation_report
 from westflow.config import CONFIG_DIR, load_network
+from westflow.inventory import Network
 from westflow.text import table
 
-__all__ = ["add_args", "network_of", "status_text", "s3_line", "reservations_text"]
+__all__ = ["add_args", "network_of", "status_text", "utilisation_of", "s3_line", "reservations_text"]
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -23,14 +25,32 @@ def network_of(args: argparse.Namespace) -> LocalNetwork:
     return LocalNetwork(args.state_dir, profile)
 
 
-def status_text(st: NetworkStatus) -> str:
-    """The ``westflow status`` report; never contains the token itself."""
+def utilisation_of(st: NetworkStatus, network: Network) -> dict[str, UtilisationRow]:
+    """Each live DC's utilisation against its own target (:func:`westflow.capacity.utilisation_report`)."""
+    usage: dict[str, DCUsage] = {}
+    for r in st.dcs:
+        if not r.alive:
+            continue
+        node = DCUsage(Resources({r.accel: r.accel_total}, r.cpus_total),
+                       Resources({r.accel: r.accel_used}, r.cpus_used))
+        have = usage.get(r.dc)
+        usage[r.dc] = node if have is None else DCUsage(have.total.plus(node.total), have.used.plus(node.used))
+    return {row.dc: row for row in utilisation_report(network, usage)}
+
+
+def status_text(st: NetworkStatus, network: Network | None = None) -> str:
+    """The ``westflow status`` report (with ``network``: each DC's use against its own target);
+    never contains the token itself."""
     if not st.running:
         return "local network: down (run `westflow up`)"
-    rows = [(r.dc + (" (head)" if r.head else ""), "alive" if r.alive else "DEAD",
-             f"{r.cpus_used:g}/{r.cpus_total:g}", r.accel, f"{r.accel_used:g}/{r.accel_total:g}")
-            for r in st.dcs]
-    out = [table(["DC", "node", "CPUs used/total", "accelerator", "used/total"], rows), ""]
+    util = utilisation_of(st, network) if network is not None else {}
+    rows = []
+    for r in st.dcs:
+        u = util.get(r.dc) if r.alive else None
+        use = "" if u is None else f"{u.utilisation:.0%} ({'below' if u.below else 'meets'} {u.target:.0%})"
+        rows.append((r.dc + (" (head)" if r.head else ""), "alive" if r.alive else "DEAD",
+                     f"{r.cpus_used:g}/{r.cpus_total:g}", r.accel, f"{r.accel_used:g}/{r.accel_total:g}", use))
+    out = [table(["DC", "node", "CPUs used/total", "accelerator", "used/total", "use (target)"], rows), ""]
     if st.missing:
         out.append(f"missing DCs: {', '.join(st.missing)}")
     out += [f"Ray address  {st.address}", f"dashboard    {st.dashboard_url}",

@@ -60,7 +60,7 @@ def test_materialisations_carry_placement_metadata(pipeline_run: dg.ExecuteInPro
     scoring = mats["realtime_scoring"].metadata
     assert scoring["westflow/tier"].value == "realtime" and float(scoring["westflow/rtt_ms"].value) <= 20
     util = mats["network_utilisation"].metadata
-    assert "below 65 % floor" in util["table"].value and Path(util["plot"].value).exists()
+    assert "| target | standing |" in util["table"].value and Path(util["plot"].value).exists()
 
 
 def test_unplaceable_step_fails_with_every_dc_reason(ray_network: LocalNetwork) -> None:

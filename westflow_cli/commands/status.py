@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     net = network_of(args)
     st = net.status()
-    print(status_text(st))
+    print(status_text(st, net.profile.network))
     print(s3_line(net))
     if st.running:
         print(reservations_text(net))

@@ -16,6 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     net = network_of(args)
-    print(status_text(net.up(timeout_s=args.timeout)))
+    print(status_text(net.up(timeout_s=args.timeout), net.profile.network))
     print(s3_line(net))
     return 0
