@@ -19,6 +19,7 @@ import itertools
 import random
 import threading
 from collections.abc import Sequence
+from operator import attrgetter
 
 from westflow.capacity import Capacity
 from westflow.errors import InfeasibleError, SpecError
@@ -34,6 +35,9 @@ from westflow.tags import RayRequest, ray_request
 
 __all__ = ["Policy", "WestflowPolicy", "EastFirstPolicy", "CheapestPolicy", "RoundRobinPolicy", "RandomPolicy",
            "POLICY_NAMES", "get_policy"]
+
+
+_UTILISATION = attrgetter("utilisation")
 
 
 def _ray_for(dc: DataCenter, family: Family, pool: AcceleratorPool | None, spec: WorkloadSpec,
@@ -141,7 +145,7 @@ class WestflowPolicy(Policy):
                 bound: float | None) -> Candidate | None:
         if not (t.prunable and (t.large if self.prune is None else self.prune)):
             return None
-        low = t.static_util if caps is t.static else min((c.utilisation for c in caps.values()), default=0.0)
+        low = t.static_util if caps is t.static else min(map(_UTILISATION, caps.values()), default=0.0)
         if not low >= 0.0:  # NaN too
             return None
         return pruned_search(spec, network, caps, t, bound)
