@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from pipelines.assets import RAY_ASSETS
 from pipelines.dagster_jobs import ALL_JOBS
-from pipelines.resources import ROOT, WestflowResource
+from pipelines.deployments import westflow_resource
 from pipelines.schedules import ALL_SCHEDULES
 from pipelines.utilisation import network_utilisation
 
@@ -16,8 +14,5 @@ defs = dg.Definitions(
     assets=[*RAY_ASSETS, network_utilisation],
     jobs=ALL_JOBS,
     schedules=ALL_SCHEDULES,
-    resources={"westflow": WestflowResource(
-        state_dir=os.environ.get("WESTFLOW_STATE_DIR", str(ROOT / ".westflow")),
-        policy=os.environ.get("WESTFLOW_POLICY", "westflow"),
-    )},
+    resources={"westflow": westflow_resource()},
 )

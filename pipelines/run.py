@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+from pipelines import metadata as md
 from pipelines.assets import RAY_ASSETS
 from pipelines.resources import WestflowResource
 from pipelines.utilisation import network_utilisation
@@ -48,37 +49,35 @@ def run_config(*, rows: int, epochs: int, requests: int, log_level: str = "INFO"
     }}
 
 
-def _value(meta: dict[str, Any], key: str) -> Any:
-    v = meta.get(key)
-    return getattr(v, "value", v)
-
-
 def step_reports(result: dg.ExecuteInProcessResult) -> list[StepReport]:
+    """One report per westflow step materialised in ``result`` (read by the metadata keys)."""
     out = []
     for ev in result.get_asset_materialization_events():
         mat = ev.event_specific_data.materialization  # type: ignore[union-attr]
         meta = dict(mat.metadata)
-        if "westflow/data_center" not in meta:
+        if md.DATA_CENTER not in meta:
             continue
-        rtt = _value(meta, "westflow/rtt_ms")
+        rtt = md.value(meta, md.RTT_MS)
         out.append(StepReport(
-            step=mat.asset_key.to_user_string(), placed_in=str(_value(meta, "westflow/data_center")),
-            ran_in=str(_value(meta, "westflow/ran_in")), region=str(_value(meta, "westflow/region")),
-            tier=str(_value(meta, "westflow/tier")),
-            rtt_ms=f"{rtt:.1f} ms to {_value(meta, 'westflow/origin')}" if isinstance(rtt, float) else str(rtt),
-            accelerator=str(_value(meta, "westflow/accelerator")), cost_cny=float(_value(meta, "westflow/cost_cny")),
-            job_id=str(_value(meta, "westflow/ray_job_id")), why=str(_value(meta, "westflow/why"))))
+            step=mat.asset_key.to_user_string(), placed_in=str(md.value(meta, md.DATA_CENTER)),
+            ran_in=str(md.value(meta, md.RAN_IN)), region=str(md.value(meta, md.REGION)),
+            tier=str(md.value(meta, md.TIER)),
+            rtt_ms=f"{rtt:.1f} ms to {md.value(meta, md.ORIGIN)}" if isinstance(rtt, float) else str(rtt),
+            accelerator=str(md.value(meta, md.ACCELERATOR)), cost_cny=float(md.value(meta, md.COST_CNY)),
+            job_id=str(md.value(meta, md.RAY_JOB_ID)), why=str(md.value(meta, md.WHY))))
     return out
 
 
 def materialize_pipeline(
-    state_dir: Path, *, rows: int = 1_000_000, epochs: int = 3, requests: int = 2_000,
+    westflow: WestflowResource, *, rows: int = 1_000_000, epochs: int = 3, requests: int = 2_000,
     instance: dg.DagsterInstance | None = None, with_utilisation: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    """Run features -> training -> scoring (and the utilisation report) end to end."""
-    resource = WestflowResource(state_dir=str(state_dir.resolve()))
+    """Run features -> training -> scoring (and the utilisation report) end to end with ``westflow``.
+
+    The Dagster instance defaults to the persistent one under the resource's ``state_dir``.
+    """
     assets = [*RAY_ASSETS, network_utilisation] if with_utilisation else list(RAY_ASSETS)
     return dg.materialize(
-        assets, instance=instance or dagster_instance(state_dir), resources={"westflow": resource},
+        assets, instance=instance or dagster_instance(Path(westflow.state_dir)), resources={"westflow": westflow},
         run_config=run_config(rows=rows, epochs=epochs, requests=requests), raise_on_error=False,
     )

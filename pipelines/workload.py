@@ -3,41 +3,43 @@
     @westflow_asset(workload={"tier": "batch", "accelerator": "any:4", "duration_hours": 2})
     def nightly_training(context, westflow: WestflowResource): ...
 
-The spec is validated when the definitions load: a bad one raises a
-:class:`~westflow.errors.SpecError` naming the asset and the field.
+The spec is validated when the definitions load, against the configured network
+(``$WESTFLOW_CONFIG_DIR``, default ``configs/``): a bad one raises a
+:class:`~westflow.errors.SpecError` naming the asset and the field. The asset
+carries the declared spec (loose form, with its name) as metadata; at run time
+the resource parses it once, against its own ``config_dir``
+(:func:`declared_spec`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import dagster as dg
 
-from westflow.config import load_network
+from pipelines.metadata import ACCELERATOR, INPUTS, SPEC, TIER
+from westflow.config import CONFIG_DIR, load_network
 from westflow.errors import SpecError
 from westflow.inventory import Network
 from westflow.spec import WorkloadSpec, parse_spec
 
-__all__ = ["SPEC_METADATA_KEY", "INPUTS_METADATA_KEY", "westflow_asset", "spec_of", "declared_inputs"]
+__all__ = ["CONFIG_DIR_ENV", "westflow_asset", "declared_spec", "declared_inputs", "configured_network"]
 
-SPEC_METADATA_KEY = "westflow/spec"
-INPUTS_METADATA_KEY = "westflow/inputs"
-
-_NETWORK: list[Network] = []
+CONFIG_DIR_ENV = "WESTFLOW_CONFIG_DIR"
 
 
-def _network() -> Network:
-    if not _NETWORK:
-        _NETWORK.append(load_network())
-    return _NETWORK[0]
+@cache
+def _network(config_dir: str) -> Network:
+    return load_network(config_dir)
 
 
-def validated_spec(asset_name: str, workload: Mapping[str, Any]) -> WorkloadSpec:
-    """The WorkloadSpec of ``asset_name``; SpecError names the asset and the field."""
-    data = {"name": asset_name.replace("_", "-"), **workload}
-    return parse_spec(data, _network(), source=f"asset {asset_name!r}")
+def configured_network() -> Network:
+    """The network definitions are checked against: ``$WESTFLOW_CONFIG_DIR``, default ``configs/``."""
+    return _network(os.environ.get(CONFIG_DIR_ENV) or str(CONFIG_DIR))
 
 
 def westflow_asset(
@@ -50,32 +52,37 @@ def westflow_asset(
 
     def decorate(fn: Callable[..., Any]) -> dg.AssetsDefinition:
         name = asset_kwargs.get("name") or fn.__name__
-        spec = validated_spec(name, workload)
+        data = {"name": name.replace("_", "-"), **workload}
+        spec = parse_spec(data, configured_network(), source=f"asset {name!r}")
         metadata = dict(asset_kwargs.pop("metadata", {}) or {})
-        metadata[SPEC_METADATA_KEY] = json.dumps(dict(workload), sort_keys=True)
-        metadata[INPUTS_METADATA_KEY] = json.dumps(list(inputs))
+        metadata[SPEC] = json.dumps(data, sort_keys=True)
+        metadata[INPUTS] = json.dumps(list(inputs))
         kinds = set(asset_kwargs.pop("kinds", set()) or set()) | {"ray", spec.tier}
         tags = dict(asset_kwargs.pop("tags", {}) or {})
-        tags.setdefault("westflow/tier", spec.tier)
-        tags.setdefault("westflow/accelerator", str(spec.accelerator).replace(":", "-"))
+        tags.setdefault(TIER, spec.tier)
+        tags.setdefault(ACCELERATOR, str(spec.accelerator).replace(":", "-"))
         return dg.asset(metadata=metadata, kinds=kinds, tags=tags, **asset_kwargs)(fn)
 
     return decorate
 
 
-def spec_of(context: dg.AssetExecutionContext) -> WorkloadSpec:
-    """Read back the spec declared on the executing asset."""
-    key = context.asset_key
-    meta = context.assets_def.metadata_by_key[key]
-    raw = meta.get(SPEC_METADATA_KEY)
+def _text(context: dg.AssetExecutionContext, key: str) -> str | None:
+    raw = context.assets_def.metadata_by_key[context.asset_key].get(key)
     if raw is None:
+        return None
+    return str(raw.value if isinstance(raw, dg.TextMetadataValue) else raw)
+
+
+def declared_spec(context: dg.AssetExecutionContext, network: Network) -> WorkloadSpec:
+    """The executing asset's declared spec, parsed against ``network`` (the resource's)."""
+    text = _text(context, SPEC)
+    name = context.asset_key.to_user_string()
+    if text is None:
         raise SpecError("workload", None, "declared with @westflow_asset", problem="Missing",
-                        source=f"asset {key.to_user_string()!r}")
-    text = raw.value if isinstance(raw, dg.TextMetadataValue) else str(raw)
-    return validated_spec(key.path[-1], json.loads(text))
+                        source=f"asset {name!r}")
+    return parse_spec(json.loads(text), network, source=f"asset {name!r}")
 
 
 def declared_inputs(context: dg.AssetExecutionContext) -> list[str]:
-    raw = context.assets_def.metadata_by_key[context.asset_key].get(INPUTS_METADATA_KEY, "[]")
-    text = raw.value if isinstance(raw, dg.TextMetadataValue) else str(raw)
-    return list(json.loads(text))
+    """The dataset names the executing asset declared it reads."""
+    return list(json.loads(_text(context, INPUTS) or "[]"))

@@ -50,8 +50,11 @@ def is_transient(exc: BaseException) -> bool:
         return True
     # requests/urllib3/botocore connection faults, named to avoid importing them here
     name = type(exc).__name__
-    return name in {"ConnectTimeout", "ReadTimeout", "ConnectTimeoutError", "ReadTimeoutError",
-                    "EndpointConnectionError", "ConnectionClosedError", "NewConnectionError"}
+    if name in {"ConnectTimeout", "ReadTimeout", "ConnectTimeoutError", "ReadTimeoutError",
+                "EndpointConnectionError", "ConnectionClosedError", "NewConnectionError"}:
+        return True
+    # requests' ConnectionError is an OSError, not the builtin ConnectionError (Ray's Jobs API client)
+    return name == "ConnectionError" and type(exc).__module__.startswith("requests")
 
 
 @dataclass(frozen=True, slots=True)

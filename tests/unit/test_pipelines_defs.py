@@ -1,10 +1,11 @@
 """The Dagster code location loads, resolves every job, and validates specs at load time."""
 
-from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -12,10 +13,13 @@ import pytest
 from dagster._utils.schedules import cron_string_iterator
 
 from pipelines.definitions import defs
+from pipelines.deployments import westflow_resource
+from pipelines.metadata import SPEC, TIER
+from pipelines.resources import WestflowResource
 from pipelines.schedules import nightly_training_schedule
-from pipelines.workload import westflow_asset
+from pipelines.workload import CONFIG_DIR_ENV, westflow_asset
 from tests.conftest import ROOT
-from westflow.errors import SpecError
+from westflow.errors import ClusterError, ConfigError, SpecError
 
 
 def test_definitions_resolve_every_job_and_schedule() -> None:
@@ -62,5 +66,44 @@ def test_bad_spec_fails_at_load_naming_asset_and_field(workload: dict[str, objec
 def test_spec_travels_on_the_asset() -> None:
     repo = defs.get_repository_def()
     node = repo.asset_graph.get(dg.AssetKey("realtime_scoring"))
-    assert '"origin": "shanghai"' in str(node.metadata["westflow/spec"])
-    assert node.tags["westflow/tier"] == "realtime"
+    assert '"origin": "shanghai"' in str(node.metadata[SPEC])
+    assert node.tags[TIER] == "realtime"
+
+
+def test_each_deployment_builds_its_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    local = westflow_resource({"WESTFLOW_STATE_DIR": "/tmp/s"})
+    assert local.ray_address is None and local.ray_auth_token is None and local.state_dir == "/tmp/s"
+    cluster = westflow_resource({"WESTFLOW_DEPLOYMENT": "cluster"})
+    assert isinstance(cluster.ray_address, dg.EnvVar) and cluster.ray_address.env_var_name == "WESTFLOW_RAY_ADDRESS"
+    assert isinstance(cluster.ray_auth_token, dg.EnvVar) and cluster.ray_auth_token.env_var_name == "RAY_AUTH_TOKEN"
+    with pytest.raises(ConfigError, match="'prod'; must be one of: local, cluster"):
+        westflow_resource({"WESTFLOW_DEPLOYMENT": "prod"})
+
+
+def test_the_resource_parses_the_spec_against_its_own_config_dir(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """A tier only the resource's config_dir knows: the run gets past the spec (to cluster access)."""
+    configs = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", configs)
+    with (configs / "tiers.yaml").open("a") as f:
+        f.write('  - {name: gold, max_rtt_ms: 30, description: "a tier only this config dir has"}\n')
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(configs))
+
+    @westflow_asset(workload={"tier": "gold", "origin": "shanghai", "accelerator": "cpu"})
+    def gold_step(context: dg.AssetExecutionContext, westflow: WestflowResource) -> dg.MaterializeResult:
+        return westflow.run(context, module="jobs.etl")
+
+    for var in ("WESTFLOW_RAY_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+
+    def error_of(config_dir: Path) -> BaseException:
+        with pytest.raises(Exception) as exc:  # noqa: PT011 - which error is the assertion
+            dg.materialize([gold_step], instance=dg.DagsterInstance.ephemeral(),
+                           resources={"westflow": WestflowResource(state_dir=str(tmp_path),
+                                                                   config_dir=str(config_dir))})
+        return exc.value
+
+    theirs = error_of(configs)
+    assert isinstance(theirs, ClusterError) and "No Ray cluster address" in str(theirs)
+    default = error_of(ROOT / "configs")
+    assert isinstance(default, SpecError) and default.field == "tier" and "gold" in str(default)

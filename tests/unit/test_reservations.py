@@ -349,7 +349,6 @@ def _resource(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, live: dict[str, D
 
     monkeypatch.setattr(WestflowResource, "capacity_and_totals", lambda self, network: (live, live))
     monkeypatch.setattr(WestflowResource, "network", lambda self: national())
-    monkeypatch.setattr(WestflowResource, "url", lambda self: "http://dashboard")
     return WestflowResource(state_dir=str(tmp_path))
 
 
@@ -374,6 +373,8 @@ def test_the_resource_reserves_each_placement_for_its_run_and_step(monkeypatch: 
 
 
 def test_run_releases_before_failover_and_when_the_job_ends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import dagster as dg
+
     from pipelines import resources as res
     from pipelines.resources import WestflowResource
 
@@ -381,29 +382,41 @@ def test_run_releases_before_failover_and_when_the_job_ends(monkeypatch: pytest.
     r = _resource(monkeypatch, tmp_path, live)
     journal = Reservations(tmp_path / "reservations.json")
     spec = make_spec(name="train", **ANY2)
-    monkeypatch.setattr(res, "spec_of", lambda context: spec)
+    monkeypatch.setattr(res, "declared_spec", lambda context, network: spec)
     monkeypatch.setattr(res, "declared_inputs", lambda context: [])
-    monkeypatch.setattr(WestflowResource, "ran_in", lambda self, job_id: "somewhere")
-    monkeypatch.setattr(WestflowResource, "_node_loss", lambda self, sid, dc: f"{dc} lost")
+    from ray_cluster.access import ClusterAccess
+    from ray_cluster.dispatch import JobOutcome
+    from ray_cluster.failover import Attempt
+
+    class _Dispatcher:  # the Ray side, as the resource composes it
+        access = ClusterAccess("http://dashboard", "t")
+        verdict: str | None = "lost"
+
+        def ran_in(self, job_id: str) -> str:
+            return "somewhere"
+
+        def node_loss_verdict(self, job_id: str, dc: str) -> str | None:
+            return self.verdict and f"{dc} {self.verdict}"
+
+    dispatcher = _Dispatcher()
+    monkeypatch.setattr(WestflowResource, "dispatcher", lambda self, log_fn=None: dispatcher)
     seen: list[list[str]] = []
 
-    def submit(self: WestflowResource, context: Any, module: str, args: Any, p: Placement,
-               sid: str) -> tuple[str, dict[str, Any]]:
+    def launch(self: WestflowResource, context: Any, d: Any, module: str, args: Any, p: Placement,
+               n: int) -> Attempt[dict[str, Any]]:
         seen.append([f"{h.data_center}/{h.accelerator_model}" for h in journal.held()])
-        if len(seen) == 1:
-            raise RuntimeError("Ray Job FAILED")
-        return "job-1", {}
+        return Attempt(p, JobOutcome(f"job-{n}", "FAILED" if len(seen) == 1 else "SUCCEEDED"), {})
 
-    monkeypatch.setattr(WestflowResource, "_submit", submit)
+    monkeypatch.setattr(WestflowResource, "launch", launch)
     result = r.run(_Ctx("run-1", "train"), module="jobs.train")  # type: ignore[arg-type]
     assert len(seen) == 2 and len(seen[0]) == len(seen[1]) == 1  # the first was released before re-placing
     assert seen[0] != seen[1]
     assert result.metadata and result.metadata["westflow/data_center"] == seen[1][0].split("/")[0]
     assert journal.held() == ()  # released when the job ended
 
-    monkeypatch.setattr(WestflowResource, "_node_loss", lambda self, sid, dc: None)  # a plain job failure
+    dispatcher.verdict = None  # a plain job failure
     seen.clear()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(dg.Failure):
         r.run(_Ctx("run-2", "train"), module="jobs.train")  # type: ignore[arg-type]
     assert journal.held() == ()
 

@@ -74,10 +74,14 @@ def _tasks(args: argparse.Namespace) -> None:
 
 
 def _pipelines(args: argparse.Namespace) -> int:
+    from pipelines.resources import WestflowResource
     from pipelines.run import materialize_pipeline, step_reports
 
+    net = network_of(args)  # the local network is where the demo's cluster access comes from
+    westflow = WestflowResource(state_dir=str(net.state_dir), config_dir=str(args.config_dir or CONFIG_DIR),
+                                ray_address=net.dashboard_url, ray_auth_token_path=str(net.token_path))
     t0 = time.monotonic()
-    result = materialize_pipeline(Path(args.state_dir), rows=args.rows, epochs=args.epochs)
+    result = materialize_pipeline(westflow, rows=args.rows, epochs=args.epochs)
     reports = step_reports(result)
     print(table(["step", "tier", "placed in", "ran in", "region", "RTT", "accelerator", "CNY", "why"],
                 [(r.step, r.tier, r.placed_in, r.ran_in, r.region, r.rtt_ms, r.accelerator, f"{r.cost_cny:.3f}",

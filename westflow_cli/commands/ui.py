@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from westflow.config import CONFIG_DIR
+from westflow_cli.localnet import add_args, network_of
 
 ROOT = CONFIG_DIR.parent
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("ui", help="start the Dagster UI and daemon (schedules fire) on 127.0.0.1")
-    p.add_argument("--state-dir", default=".westflow")
+    add_args(p)
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=run)
 
@@ -24,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     state = Path(args.state_dir).resolve()
     home = state / "dagster"
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "WESTFLOW_STATE_DIR": str(state)}
+    # The local network's access (dashboard URL, token file) reaches the resource through the environment.
+    env = network_of(args).client_env({**os.environ, "DAGSTER_HOME": str(home), "WESTFLOW_STATE_DIR": str(state)})
+    env["WESTFLOW_RAY_ADDRESS"] = env["RAY_ADDRESS"]
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
            "-p", str(args.port)]
     print(f"Dagster UI on http://127.0.0.1:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops it.", flush=True)

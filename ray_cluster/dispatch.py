@@ -1,0 +1,231 @@
+"""Dispatch a placed step to a Ray cluster's Jobs API and follow it; no Dagster here.
+
+:class:`Dispatcher` (one per cluster, from a :class:`~ray_cluster.access.ClusterAccess`):
+
+- :meth:`~Dispatcher.submit` is idempotent per ``submission_id``: a retried
+  submission that finds the job already there (the first try reached the
+  server, its answer was lost) attaches to it instead of failing or starting
+  a second job;
+- :meth:`~Dispatcher.wait` follows a submitted job to its end, separately from
+  submitting: a transient fault while waiting re-attaches to the same job;
+- :meth:`~Dispatcher.stop`, :meth:`~Dispatcher.ran_in` (the DC of the node Ray
+  ran the driver on) and :meth:`~Dispatcher.node_loss_verdict` (did the job fail
+  because its data center was lost?).
+
+The failover loop over these is :func:`ray_cluster.failover.run_with_failover`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shlex
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ray_cluster.access import ClusterAccess
+from ray_cluster.live import DashboardReader
+from ray_cluster.retry import RetryPolicy, is_transient, retry_call
+from westflow.errors import ClusterError
+from westflow.placement import Placement
+
+__all__ = ["Dispatcher", "JobOutcome", "entrypoint", "JOB_DC", "JOB_SPEC", "JOB_SUBMISSION", "TERMINAL",
+           "SUCCEEDED", "is_transient_ray"]
+
+log = logging.getLogger("westflow.dispatch")
+
+# Ray job metadata keys westflow writes (the dashboard shows them; tests and `westflow status` read them).
+JOB_DC, JOB_SPEC, JOB_SUBMISSION = "westflow.dc", "westflow.spec", "westflow.submission_id"
+SUCCEEDED = "SUCCEEDED"
+TERMINAL = frozenset({SUCCEEDED, "FAILED", "STOPPED"})
+# Ray's own verdict that a job died with its node (JobErrorType / the supervisor's message).
+_NODE_DIED_TYPES = frozenset({"JOB_SUPERVISOR_ACTOR_DIED"})
+_NODE_DIED_TEXT = "node has died"
+REATTACH = RetryPolicy(attempts=8, base_s=0.5, max_s=10.0)  # ~35 s of a silent Jobs API before giving up
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How a Ray job ended: Ray's status, message and error type, and the node its driver ran on."""
+
+    job_id: str
+    status: str
+    message: str = ""
+    error_type: str = ""
+    driver_node_id: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCEEDED
+
+
+def is_transient_ray(exc: BaseException) -> bool:
+    """A fault of the Jobs API worth another try: no answer, or a gateway/overload status."""
+    if is_transient(exc):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(f"status code {c}" in text for c in (502, 503, 504))
+
+
+def entrypoint(python: str, module: str, args: Sequence[str], p: Placement) -> str:
+    """The shell command of a placed step: ``python -m module args --task-resources <the placement's pins>``."""
+    task = json.dumps(p.ray.task_options(), sort_keys=True)
+    return shlex.join([python, "-m", module, *args, "--task-resources", task])
+
+
+def _status(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+class Dispatcher:
+    """Submits placed steps to one Ray cluster and follows them (see the module doc)."""
+
+    def __init__(self, access: ClusterAccess, *, retry: RetryPolicy | None = None,
+                 reattach: RetryPolicy = REATTACH, poll_interval_s: float = 0.5,
+                 log_fn: Callable[[str], None] | None = None, client: Any = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.access = access
+        self.retry = retry or RetryPolicy()
+        self.reattach = reattach
+        self.poll_interval_s = poll_interval_s
+        self.log_fn = log_fn or log.warning
+        self._client = client  # a JobSubmissionClient, made on first use (its constructor calls the server)
+        self._sleep = sleep
+
+    # -- the Jobs API -------------------------------------------------------
+    def client(self) -> Any:
+        """The authenticated ``JobSubmissionClient`` (made once; retried while the server does not answer)."""
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = self._call(
+                lambda: JobSubmissionClient(self.access.dashboard_url, headers=self.access.headers()),
+                what=f"connecting to the Ray Jobs API at {self.access.dashboard_url}", policy=self.retry)
+        return self._client
+
+    def reader(self) -> DashboardReader:
+        return DashboardReader(self.access.dashboard_url, self.access.token)
+
+    def _call(self, fn: Callable[[], Any], *, what: str, policy: RetryPolicy) -> Any:
+        return retry_call(fn, policy, what=what, log_fn=self.log_fn, transient=is_transient_ray, sleep=self._sleep)
+
+    # -- submit / wait / stop ------------------------------------------------
+    def submit(self, placement: Placement, command: str, *, env: Mapping[str, str], submission_id: str,
+               metadata: Mapping[str, str] | None = None) -> str:
+        """Submit ``command`` pinned where ``placement`` says; returns the job id (= ``submission_id``).
+
+        Idempotent: if a retry finds ``submission_id`` already submitted with this command, it attaches.
+        """
+        params: dict[str, Any] = {
+            "entrypoint": command,
+            "runtime_env": {"env_vars": dict(env)},
+            "submission_id": submission_id,
+            "metadata": {JOB_DC: placement.data_center, JOB_SPEC: placement.spec.name,
+                         JOB_SUBMISSION: submission_id, **(metadata or {})},
+            **placement.ray.job_options(),
+        }
+
+        def once() -> str:
+            try:
+                return str(self.client().submit_job(**params))
+            except RuntimeError as exc:
+                if "already exists" not in str(exc):
+                    raise
+            info = self.client().get_job_info(submission_id)  # a lost answer to an earlier try: attach
+            if info.entrypoint != command:
+                raise ClusterError(f"Ray job {submission_id!r} already exists with another entrypoint "
+                                   f"({info.entrypoint!r}). To fix: use a new submission id.") from None
+            self.log_fn(f"Ray job {submission_id} was already submitted (an earlier try got through): attaching")
+            return submission_id
+
+        return str(self._call(once, what=f"Ray Job submission of {placement.spec.name}", policy=self.retry))
+
+    def outcome(self, job_id: str) -> JobOutcome:
+        """The job's state now (one read; transient faults retried)."""
+        info = self._call(lambda: self.client().get_job_info(job_id), what=f"reading Ray job {job_id}",
+                          policy=self.reattach)
+        return JobOutcome(job_id, _status(info.status), " ".join(str(info.message or "").split()),
+                          _status(info.error_type) if info.error_type else "", info.driver_node_id)
+
+    def wait(self, job_id: str, *, on_log: Callable[[str], None] | None = None,
+             log_flush_s: float = 30.0) -> JobOutcome:
+        """Follow ``job_id`` until it ends; ``on_log`` gets each line of its driver's output as it comes.
+
+        A fault of the Jobs API while waiting re-attaches to the same job (bounded by ``reattach``);
+        it never submits again.
+        """
+        tail = _LogTail(self.client(), job_id, on_log) if on_log else None
+        try:
+            while True:
+                status = _status(self._call(lambda: self.client().get_job_status(job_id),
+                                            what=f"following Ray job {job_id}", policy=self.reattach))
+                if status in TERMINAL:
+                    return self.outcome(job_id)
+                self._sleep(self.poll_interval_s)
+        finally:
+            if tail:
+                tail.join(log_flush_s)
+
+    def stop(self, job_id: str) -> bool:
+        """Ask Ray to stop the job; False if it had already ended."""
+        return bool(self._call(lambda: self.client().stop_job(job_id), what=f"stopping Ray job {job_id}",
+                               policy=self.retry))
+
+    # -- where it ran, why it failed -------------------------------------------
+    def ran_in(self, job_id: str) -> str:
+        """The DC of the node Ray says ran the job's driver ("unknown" if that node is gone)."""
+        node_id = self.outcome(job_id).driver_node_id
+        for n in self.reader().nodes():
+            if n.node_id == node_id and n.dc:
+                return n.dc
+        return "unknown"
+
+    def _dc_alive(self, dc: str) -> bool:
+        try:
+            return any(n.dc == dc and n.alive for n in self.reader().nodes())
+        except ClusterError:
+            return False
+
+    def node_loss_verdict(self, job_id: str, dc: str) -> str | None:
+        """Why the job failed if its DC was lost, else None (the job failed on its own).
+
+        Lost: Ray's verdict (its supervisor actor died with the node, or "node has died"), or
+        the node state (no live node of ``dc`` any more).
+        """
+        try:
+            out = self.outcome(job_id)
+            message, kind = out.message, out.error_type
+        except Exception:  # noqa: BLE001 - the job server itself may be what was lost
+            message, kind = "", ""
+        died = kind in _NODE_DIED_TYPES or _NODE_DIED_TEXT in message
+        if not died and self._dc_alive(dc):
+            return None
+        return f"Ray node of {dc} lost during the step ({message[:160] or 'the node stopped answering'})"
+
+
+class _LogTail:
+    """Follows a job's log in a thread (Ray's ``tail_job_logs`` is async) and hands out lines."""
+
+    def __init__(self, client: Any, job_id: str, on_log: Callable[[str], None]) -> None:
+        self._thread = threading.Thread(target=self._run, args=(client, job_id, on_log), daemon=True,
+                                        name=f"ray-job-log-{job_id}")
+        self._thread.start()
+
+    @staticmethod
+    def _run(client: Any, job_id: str, on_log: Callable[[str], None]) -> None:
+        async def follow() -> None:
+            async for chunk in client.tail_job_logs(job_id):
+                for line in chunk.splitlines():
+                    on_log(line)
+
+        try:
+            asyncio.run(follow())
+        except Exception as exc:  # noqa: BLE001 - the log is a view; the job's outcome is read apart
+            log.debug("log tail of Ray job %s ended: %s", job_id, exc)
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
