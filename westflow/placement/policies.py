@@ -71,6 +71,7 @@ class Policy:
         # The losers' text is written on first read, against the capacity seen now.
         frozen = Context(network, caps if capacity is None else dict(capacity))
         bound = network.tiers[spec.tier].max_rtt_ms if self.respect_latency else None
+        ctx = frozen if capacity is None else Context(network, caps)
         best = self._search(spec, network, caps, t, bound)
         if best is not None:
             why = Deferred(self._explain_again, spec, frozen, bound, best.index, t)
@@ -78,9 +79,9 @@ class Policy:
             ev = evaluate(spec, network, caps, t, bound)
             if not ev.candidates:
                 raise InfeasibleError(spec, in_order(ev.late, ev.rejected, caps, t.unavailable))
-            best = self._choose(ev.candidates, Context(network, caps))
+            best = self._choose(ev.candidates, ctx)
             why = Deferred(self._explain, ev, best, frozen, t)
-        return self._placement(spec, network, Context(network, caps), best, why, t)
+        return self._placement(spec, network, ctx, best, why, t)
 
     def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
                 bound: float | None) -> Candidate | None:

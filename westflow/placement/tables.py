@@ -17,7 +17,7 @@ from westflow.inventory import AcceleratorPool, DataCenter, Family, Network, Reg
 from westflow.placement.values import Reason, Rejection
 from westflow.spec import WorkloadSpec
 
-__all__ = ["NetworkTables", "PruneBound", "Site", "Ranked", "PoolRow", "tables_for", "finite_non_negative",
+__all__ = ["NetworkTables", "PruneBound", "Site", "Ranked", "PoolRow", "tables_for", "finite_non_negative", "wanted",
            "PRUNE_MIN_DCS"]
 
 PRUNE_MIN_DCS = 64  # below this a full scan is cheaper than the pruned search's numpy set-up
