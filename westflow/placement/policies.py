@@ -162,10 +162,13 @@ class WestflowPolicy(Policy):
     def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
         # min(cands, key=_key) without a tuple per candidate: candidates come in inventory order,
         # so the index tie-break is "keep the earlier one".
+        caps, weights = ctx.capacity, ctx.network.weights
         best = cands[0]
         best_s = best_r = float("inf")
         for c in cands:
-            s = self._score(c, ctx)
+            dc = c.dc
+            s = score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours, caps[dc.id].utilisation,
+                      dc.utilisation_target, weights)
             r = c.rtt_ms or 0.0
             if s < best_s or (s == best_s and r < best_r):
                 best, best_s, best_r = c, s, r
