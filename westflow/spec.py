@@ -1,73 +1,146 @@
 """WorkloadSpec: what a step needs, validated once, frozen after.
 
-Loose forms are accepted only at the edge by :func:`parse_spec`
-(``accelerator: "H800:8"``, ``{"cann": 4}``, ``"cpu"``) and stored in one
-canonical :class:`AcceleratorRequest`.
+:class:`WorkloadSpec`, :class:`AcceleratorRequest` and :class:`DatasetRef` are
+frozen, strict pydantic models (unknown keys rejected, no coercion of ``"4"`` to
+4). Loose forms are accepted only at the edge by :func:`parse_spec`
+(``accelerator: "H800:8"``, ``{"cann": 4}``, ``"cpu"``; ``inputs`` with
+``size_gb``) and stored in one canonical form. Every failure, of the schema or
+of a cross-field rule, is a :class:`~westflow.errors.SpecError` naming the
+field (dotted path), quoting the bad value and saying what is allowed.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NoReturn, Self
 
 import yaml
+from annotated_types import Ge, Gt, Le
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from westflow.errors import SpecError
 from westflow.inventory import BATCH, REALTIME, Family, Network, Region
 
 __all__ = ["AcceleratorRequest", "DatasetRef", "WorkloadSpec", "parse_spec", "load_spec", "SPEC_KEYS"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_MODEL = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_MODEL = r"^[A-Za-z0-9_.-]{1,32}$"
+_MODEL_RE = re.compile(_MODEL)
 _FAMILIES = [f.value for f in Family]
-SPEC_KEYS = (
-    "name", "tenant", "tier", "origin", "accelerator", "cpus", "memory_gb", "duration_hours",
-    "inputs", "deadline_hours", "priority",
-)
+_REGIONS = [r.value for r in Region]
+_NAME_TEXT = "1-63 characters of letters, digits, '_', '-', '.'"
+_MODEL_TEXT = "a model name such as H800 or Ascend910B"
+_ACCEL_FORMS = "'cpu', 'FAMILY:N' or 'MODEL:N' (e.g. 'H800:8', 'cann:4')"
+_Allowed = dict[str, str | list[str]]
+_INPUT_ALLOWED: _Allowed = {"name": "a dataset name", "region": _REGIONS, "bucket": "a bucket name"}
+_RULE = "spec_rule"  # the error type of a cross-field rule; its ctx carries allowed, problem, fix
 
 
-def _num(field_name: str, value: Any, *, lo: float, hi: float, integer: bool = False, lo_open: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpecError(field_name, value, "an integer" if integer else "a number")
-    if integer and not isinstance(value, int):
-        if not (isinstance(value, float) and value.is_integer()):
-            raise SpecError(field_name, value, "a whole number")
-        value = int(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise SpecError(field_name, value, "a finite number")
-    if value < lo or (lo_open and value == lo) or value > hi:
-        bound = f"> {lo}" if lo_open else f">= {lo}"
-        raise SpecError(field_name, value, f"{bound} and <= {hi}", problem="Out of range")
-    return value
+def _rule(allowed: str | list[str], *, problem: str = "Invalid", fix: str | None = None) -> PydanticCustomError:
+    """A cross-field rule broken: becomes ``SpecError(field, value, allowed, problem=, fix=)``."""
+    return PydanticCustomError(_RULE, "{allowed}", {"allowed": allowed, "problem": problem, "fix": fix})
 
 
-@dataclass(frozen=True, slots=True)
-class AcceleratorRequest:
+def _whole(value: Any) -> Any:
+    """Integer fields take whole floats (``8.0`` -> 8); anything else goes on to the strict int check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class _Frozen(BaseModel):
+    """Strict, frozen, no unknown keys; setting an attribute is an AttributeError, as on a frozen dataclass."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # field -> what is allowed, said for any error of that field but a cross-field rule's
+    _allowed: ClassVar[_Allowed] = {}
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is frozen; make a changed copy instead of setting {name!r}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"{type(self).__name__} is frozen; cannot delete {name!r}")
+
+    @classmethod
+    def _build(cls, prefix: str, data: dict[str, Any], whole: Any = None, unknown: str = "Unknown key") -> Self:
+        """Validate ``data``; the first failure becomes a SpecError whose field starts with ``prefix``."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise _spec_error(cls, exc, prefix, whole, unknown) from None
+
+
+def _spec_error(model: type[_Frozen], exc: ValidationError, prefix: str, whole: Any, unknown: str) -> SpecError:
+    """The first error of ``exc`` (unknown keys first, as named by sorted key) as today's SpecError."""
+    errors = exc.errors(include_url=False)
+    extra = sorted((e for e in errors if e["type"] == "extra_forbidden"), key=lambda e: str(e["loc"][0]))
+    first = extra[0] if extra else errors[0]
+    loc = first["loc"]
+    name = str(loc[0]) if loc else "<spec>"
+    field = prefix + ".".join(str(p) for p in loc)
+    kind, value, ctx = first["type"], first.get("input"), first.get("ctx") or {}
+    info = model.model_fields.get(name)
+    if kind == "extra_forbidden":
+        return SpecError(field, value if whole is None else whole, list(model.model_fields), problem=unknown)
+    if kind == _RULE:
+        return SpecError(field, value, ctx["allowed"], problem=ctx["problem"], fix=ctx["fix"])
+    if kind == "missing":
+        return SpecError(field, None, "present", problem="Missing")
+    if name in model._allowed or info is None:
+        return SpecError(field, value, model._allowed.get(name, str(first["msg"])))
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal") or (
+            kind == "float_type" and isinstance(value, int) and not isinstance(value, bool)):  # an int past float
+        return SpecError(field, value, _range_text(info.metadata), problem="Out of range")
+    if kind == "finite_number":
+        return SpecError(field, value, "a finite number")
+    if info.annotation in (int, int | None):
+        return SpecError(field, value, "a whole number" if isinstance(value, float) else "an integer")
+    return SpecError(field, value, "a number")
+
+
+def _range_text(constraints: list[Any]) -> str:
+    """A number field's bounds as the error says them: ``> 0 and <= 4096``."""
+    lo = next(c for c in constraints if isinstance(c, Gt | Ge))
+    hi = next(c.le for c in constraints if isinstance(c, Le))
+    return f"{f'> {lo.gt}' if isinstance(lo, Gt) else f'>= {lo.ge}'} and <= {hi}"
+
+
+class AcceleratorRequest(_Frozen):
     """Canonical accelerator need: family, count and an optional model."""
 
     family: Family = Family.CPU
-    count: int = 0
-    model: str | None = None
+    count: int = Field(default=0, ge=0, le=4096, validate_default=True)
+    model: str | None = Field(default=None, pattern=_MODEL)
+    _allowed: ClassVar[_Allowed] = {"family": _FAMILIES, "model": _MODEL_TEXT}
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.family, Family):
-            raise SpecError("accelerator.family", self.family, _FAMILIES)
-        _num("accelerator.count", self.count, lo=0, hi=4096, integer=True)
-        if self.family is Family.CPU and self.count != 0:
-            raise SpecError("accelerator.count", self.count, "0 when family is cpu",
-                            fix="ask for family cuda, cann or any to get accelerators.")
-        if self.family is not Family.CPU and self.count == 0:
-            raise SpecError("accelerator.count", self.count, f">= 1 when family is {self.family.value}",
-                            fix="use family cpu for CPU-only work.")
-        if self.model is not None:
-            if self.family is Family.CPU:
-                raise SpecError("accelerator.model", self.model, "absent when family is cpu")
-            if not isinstance(self.model, str) or not _MODEL.match(self.model):
-                raise SpecError("accelerator.model", self.model, "a model name such as H800 or Ascend910B")
+    def __init__(self, family: Family = Family.CPU, count: int = 0, model: str | None = None) -> None:
+        try:
+            BaseModel.__init__(self, family=family, count=count, model=model)
+        except ValidationError as exc:
+            raise _spec_error(AcceleratorRequest, exc, "accelerator.", None, "Unknown key") from None
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _count_whole(cls, value: Any) -> Any:
+        return _whole(value)
+
+    @field_validator("count")
+    @classmethod
+    def _count_fits_family(cls, count: int, info: ValidationInfo) -> int:
+        family = info.data.get("family")
+        if family is Family.CPU and count != 0:
+            raise _rule("0 when family is cpu", fix="ask for family cuda, cann or any to get accelerators.")
+        if family is not None and family is not Family.CPU and count == 0:
+            raise _rule(f">= 1 when family is {family.value}", fix="use family cpu for CPU-only work.")
+        return count
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_needs_accelerators(cls, model: Any, info: ValidationInfo) -> Any:
+        if model is not None and info.data.get("family") is Family.CPU:
+            raise _rule("absent when family is cpu")
+        return model
 
     def __str__(self) -> str:
         if self.family is Family.CPU:
@@ -75,56 +148,71 @@ class AcceleratorRequest:
         return f"{self.model or self.family.value}:{self.count}"
 
 
-@dataclass(frozen=True, slots=True)
-class DatasetRef:
+class DatasetRef(_Frozen):
     """An input dataset: where it lives and how big it is."""
 
-    name: str
+    name: str = Field(min_length=1)
     region: Region
-    size_bytes: int
+    size_bytes: int = Field(ge=0, le=1e18)
     bucket: str | None = None
+    _allowed: ClassVar[_Allowed] = _INPUT_ALLOWED
+
+    def __init__(self, name: str, region: Region, size_bytes: int, bucket: str | None = None) -> None:
+        try:
+            BaseModel.__init__(self, name=name, region=region, size_bytes=size_bytes, bucket=bucket)
+        except ValidationError as exc:
+            raise _spec_error(DatasetRef, exc, "", None, "Unknown key") from None
+
+    @field_validator("size_bytes", mode="before")
+    @classmethod
+    def _size_whole(cls, value: Any) -> Any:
+        return _whole(value)
 
 
-@dataclass(frozen=True, slots=True)
-class WorkloadSpec:
-    """One step's needs. Validated on construction; change with :meth:`copy`."""
+class WorkloadSpec(_Frozen):
+    """One step's needs. Validated on construction; change with :meth:`copy`.
 
-    name: str
-    tier: str = BATCH
-    origin: str | None = None
-    accelerator: AcceleratorRequest = field(default_factory=AcceleratorRequest)
-    cpus: float = 1.0
-    memory_gb: float = 1.0
-    duration_hours: float = 1.0
-    tenant: str = "default"
+    Fields are declared in the order they are checked: the first one that fails names the error.
+    """
+
+    name: str = Field(pattern=_NAME)
+    tenant: str = Field(default="default", pattern=_NAME)
+    tier: str = Field(default=BATCH, min_length=1)
+    origin: str | None = Field(default=None, validate_default=True)
+    accelerator: AcceleratorRequest = Field(default_factory=AcceleratorRequest)
+    cpus: float = Field(default=1.0, gt=0, le=4096, allow_inf_nan=False)
+    memory_gb: float = Field(default=1.0, ge=0, le=65536, allow_inf_nan=False)
+    duration_hours: float = Field(default=1.0, gt=0, le=24 * 365, allow_inf_nan=False)
     inputs: tuple[DatasetRef, ...] = ()
-    deadline_hours: float | None = None
-    priority: int = 0
+    deadline_hours: float | None = Field(default=None, gt=0, le=24 * 365, allow_inf_nan=False)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    _allowed: ClassVar[_Allowed] = {
+        "name": _NAME_TEXT, "tenant": _NAME_TEXT, "tier": [BATCH, REALTIME], "origin": "a city id such as 'shanghai'",
+        "accelerator": "an AcceleratorRequest", "inputs": "a tuple of DatasetRef",
+    }
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise SpecError("name", self.name, "1-63 characters of letters, digits, '_', '-', '.'")
-        if not isinstance(self.tenant, str) or not _NAME.match(self.tenant):
-            raise SpecError("tenant", self.tenant, "1-63 characters of letters, digits, '_', '-', '.'")
-        if not isinstance(self.tier, str) or not self.tier:
-            raise SpecError("tier", self.tier, [BATCH, REALTIME])
-        if self.origin is not None and not isinstance(self.origin, str):
-            raise SpecError("origin", self.origin, "a city id such as 'shanghai'")
-        if self.tier == REALTIME and self.origin is None:
-            raise SpecError("origin", None, "a city id when tier is realtime",
-                            fix="say where the users are, e.g. origin: shanghai.", problem="Missing")
-        if not isinstance(self.accelerator, AcceleratorRequest):
-            raise SpecError("accelerator", self.accelerator, "an AcceleratorRequest")
-        _num("cpus", self.cpus, lo=0, hi=4096, lo_open=True)
-        _num("memory_gb", self.memory_gb, lo=0, hi=65536)
-        _num("duration_hours", self.duration_hours, lo=0, hi=24 * 365, lo_open=True)
-        if self.deadline_hours is not None:
-            _num("deadline_hours", self.deadline_hours, lo=0, hi=24 * 365, lo_open=True)
-        _num("priority", self.priority, lo=-1000, hi=1000, integer=True)
+    def __init__(self, **fields: Any) -> None:
+        try:
+            BaseModel.__init__(self, **fields)
+        except ValidationError as exc:
+            raise _spec_error(WorkloadSpec, exc, "", None, "Unknown key") from None
 
-    def copy(self, **changes: Any) -> WorkloadSpec:
+    @field_validator("origin")
+    @classmethod
+    def _realtime_has_origin(cls, origin: str | None, info: ValidationInfo) -> str | None:
+        if origin is None and info.data.get("tier") == REALTIME:
+            raise _rule("a city id when tier is realtime", problem="Missing",
+                        fix="say where the users are, e.g. origin: shanghai.")
+        return origin
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_whole(cls, value: Any) -> Any:
+        return _whole(value)
+
+    def copy(self, **changes: Any) -> Self:
         """A new spec with ``changes`` applied (validated again)."""
-        return replace(self, **changes)
+        return type(self)(**{**self.__dict__, **changes})
 
     def check_against(self, network: Network) -> None:
         """Raise SpecError if the tier or origin is unknown to ``network``."""
@@ -134,13 +222,69 @@ class WorkloadSpec:
             raise SpecError("origin", self.origin, list(network.city_ids), problem="Unknown")
 
 
+SPEC_KEYS = tuple(WorkloadSpec.model_fields)
+
+
+# -- the edge: loose YAML forms -> canonical models ----------------------------------------------
+
+
+class _InputEntry(_Frozen):
+    """One entry of ``inputs`` as written: ``size_gb`` or ``size_bytes``."""
+
+    name: str = Field(min_length=1)
+    region: Region = Field(strict=False)  # "east" -> Region.EAST
+    size_gb: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
+    size_bytes: int | None = Field(default=None, ge=0, le=1e18)
+    bucket: str | None = None
+    _allowed: ClassVar[_Allowed] = _INPUT_ALLOWED
+
+    @field_validator("size_bytes", mode="before")
+    @classmethod
+    def _size_whole(cls, value: Any) -> Any:
+        return _whole(value)
+
+    @model_validator(mode="after")
+    def _has_size(self) -> Self:
+        if self.size_bytes is None and "size_bytes" in self.model_fields_set:
+            raise PydanticCustomError(_RULE, "", {"allowed": "an integer", "problem": "Invalid", "fix": None})
+        if self.size_bytes is None and self.size_gb is None:
+            raise PydanticCustomError(_RULE, "", {"allowed": "a number", "problem": "Invalid", "fix": None})
+        return self
+
+
+def _parse_inputs(value: Any) -> tuple[DatasetRef, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError("inputs", value, "a list of {name, region, size_gb}")
+    out = []
+    for i, item in enumerate(value):
+        f = f"inputs.{i}"
+        if not isinstance(item, Mapping):
+            raise SpecError(f, item, "a mapping {name, region, size_gb}")
+        data = {"name": None, "region": None, **item}  # absent reads as None, as in the message
+        if "size_bytes" in item:
+            data.pop("size_gb", None)  # size_bytes wins
+        try:
+            e = _InputEntry.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            if err["type"] == _RULE and not err["loc"]:  # the size rule: the field the entry lacks
+                key = "size_bytes" if "size_bytes" in item else "size_gb"
+                raise SpecError(f"{f}.{key}", item.get(key), err["ctx"]["allowed"]) from None
+            raise _spec_error(_InputEntry, exc, f + ".", item, "Unknown key in") from None
+        size = e.size_bytes if e.size_bytes is not None else int((e.size_gb or 0.0) * 1e9)
+        out.append(DatasetRef(e.name, e.region, size, e.bucket))
+    return tuple(out)
+
+
 def _parse_accelerator(value: Any) -> AcceleratorRequest:
     if value is None or value == "cpu":
         return AcceleratorRequest()
     if isinstance(value, str):
         head, sep, tail = value.partition(":")
         if not sep or not tail.strip().isdigit():
-            raise SpecError("accelerator", value, "'cpu', 'FAMILY:N' or 'MODEL:N' (e.g. 'H800:8', 'cann:4')")
+            raise SpecError("accelerator", value, _ACCEL_FORMS)
         head, count = head.strip(), int(tail)
         if head.lower() in _FAMILIES:
             return AcceleratorRequest(Family(head.lower()), count)
@@ -169,41 +313,10 @@ _MODEL_FAMILY = {"ascend": Family.CANN}
 
 
 def _model_request(raw: Any, model: Any, count: Any) -> AcceleratorRequest:
-    if not isinstance(model, str) or not _MODEL.match(model):
-        raise SpecError("accelerator", raw, "'cpu', 'FAMILY:N' or 'MODEL:N' (e.g. 'H800:8', 'cann:4')")
+    if not isinstance(model, str) or not _MODEL_RE.match(model):
+        raise SpecError("accelerator", raw, _ACCEL_FORMS)
     fam = next((f for p, f in _MODEL_FAMILY.items() if model.lower().startswith(p)), Family.CUDA)
     return AcceleratorRequest(fam, count, model)
-
-
-def _parse_inputs(value: Any) -> tuple[DatasetRef, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise SpecError("inputs", value, "a list of {name, region, size_gb}")
-    out = []
-    for i, item in enumerate(value):
-        f = f"inputs.{i}"
-        if not isinstance(item, Mapping):
-            raise SpecError(f, item, "a mapping {name, region, size_gb}")
-        extra = set(item) - {"name", "region", "size_gb", "size_bytes", "bucket"}
-        if extra:
-            raise SpecError(f"{f}.{sorted(map(str, extra))[0]}", item,
-                            ["name", "region", "size_gb", "size_bytes", "bucket"], problem="Unknown key in")
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise SpecError(f"{f}.name", name, "a dataset name")
-        region = item.get("region")
-        if region not in [r.value for r in Region]:
-            raise SpecError(f"{f}.region", region, [r.value for r in Region])
-        if "size_bytes" in item:
-            size = _num(f"{f}.size_bytes", item["size_bytes"], lo=0, hi=1e18, integer=True)
-        else:
-            size = int(_num(f"{f}.size_gb", item.get("size_gb"), lo=0, hi=1e9) * 1e9)
-        bucket = item.get("bucket")
-        if bucket is not None and not isinstance(bucket, str):
-            raise SpecError(f"{f}.bucket", bucket, "a bucket name")
-        out.append(DatasetRef(name, Region(region), size, bucket))
-    return tuple(out)
 
 
 def parse_spec(data: Any, network: Network | None = None, *, source: str | None = None) -> WorkloadSpec:

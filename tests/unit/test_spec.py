@@ -83,3 +83,56 @@ def test_load_spec_names_the_file(tmp_path: Any) -> None:
     with pytest.raises(SpecError) as exc:
         load_spec(p, national())
     assert str(p) in str(exc.value) and exc.value.field == "tier"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"origin": "paris"}, "Unknown origin 'paris'; must be one of: beijing, shanghai"),
+        ({"cpus": 0}, "Out of range cpus 0; must be > 0 and <= 4096."),
+        ({"memory_gb": float("inf")}, "Invalid memory_gb inf; must be a finite number."),
+        ({"duration_hours": "long"}, "Invalid duration_hours 'long'; must be a number."),
+        ({"cpus": True}, "Invalid cpus True; must be a number."),
+        ({"priority": 2.5}, "Invalid priority 2.5; must be a whole number."),
+        ({"priority": 2000.0}, "Out of range priority 2000; must be >= -1000 and <= 1000."),
+        ({"priority": "1"}, "Invalid priority '1'; must be an integer."),
+        ({"tier": "realtime"}, "Missing origin None; must be a city id when tier is realtime. To fix: say where"),
+        ({"accelerator": {"family": "cpu", "count": 2}},
+         "Invalid accelerator.count 2; must be 0 when family is cpu. To fix: ask for family cuda, cann or any"),
+        ({"accelerator": {"family": "cuda", "count": 0}},
+         "Invalid accelerator.count 0; must be >= 1 when family is cuda. To fix: use family cpu"),
+        ({"accelerator": {"family": "cpu", "model": "H800"}},
+         "Invalid accelerator.model 'H800'; must be absent when family is cpu."),
+        ({"accelerator": {"family": "cuda", "count": 5000}},
+         "Out of range accelerator.count 5000; must be >= 0 and <= 4096."),
+        ({"gpus": 3}, "Unknown key gpus 3; must be one of: name, tenant, tier, origin, accelerator, cpus"),
+        ({"tenant": "a/b"}, "Invalid tenant 'a/b'; must be 1-63 characters of letters, digits, '_', '-', '.'."),
+        ({"inputs": [{"name": "d", "region": "east"}]}, "Invalid inputs.0.size_gb None; must be a number."),
+        ({"inputs": [{"name": "d", "region": "east", "size_gb": 1, "zone": 2}]},
+         "Unknown key in inputs.0.zone {'name': 'd', 'region': 'east', 'size_gb': 1, 'zone': 2}; must be one of: "
+         "name, region, size_gb, size_bytes, bucket."),
+        ({"inputs": [{"region": "east", "size_gb": 1}]}, "Invalid inputs.0.name None; must be a dataset name."),
+        ({"inputs": [{"name": "d", "region": "east", "size_bytes": -1}]},
+         "Out of range inputs.0.size_bytes -1; must be >= 0 and <= 1e+18."),
+    ],
+)
+def test_messages_name_field_value_and_what_is_allowed(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_spec({"name": "s", "accelerator": "cpu", **overrides}, national(), source="s.yaml")
+    assert str(exc.value).startswith("s.yaml: " + message)
+
+
+def test_specs_are_values_hashable_and_canonical() -> None:
+    a, b = make_spec(accelerator={"count": 2.0}), make_spec(accelerator="any:2")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a.accelerator.count == 2 and isinstance(a.accelerator.count, int) and str(a.accelerator) == "any:2"
+    with pytest.raises(AttributeError):
+        a.accelerator.count = 3  # type: ignore[misc]
+    with pytest.raises(SpecError, match="Unknown key gpus 1"):
+        a.copy(gpus=1)
+
+
+def test_names_end_at_their_last_character() -> None:
+    with pytest.raises(SpecError) as exc:
+        make_spec(name="step\n")
+    assert exc.value.field == "name"
