@@ -71,7 +71,7 @@ class ShortRejection(Rejection):
     __slots__ = ()
 
     def __new__(cls, data_center: str, count: int, want: str, free: int) -> ShortRejection:
-        return tuple.__new__(cls, (data_center, Reason.CAPACITY, count, want, free))
+        return tuple.__new__(cls, (data_center, Reason.CAPACITY, count, want, free))  # its own constructor
 
     def __getnewargs__(self) -> tuple[Any, ...]:
         return (self[0], self[2], self[3], self[4])
