@@ -1,34 +1,48 @@
 """Reservation throughput under load (issue 5): 1,000 placements submitted at once.
 
-Many threads submit a mix of specs to one :class:`~westflow.ledger.Ledger`
-at the same moment, over the capacity of an empty local network
-(``configs/local.yaml``: fewer free accelerators than asked for). Prints the
-decisions per second of that concurrent phase, how many were placed, queued
-and refused, then releases every reservation round by round until the queue is
-empty and prints how long that took.
+The production path: every request is one :meth:`ray_cluster.reservations.Reservations.reserve`
+on one journal (as the Dagster resource places a step), from several processes
+with several threads each, all released at once, over the capacity of an empty
+local network (``configs/local.yaml``: fewer free accelerators than asked for).
+Prints the decisions per second of that concurrent phase and how many were
+placed, left waiting (they fit the empty network, not the current one) and
+refused (they fit no DC at all); then releases every reservation round by round,
+placing the waiting requests again, until none is left, and prints how long that took.
 
 ``tests/integration/test_load.py`` runs the same load against the live Ray
 network, holding every placement in Ray and checking Ray's own accounting.
 
-    .venv/bin/python -m benchmarks.load_bench [--requests 1000] [--threads 32]
+    .venv/bin/python -m benchmarks.load_bench [--requests 1000] [--processes 4] [--threads 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
+import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from ray_cluster.local import LocalProfile, load_profile
-from westflow.capacity import DCCapacity
+from ray_cluster.reservations import Reservations
+from westflow.capacity import Capacity, DCCapacity
 from westflow.config import load_network
-from westflow.ledger import Decision, Ledger, Status
+from westflow.errors import InfeasibleError
+from westflow.inventory import Network
+from westflow.placement import Placement, Policy, get_policy
 from westflow.spec import WorkloadSpec, parse_spec
 
-__all__ = ["MIX", "IMPOSSIBLE", "CPUS", "make_specs", "empty_capacity", "submit_concurrently"]
+__all__ = ["MIX", "IMPOSSIBLE", "CPUS", "make_specs", "empty_capacity", "Outcome", "Attempt", "attempt",
+           "Submitters"]
 
 # (kind, spec fields). Every kind but the IMPOSSIBLE ones fits an empty local network.
 MIX: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -63,44 +77,145 @@ def empty_capacity(profile: LocalProfile) -> dict[str, DCCapacity]:
                              utilisation=0.0) for d in profile.data_centers}
 
 
-def submit_concurrently(ledger: Ledger, specs: list[WorkloadSpec], threads: int) -> tuple[list[Decision], float]:
-    """Submit every spec from ``threads`` threads released at once; the decisions (in spec
-    order) and the seconds from the release to the last decision."""
-    go = threading.Event()
+class Outcome(StrEnum):
+    PLACED = "placed"
+    WAITING = "waiting"  # fits the empty network, not what is free now
+    REFUSED = "refused"  # fits no DC even when empty
 
-    def submit(spec: WorkloadSpec) -> Decision:
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One request's answer: its reservation ticket and placement, or every DC's reason."""
+
+    spec: WorkloadSpec
+    outcome: Outcome
+    ticket: str | None = None
+    placement: Placement | None = None
+    rejected: tuple[Any, ...] = ()  # each a placement Rejection (reason, detail per DC)
+    pid: int = 0
+
+
+def attempt(journal: Reservations, policy: Policy, network: Network, spec: WorkloadSpec, capacity: Capacity,
+            totals: Capacity, *, owner: str) -> Attempt:
+    """Reserve a placement of ``spec`` as a Dagster step does; if nothing fits, say whether it ever could."""
+    try:
+        ticket, p = journal.reserve(capacity, lambda free: policy.place(spec, network, free), owner=owner,
+                                    totals=totals)
+    except InfeasibleError as now:
+        try:
+            policy.place(spec, network, totals)
+        except InfeasibleError as ever:
+            return Attempt(spec, Outcome.REFUSED, rejected=ever.rejected, pid=os.getpid())
+        return Attempt(spec, Outcome.WAITING, rejected=now.rejected, pid=os.getpid())
+    return Attempt(spec, Outcome.PLACED, ticket, p, pid=os.getpid())
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(path: str, network: Network, barrier: Any) -> None:
+    _WORKER.update(journal=Reservations(path), network=network, barrier=barrier, policy=get_policy("westflow"))
+
+
+def _attempt_all(specs: Sequence[WorkloadSpec], capacity: Capacity, totals: Capacity, threads: int,
+                 gate: Any) -> list[Attempt]:
+    """Attempt every spec from ``threads`` threads that start together once ``gate()`` returns."""
+    go = threading.Event()
+    journal: Reservations = _WORKER["journal"]
+
+    def one(spec: WorkloadSpec) -> Attempt:
         go.wait()
-        return ledger.submit(spec)
+        return attempt(journal, _WORKER["policy"], _WORKER["network"], spec, capacity, totals,
+                       owner=f"load {spec.name}")
 
     with ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(submit, s) for s in specs]
-        time.sleep(0.05)  # let the workers reach the gate
-        t0 = time.perf_counter()
+        futures = [pool.submit(one, s) for s in specs]
+        gate()
         go.set()
-        decisions = [f.result(timeout=120) for f in futures]
+        return [f.result(timeout=300) for f in futures]
+
+
+def _worker_chunk(specs: Sequence[WorkloadSpec], capacity: Capacity, totals: Capacity,
+                  threads: int) -> list[Attempt]:
+    return _attempt_all(specs, capacity, totals, threads, lambda: _WORKER["barrier"].wait(120))
+
+
+class Submitters:
+    """``processes`` spawned processes with ``threads`` threads each, placing on one journal at once.
+
+    The processes live until :meth:`close` (a ``with`` block): a reservation is held only while
+    the process that made it runs, as a step's is. ``processes=0`` places from this process only.
+    """
+
+    def __init__(self, journal: Path | str, network: Network, *, processes: int = 4, threads: int = 8) -> None:
+        self.path, self.network, self.processes, self.threads = str(journal), network, processes, threads
+        ctx = mp.get_context("spawn")
+        self._barrier = ctx.Barrier(processes + 1) if processes else None
+        self._pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
+                                         initargs=(self.path, network, self._barrier)) if processes else None
+        _init_worker(self.path, network, None)
+
+    def __enter__(self) -> Submitters:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def attempt(self, specs: Sequence[WorkloadSpec], capacity: Capacity,
+                totals: Capacity) -> tuple[list[Attempt], float]:
+        """Every spec's attempt (in spec order) and the seconds from the common start to the last answer."""
+        if self._pool is None or self._barrier is None:
+            t0 = time.perf_counter()
+            alone = _attempt_all(specs, capacity, totals, self.threads, lambda: None)
+            return alone, time.perf_counter() - t0
+        n = self.processes
+        chunks = [list(specs[i::n]) for i in range(n)]  # round-robin, so kinds and order mix in every process
+        futures = [self._pool.submit(_worker_chunk, c, capacity, totals, self.threads) for c in chunks]
+        self._barrier.wait(120)  # every process has a chunk and its threads are at the gate
+        t0 = time.perf_counter()
+        results = [f.result(timeout=300) for f in futures]
         elapsed = time.perf_counter() - t0
-    return decisions, elapsed
+        out: list[Attempt | None] = [None] * len(specs)
+        for i, chunk in enumerate(results):
+            out[i::n] = chunk
+        return [a for a in out if a is not None], elapsed
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=32)
+    ap.add_argument("--processes", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=8)
     args = ap.parse_args()
     network = load_network()
-    ledger = Ledger(network, empty_capacity(load_profile(network)))
-    decisions, elapsed = submit_concurrently(ledger, [s for _, s in make_specs(args.requests)], args.threads)
-    counts = Counter(d.status.value for d in decisions)
-    print(f"load: {len(decisions)} decisions from {args.threads} threads in {elapsed:.3f} s = "
-          f"{len(decisions) / elapsed:,.0f} decisions/s (placed {counts['placed']}, queued {counts['queued']}, "
-          f"refused {counts['refused']})")
-    held = [d.ticket for d in decisions if d.status is Status.PLACED]
-    t0, rounds = time.perf_counter(), 0
-    while held:
-        rounds += 1
-        held = [d.ticket for t in held for d in ledger.release(t)]
-    print(f"drain: every queued request placed in {rounds} release rounds, {time.perf_counter() - t0:.2f} s; "
-          f"left queued: {len(ledger.queued())}")
+    empty = empty_capacity(load_profile(network))
+    specs = [s for _, s in make_specs(args.requests)]
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Reservations(Path(tmp) / "reservations.json")
+        with Submitters(journal.path, network, processes=args.processes, threads=args.threads) as subs:
+            attempts, elapsed = subs.attempt(specs, empty, empty)
+            counts = Counter(a.outcome.value for a in attempts)
+            print(f"load: {len(attempts)} reservations on one journal from {args.processes} processes x "
+                  f"{args.threads} threads in {elapsed:.3f} s = {len(attempts) / elapsed:,.0f} decisions/s "
+                  f"(placed {counts['placed']}, waiting {counts['waiting']}, refused {counts['refused']})")
+            t0, rounds = time.perf_counter(), 0
+            while any(a.outcome is Outcome.PLACED for a in attempts):
+                rounds += 1
+                for a in attempts:
+                    if a.ticket:
+                        journal.release(a.ticket)
+                waiting = [a.spec for a in attempts if a.outcome is Outcome.WAITING]
+                attempts = subs.attempt(waiting, empty, empty)[0] if waiting else []
+            print(f"drain: every waiting request placed in {rounds} release rounds, "
+                  f"{time.perf_counter() - t0:.2f} s; left waiting: "
+                  f"{sum(a.outcome is Outcome.WAITING for a in attempts)}; held: {len(journal.held())}")
     return 0
 
 

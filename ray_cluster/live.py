@@ -23,7 +23,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from westflow.capacity import DCCapacity, DCUsage, Resources, capacity_of, utilisation
@@ -32,7 +32,7 @@ from westflow.inventory import Family, Network
 from westflow.tags import ENV_DC, ENV_NODE_IP, GPU, NPU, accelerator_type_resource, dc_of_labels, dc_of_resources
 
 __all__ = ["NodeView", "CapacityReader", "DriverReader", "DashboardReader", "snapshot", "usage",
-           "live_capacity", "where_am_i", "init_here"]
+           "live_capacity", "capacity_and_totals", "where_am_i", "init_here"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +112,14 @@ def snapshot(network: Network, nodes: Iterable[NodeView]) -> dict[str, DCCapacit
 def live_capacity(network: Network, reader: CapacityReader) -> dict[str, DCCapacity]:
     """The capacity snapshot of the running cluster, ready for ``place()``."""
     return snapshot(network, reader.nodes())
+
+
+def capacity_and_totals(network: Network, reader: CapacityReader) -> tuple[dict[str, DCCapacity],
+                                                                            dict[str, DCCapacity]]:
+    """What is free per live DC, and what each would have free if empty (one read of the nodes):
+    the ``capacity`` and ``totals`` that :meth:`ray_cluster.reservations.Reservations.reserve` takes."""
+    nodes = reader.nodes()
+    return snapshot(network, nodes), snapshot(network, [replace(n, available=dict(n.total)) for n in nodes])
 
 
 class DriverReader:

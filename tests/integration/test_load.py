@@ -1,12 +1,16 @@
-"""Load (issue 5): 1,000 concurrent placements against the live local network.
+"""Load (issue 5): 1,000 concurrent placements on the production reservation path, live network.
 
-The local network has 40 accelerators; the 1,000 requests ask for far more.
-Every placed request is held in Ray as a placement group built from its Ray
-request (same resources and pins as ``task_options()``), so Ray's own
-accounting, not the ledger's, says whether a DC was over-committed: a
-placement the DC cannot hold would never become ready. Then everything is
-released round by round; queued work must be placed as capacity frees, and
-Ray's accounting must return to where it started.
+Every request is a :meth:`~ray_cluster.reservations.Reservations.reserve` on one
+journal (what the Dagster resource does for a step), from 4 processes x 8 threads
+released at once, on the live capacity and totals read from the local Ray network
+(:func:`ray_cluster.live.capacity_and_totals`). The local network has 40
+accelerators; the requests ask for far more. Every placed request is held in Ray
+as a placement group built from its Ray request (same resources and pins as
+``task_options()``), so Ray's own accounting, not the journal's, says whether a
+DC was over-committed: a placement the DC cannot hold would never become ready.
+Then everything is released round by round and the waiting requests placed again
+on a fresh read of live capacity, until none is left; Ray's accounting must
+return to where it started.
 """
 
 from __future__ import annotations
@@ -14,21 +18,24 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.load_bench import IMPOSSIBLE, make_specs, submit_concurrently
-from ray_cluster.live import DriverReader, live_capacity
+from benchmarks.load_bench import IMPOSSIBLE, Attempt, Outcome, Submitters, make_specs
+from ray_cluster.live import DriverReader, capacity_and_totals
 from ray_cluster.local import LocalNetwork
+from ray_cluster.reservations import Reservation, Reservations
+from westflow.capacity import Capacity, Resources, capacity_of
 from westflow.inventory import Family, Network
-from westflow.ledger import Decision, Ledger, Status
 from westflow.placement import Placement
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 REQUESTS = 1000
-THREADS = 32
+PROCESSES = 4
+THREADS = 8
 KEYS = ("CPU", "GPU", "NPU")
 MAX_ROUNDS = 60  # the mix drains in about 25 rounds
 Usage = dict[str, dict[str, float]]
@@ -59,15 +66,14 @@ def _ray_usage() -> tuple[Usage, Usage]:
     return used, total
 
 
-def _ledger_usage(network: Network, ledger: Ledger, dcs: Iterable[str]) -> Usage:
-    """Per DC: what the ledger has reserved, in Ray's units (GPU for CUDA models, NPU for Ascend)."""
+def _journal_usage(network: Network, held: Iterable[Reservation], dcs: Iterable[str]) -> Usage:
+    """Per DC: what the journal holds, in Ray's units (GPU for CUDA models, NPU for Ascend)."""
     out: Usage = {dc: dict.fromkeys(KEYS, 0.0) for dc in dcs}
-    for p in ledger.held().values():
-        out[p.data_center]["CPU"] += p.spec.cpus
-    for dc in out:
-        families = {pool.model: pool.family for pool in network.dc(dc).pools}
-        for model, n in ledger.reserved(dc).items():
-            out[dc]["GPU" if families[model] is Family.CUDA else "NPU"] += n
+    for r in held:
+        out[r.data_center]["CPU"] += r.cpus
+        if r.accelerator_model:
+            family = next(p.family for p in network.dc(r.data_center).pools if p.model == r.accelerator_model)
+            out[r.data_center]["GPU" if family is Family.CUDA else "NPU"] += r.accelerators
     return out
 
 
@@ -87,36 +93,43 @@ def _await_accounting(want: Usage, base: Usage, timeout_s: float = 30.0) -> None
         if got == {dc: {k: round(v, 6) for k, v in r.items()} for dc, r in want.items()}:
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"Ray's accounting never matched the ledger:\nRay    {got}\nledger {want}")
+            pytest.fail(f"Ray's accounting never matched the journal:\nRay     {got}\njournal {want}")
         time.sleep(0.2)
 
 
+def _live(network: Network, base_used: dict[str, Resources]) -> tuple[Capacity, Capacity]:
+    """Live capacity and totals as the Dagster resource reads them; what earlier tests still hold
+    (``base_used``, nothing when this file runs alone) is taken off the totals: it is not ours to give."""
+    live, totals = capacity_and_totals(network, DriverReader())
+    return live, {dc: capacity_of(t.resources(), base_used[dc]) for dc, t in totals.items() if dc in base_used}
+
+
 class _Holder:
-    """Placement groups that hold each placed decision's resources in Ray until released."""
+    """Placement groups that hold each placed request's resources in Ray until released."""
 
     def __init__(self, node_dc: dict[str, str]) -> None:
         self.node_dc = node_dc
         self.groups: dict[str, Any] = {}
 
-    def hold(self, decisions: list[Decision], timeout_s: float = 60.0) -> None:
-        """Create a group per decision and wait until Ray has reserved every one in its DC."""
+    def hold(self, placed: list[Attempt], timeout_s: float = 60.0) -> None:
+        """Create a group per placement and wait until Ray has reserved every one in its DC."""
         import ray
         from ray.util import placement_group_table
         from ray.util.placement_group import placement_group
 
-        if not decisions:
+        if not placed:
             return
         made = {}
-        for d in decisions:
-            assert d.placement is not None and d.ticket not in self.groups, d
-            made[d.ticket] = placement_group([_bundle(d.placement)], strategy="STRICT_PACK")
+        for a in placed:
+            assert a.placement is not None and a.ticket and a.ticket not in self.groups, a
+            made[a.ticket] = placement_group([_bundle(a.placement)], strategy="STRICT_PACK")
         ready, pending = ray.wait([pg.ready() for pg in made.values()], num_returns=len(made), timeout=timeout_s)
         assert not pending, (f"{len(pending)} of {len(made)} placements never fitted in Ray: "
-                             "the ledger promised capacity Ray does not have")
-        for d in decisions:
-            assert d.placement is not None
-            nodes = placement_group_table(made[d.ticket])["bundles_to_node_id"]
-            assert {self.node_dc[n] for n in nodes.values()} == {d.placement.data_center}, d.ticket
+                             "the journal promised capacity Ray does not have")
+        for a in placed:
+            assert a.placement is not None and a.ticket
+            nodes = placement_group_table(made[a.ticket])["bundles_to_node_id"]
+            assert {self.node_dc[n] for n in nodes.values()} == {a.placement.data_center}, a.ticket
         self.groups.update(made)
 
     def release(self, ticket: str) -> None:
@@ -129,71 +142,87 @@ class _Holder:
             self.release(ticket)
 
 
-def test_1000_concurrent_placements_never_over_commit_and_none_is_lost(
-        ray_driver: LocalNetwork, capsys: pytest.CaptureFixture[str]) -> None:
+def _check_journal(journal: Reservations, network: Network, totals: Capacity, holder: _Holder) -> None:
+    """The journal holds exactly the held tickets, and no DC's pool is booked past its total."""
+    held = journal.held()
+    assert sorted(r.ticket for r in held) == sorted(holder.groups)
+    for dc, total in totals.items():
+        mine = Resources.total(r.resources for r in held if r.data_center == dc)
+        left = capacity_of(total.resources(), mine)
+        assert min(left.free.values(), default=0) >= 0 and left.free_cpus >= -1e-9, (dc, left)
+
+
+def test_1000_concurrent_reservations_never_over_commit_and_none_is_lost(
+        ray_driver: LocalNetwork, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     network = ray_driver.profile.network
-    nodes = DriverReader().nodes()
-    holder = _Holder({n.node_id: str(n.dc) for n in nodes if n.dc})
-    base, totals = _ray_usage()  # whatever earlier tests still hold is not ours
-    capacity = live_capacity(network, DriverReader())
-    assert sorted(capacity) == sorted(ray_driver.profile.dc_ids)
-    free = sum(sum(c.free.values()) for c in capacity.values())
+    holder = _Holder({n.node_id: str(n.dc) for n in DriverReader().nodes() if n.dc})
+    base, _ = _ray_usage()  # whatever earlier tests still hold is not ours
+    live0, totals0 = capacity_and_totals(network, DriverReader())
+    base_used = {dc: totals0[dc].resources().minus(live0[dc].resources()) for dc in totals0}
+    assert sorted(live0) == sorted(ray_driver.profile.dc_ids)
+    free = sum(sum(c.free.values()) for c in live0.values())
     kinds = make_specs(REQUESTS)
     asked = sum(s.accelerator.count for _, s in kinds)
     assert asked > free, "the load must ask for more accelerators than are free"
-    ledger = Ledger(network, capacity)
+    journal = Reservations(tmp_path / "reservations.json")
     t_start = time.perf_counter()
-    try:
-        decisions, elapsed = submit_concurrently(ledger, [s for _, s in kinds], THREADS)
+    with Submitters(journal.path, network, processes=PROCESSES, threads=THREADS) as subs:
+        try:
+            live, totals = _live(network, base_used)
+            attempts, elapsed = subs.attempt([s for _, s in kinds], live, totals)
 
-        # Every request answered exactly once: no loss, no duplicate ticket.
-        assert len(decisions) == REQUESTS
-        assert [d.spec for d in decisions] == [s for _, s in kinds]
-        assert len({d.ticket for d in decisions}) == REQUESTS
-        counts = Counter(d.status for d in decisions)
-        assert counts[Status.PLACED] + counts[Status.QUEUED] + counts[Status.REFUSED] == REQUESTS
-        assert counts[Status.PLACED] and counts[Status.QUEUED] and counts[Status.REFUSED]
-        for (kind, _), d in zip(kinds, decisions, strict=True):
-            assert (d.status is Status.REFUSED) == (kind in IMPOSSIBLE), (kind, d.status, d.reason)
-            if d.status is Status.PLACED:
-                assert d.placement is not None and d.placement.within_tier
-            else:
-                assert d.placement is None and d.reason and d.rejected, d
-                assert {r.data_center for r in d.rejected} == set(network.dc_ids), "a reason for every DC"
-        assert sorted(ledger.queued()) == sorted(d.ticket for d in decisions if d.status is Status.QUEUED)
+            # Every request answered exactly once, from more than one process.
+            assert [a.spec for a in attempts] == [s for _, s in kinds]
+            counts = Counter(a.outcome for a in attempts)
+            assert counts[Outcome.PLACED] and counts[Outcome.WAITING] and counts[Outcome.REFUSED]
+            assert len({a.pid for a in attempts}) == PROCESSES
+            for (kind, _), a in zip(kinds, attempts, strict=True):
+                assert (a.outcome is Outcome.REFUSED) == (kind in IMPOSSIBLE), (kind, a.outcome)
+                if a.outcome is Outcome.PLACED:
+                    assert a.placement is not None and a.placement.within_tier and a.ticket
+                else:
+                    assert a.placement is None and a.ticket is None and a.rejected, a
+                    assert {r.data_center for r in a.rejected} == set(network.dc_ids), "a reason for every DC"
+            placed = [a for a in attempts if a.outcome is Outcome.PLACED]
+            assert len({a.ticket for a in placed}) == len(placed), "a ticket given twice"
 
-        # Ray holds every placement where the ledger put it, and its accounting agrees with the ledger.
-        placed = [d for d in decisions if d.status is Status.PLACED]
-        holder.hold(placed)
-        _await_accounting(_ledger_usage(network, ledger, base), base)
+            # Ray holds every placement where the journal put it, and its accounting agrees with the journal.
+            holder.hold(placed)
+            _check_journal(journal, network, totals, holder)
+            _await_accounting(_journal_usage(network, journal.held(), base), base)
 
-        # Release round by round: queued work is placed as capacity frees, each ticket once.
-        placed_tickets = Counter(d.ticket for d in placed)
-        rounds = 0
-        t_drain = time.perf_counter()
-        while holder.groups:
-            rounds += 1
-            assert rounds <= MAX_ROUNDS, f"queue still holds {len(ledger.queued())} after {MAX_ROUNDS} rounds"
-            new: list[Decision] = []
-            for ticket in list(holder.groups):
-                holder.release(ticket)
-                new += ledger.release(ticket)
-            assert all(d.status is Status.PLACED for d in new)
-            placed_tickets.update(d.ticket for d in new)
-            holder.hold(new)
-            _await_accounting(_ledger_usage(network, ledger, base), base)
-        drain_s = time.perf_counter() - t_drain
+            # Release round by round; the waiting requests are placed on a fresh read of live capacity.
+            placed_specs = Counter(a.spec.name for a in placed)
+            waiting = [a.spec for a in attempts if a.outcome is Outcome.WAITING]
+            rounds = 0
+            t_drain = time.perf_counter()
+            while holder.groups:
+                rounds += 1
+                assert rounds <= MAX_ROUNDS, f"{len(waiting)} still waiting after {MAX_ROUNDS} rounds"
+                for ticket in list(holder.groups):
+                    holder.release(ticket)
+                    assert journal.release(ticket), ticket
+                _await_accounting(_journal_usage(network, journal.held(), base), base)
+                live, totals = _live(network, base_used)
+                new = subs.attempt(waiting, live, totals)[0] if waiting else []
+                assert not [a for a in new if a.outcome is Outcome.REFUSED]
+                done = [a for a in new if a.outcome is Outcome.PLACED]
+                placed_specs.update(a.spec.name for a in done)
+                waiting = [a.spec for a in new if a.outcome is Outcome.WAITING]
+                holder.hold(done)
+                _check_journal(journal, network, totals, holder)
+                _await_accounting(_journal_usage(network, journal.held(), base), base)
+            drain_s = time.perf_counter() - t_drain
 
-        assert ledger.queued() == [] and dict(ledger.held()) == {}
-        assert set(placed_tickets) == {d.ticket for d in decisions if d.status is not Status.REFUSED}
-        assert max(placed_tickets.values()) == 1, "a ticket was placed twice"
-        _await_accounting({dc: dict.fromkeys(KEYS, 0.0) for dc in base}, base)
-        assert _ray_usage()[1] == totals
-    finally:
-        holder.release_all()
+            assert waiting == [] and journal.held() == ()
+            assert set(placed_specs) == {s.name for k, s in kinds if k not in IMPOSSIBLE}
+            assert max(placed_specs.values()) == 1, "a request was placed twice"
+            _await_accounting({dc: dict.fromkeys(KEYS, 0.0) for dc in base}, base)
+        finally:
+            holder.release_all()
     with capsys.disabled():
-        print(f"\nload: {REQUESTS} decisions from {THREADS} threads in {elapsed:.3f} s = "
-              f"{REQUESTS / elapsed:,.0f} decisions/s (placed {counts[Status.PLACED]}, "
-              f"queued {counts[Status.QUEUED]}, refused {counts[Status.REFUSED]}; {asked} accelerators asked, "
+        print(f"\nload: {REQUESTS} reservations on one journal from {PROCESSES} processes x {THREADS} threads "
+              f"in {elapsed:.3f} s = {REQUESTS / elapsed:,.0f} decisions/s (placed {counts[Outcome.PLACED]}, "
+              f"waiting {counts[Outcome.WAITING]}, refused {counts[Outcome.REFUSED]}; {asked} accelerators asked, "
               f"{free:g} free); drain: {rounds} rounds held in Ray, {drain_s:.1f} s; "
               f"test body {time.perf_counter() - t_start:.1f} s")

@@ -306,7 +306,7 @@ def test_free_is_total_minus_the_larger_of_live_use_and_reservations() -> None:
     assert b["zhongwei"].free == {"H20": 2, "A800": 7}
     assert (b["zhongwei"].free_cpus, b["zhongwei"].free_memory_gb) == (44, 212)
     assert b["zhongwei"].utilisation == pytest.approx(7 / 16)
-    # without the DC's total, reservations are subtracted from the snapshot (the Ledger's rule)
+    # without the DC's total, reservations are subtracted from the snapshot (taken before they started)
     c = available(live, [_held("zhongwei", "H20", 2, cpus=4)])
     assert c["zhongwei"].free == {"H20": 3, "A800": 8} and c["zhongwei"].free_cpus == 50
     # a DC absent from the live snapshot stays absent (unavailable), whatever is reserved there
