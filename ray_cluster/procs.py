@@ -1,8 +1,11 @@
-"""Processes on Linux, read from /proc: state, who belongs to a node, how much RSS.
+"""Processes of this host, read through psutil: identity, liveness, ownership, memory.
 
-Each ``ray start`` runs as the leader of a new session, so every daemon it
-spawns (GCS, raylet, dashboard, agents, workers) keeps its process group id
-after it exits. ``westflow down`` signals exactly those groups.
+A process is known by its pid *and* its start time (a pid is recycled, the pair
+is not). Each ``ray start`` runs as the leader of a new session, so every daemon
+it spawns (GCS, raylet, dashboard, agents, workers) keeps its process group id;
+the launcher also puts a marker in their environment (``KEY=<random id>``), so
+``westflow down`` signals only processes that provably belong to the network it
+started, never whatever now holds a recycled pid or group id.
 """
 
 from __future__ import annotations
@@ -11,58 +14,87 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-__all__ = ["ProcStat", "stat", "running", "group_members", "group_alive", "rss_bytes", "kill_groups"]
+import psutil
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_DEAD = ("Z", "X")
+__all__ = ["ProcStat", "stat", "start_time", "running", "members", "rss_bytes", "kill_members"]
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_GONE = (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError, PermissionError)
+_STATE = {psutil.STATUS_RUNNING: "R", psutil.STATUS_SLEEPING: "S", psutil.STATUS_DISK_SLEEP: "D",
+          psutil.STATUS_STOPPED: "T", psutil.STATUS_TRACING_STOP: "t", psutil.STATUS_ZOMBIE: "Z",
+          psutil.STATUS_DEAD: "X", psutil.STATUS_IDLE: "I"}
+_DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+Marker = tuple[str, str]  # an environment variable every process of ours carries: (name, value)
 
 
 @dataclass(frozen=True, slots=True)
 class ProcStat:
-    state: str  # R, S, D, Z, X, ...
+    state: str  # R, S, D, Z, X, ... (as in /proc/<pid>/stat)
     pgid: int
     start: int  # clock ticks after boot: with the pid, identifies the process
 
 
-def _parse(raw: str) -> ProcStat:
-    fields = raw[raw.rindex(")") + 2:].split()
-    return ProcStat(fields[0], int(fields[2]), int(fields[19]))
-
-
 def stat(pid: int) -> ProcStat | None:
-    """``pid``'s state, group and start time; None if it is gone (or /proc cannot say)."""
+    """``pid``'s state, group and start time; None if it is gone (or cannot be read)."""
     try:
-        return _parse(Path(f"/proc/{pid}/stat").read_text())
-    except (OSError, ValueError, IndexError):
+        p = psutil.Process(pid)
+        with p.oneshot():
+            status, created = p.status(), p.create_time()
+        pgid = os.getpgid(pid)
+    except _GONE:
+        return None
+    ticks = round((created - psutil.boot_time()) * _CLK_TCK)
+    return ProcStat(_STATE.get(status, "?"), pgid, ticks)
+
+
+def start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch, as psutil says), or None if it is gone."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except _GONE:
         return None
 
 
 def running(pid: int) -> bool:
-    """Whether some thread of ``pid`` still runs (not exited: a leader thread may be a zombie alone)."""
-    for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+    """Whether some thread of ``pid`` still runs.
+
+    Not the leader's state alone: while a process exits its leader thread can be a
+    zombie while another thread still holds its sockets, and its cmdline reads empty.
+    Every handle that asks gets the same answer until the last thread is gone.
+    """
+    try:
+        tids = [t.id for t in psutil.Process(pid).threads()]
+    except _GONE:
+        return False
+    for tid in tids:
         try:
-            if _parse(task.read_text()).state not in _DEAD:
+            if psutil.Process(tid).status() not in _DEAD:
                 return True
-        except (OSError, ValueError, IndexError):
+        except _GONE:
             continue
     return False
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) pids whose process group is ``pgid``."""
+def _carries(p: psutil.Process, marker: Marker) -> bool:
+    try:
+        return p.environ().get(marker[0]) == marker[1]
+    except _GONE:
+        return False
+
+
+def members(pgid: int, marker: Marker) -> list[int]:
+    """Live (non-zombie) pids in process group ``pgid`` that carry ``marker`` in their environment."""
     out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = stat(int(entry))
-            if st is not None and st.state != "Z" and st.pgid == pgid:
-                out.append(int(entry))
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) != pgid or p.status() in _DEAD:
+                continue
+        except _GONE:
+            continue
+        if _carries(p, marker):
+            out.append(p.pid)
     return out
-
-
-def group_alive(pgid: int) -> bool:
-    return bool(group_members(pgid))
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -70,22 +102,30 @@ def rss_bytes(pids: list[int]) -> int:
     total = 0
     for pid in pids:
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
-        except (OSError, IndexError, ValueError):
+            total += int(psutil.Process(pid).memory_info().rss)
+        except _GONE:
             continue
     return total
 
 
-def kill_groups(pgids: list[int], *, grace_s: float = 8.0) -> None:
-    """SIGTERM every group, wait up to ``grace_s``, then SIGKILL what is left."""
+def kill_members(pgids: list[int], marker: Marker, *, grace_s: float = 8.0) -> None:
+    """SIGTERM our processes of every group, wait up to ``grace_s``, then SIGKILL what is left.
+
+    Only processes that carry ``marker`` are signalled, one by one (never ``killpg``):
+    a recorded group id that now names someone else's group is left alone.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for g in pgids:
-            try:
-                os.killpg(g, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
         deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline and any(group_alive(g) for g in pgids):
+        signalled: set[int] = set()
+        while time.monotonic() < deadline:
+            left = [pid for g in pgids for pid in members(g, marker)]
+            if not left:
+                return
+            for pid in left:
+                if pid not in signalled:  # also catches workers spawned meanwhile
+                    try:
+                        os.kill(pid, sig)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    signalled.add(pid)
             time.sleep(0.2)
-        if not any(group_alive(g) for g in pgids):
-            return

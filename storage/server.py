@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import psutil
+
 from ray_cluster import procs
 from storage.s3_config import (
     CREDENTIALS_FILE,
@@ -216,21 +218,31 @@ class SeaweedServer:
             # can read empty for a moment.
             if self._proc.poll() is not None:
                 return False
-        else:
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                comm = Path(f"/proc/{pid}/stat").read_text().split("(", 1)[1].rsplit(")", 1)[0]
-            except (OSError, IndexError):
-                return False
-            # A recycled pid is not ours: it must be weed, running on our data dir. An exiting
-            # process (its memory already released) reads an empty cmdline: judge it by name, so
-            # that it counts as running until its last thread is gone, as for the owner's handle.
-            if cmdline and ("weed" not in cmdline or str(self.base.resolve()) not in cmdline):
-                return False
-            if not cmdline and comm != "weed":
-                return False
+        elif not self._is_ours(pid):
+            return False
         # Not exiting; this also makes two handles on one server agree while it exits.
         return procs.running(pid)
+
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is the weed this state dir recorded, not a process that reused its pid."""
+        recorded = self._read_state().get("pid_start")
+        try:
+            proc = psutil.Process(pid)
+            if isinstance(recorded, int | float) and proc.create_time() != recorded:
+                return False
+            name = proc.name()
+            try:
+                cmdline = " ".join(proc.cmdline())
+            except psutil.ZombieProcess:
+                cmdline = ""
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+        # An exiting process (its memory already released, its leader a zombie) reads an empty
+        # cmdline: judge it by name, so that it counts as running until its last thread is gone,
+        # as for the owner's handle. Else it must be weed, running on our data dir.
+        if not cmdline:
+            return name == "weed"
+        return "weed" in cmdline and str(self.base.resolve()) in cmdline
 
     def is_running(self) -> bool:
         """Whether the recorded server process is alive."""
@@ -295,8 +307,8 @@ class SeaweedServer:
             )
         finally:
             log.close()
-        self._write_private(SERVER_FILE, {"pid": self._proc.pid, "endpoint_url": endpoint,
-                                          "ports": ports, "started_at": time.time()})
+        self._write_private(SERVER_FILE, {"pid": self._proc.pid, "pid_start": procs.start_time(self._proc.pid),
+                                          "endpoint_url": endpoint, "ports": ports, "started_at": time.time()})
         config = S3Config(endpoint, creds["access_key"], creds["secret_key"])
         try:
             self._wait_ready(config, time.monotonic() + timeout_s)
@@ -351,7 +363,7 @@ class SeaweedServer:
         self._remove_sockets()
         state = self._read_state()
         if state.get("pid") is not None:
-            state["pid"] = None
+            state["pid"] = state["pid_start"] = None
             self._write_private(SERVER_FILE, state)
 
     def _signal(self, pid: int, sig: signal.Signals) -> None:

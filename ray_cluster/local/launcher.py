@@ -7,8 +7,11 @@ and Ray Client server listen on ``host`` (127.0.0.1).
 
 ``up()`` starts the head (first DC: GCS, dashboard) and one worker node per
 other DC with ``ray start``, each as a new session so its process group holds
-every daemon it spawns; the groups are recorded in ``<state>/ray.json`` and
-``down()`` signals exactly those. Token auth stays on (see :mod:`.auth`).
+every daemon it spawns; the groups are recorded in ``<state>/ray.json`` with a
+random network id that every process of the network carries in its environment
+(``WESTFLOW_NETWORK_ID``). ``down()`` signals only processes of a recorded group
+that carry that id: a stale ``ray.json`` whose pids and groups were reused by
+other programs kills nothing of theirs. Token auth stays on (see :mod:`.auth`).
 Logs: ``<state>/logs/`` (``ray start`` output) and ``<state>/ray-session`` (Ray's
 session logs).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -38,6 +42,7 @@ from westflow.tags import ENV_DC, ENV_NODE_IP, GPU, NPU
 __all__ = ["LocalNetwork", "DCStatus", "NetworkStatus", "free_port", "start_services", "stop_services"]
 
 STATE_FILE = "ray.json"
+ENV_NETWORK_ID = "WESTFLOW_NETWORK_ID"  # in the environment of every process a node runs
 # Worker nodes start one at a time: they share the session dir, and concurrent raylets race for
 # the same socket names (plasma_store.N: "Address already in use").
 START_BATCH = 1
@@ -173,12 +178,28 @@ class LocalNetwork:
             inside.symlink_to(short)  # so the session logs are still found under the state dir
         return short
 
+    def _marker(self, state: dict[str, Any] | None = None) -> procs.Marker | None:
+        """The environment entry that proves a process belongs to this network (None: nothing recorded)."""
+        network_id = (state if state is not None else self._state()).get("network_id")
+        return (ENV_NETWORK_ID, network_id) if isinstance(network_id, str) and network_id else None
+
     def recorded(self) -> dict[str, int]:
-        """DC -> process group id of each node ``up`` started and that is still alive."""
-        return {n["dc"]: n["pgid"] for n in self._state()["nodes"] if procs.group_alive(n["pgid"])}
+        """DC -> process group id of each node ``up`` started that still has a live process of ours."""
+        state = self._state()
+        marker = self._marker(state)
+        if marker is None:
+            return {}
+        return {n["dc"]: n["pgid"] for n in state["nodes"] if procs.members(n["pgid"], marker)}
 
     def pids(self) -> list[int]:
-        return [p for g in self.recorded().values() for p in procs.group_members(g)]
+        marker = self._marker()
+        return [] if marker is None else [p for g in self.recorded().values() for p in procs.members(g, marker)]
+
+    def _kill(self, pgids: list[int]) -> None:
+        """Signal the processes of ``pgids`` that carry this network's id (none if it has no id)."""
+        marker = self._marker()
+        if marker is not None and pgids:
+            procs.kill_members(pgids, marker)
 
     def rss_bytes(self) -> int:
         """Resident memory of every process of the network (sum over processes)."""
@@ -206,7 +227,8 @@ class LocalNetwork:
             cmd += [f"--address={self.address}", "--include-log-monitor=False"]
         with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                    env={**env, ENV_DC: dc, ENV_NODE_IP: p.node_ip(dc)},
+                                    env={**env, ENV_DC: dc, ENV_NODE_IP: p.node_ip(dc),
+                                         ENV_NETWORK_ID: self._state()["network_id"]},
                                     start_new_session=True, cwd=self.workdir)
         return proc, log
 
@@ -240,8 +262,9 @@ class LocalNetwork:
         head = self.profile.dc_ids[0]
         if head not in running:
             if running:
-                procs.kill_groups(list(running.values()))
-            self._save({"nodes": [], "address": self.address, "dashboard_url": self.dashboard_url})
+                self._kill(list(running.values()))
+            self._save({"nodes": [], "address": self.address, "dashboard_url": self.dashboard_url,
+                        "network_id": secrets.token_hex(16)})
             proc, log = self._start_node(head, True, env, temp)
             self._wait_started([(head, proc, log)], timeout_s)
             running = {head: proc.pid}
@@ -250,7 +273,7 @@ class LocalNetwork:
         todo = [d for d in todo if d != head]
         for d in todo:
             if d in running:
-                procs.kill_groups([running[d]])
+                self._kill([running[d]])
         for i in range(0, len(todo), START_BATCH):
             batch = [(d, *self._start_node(d, False, env, temp)) for d in todo[i:i + START_BATCH]]
             self._wait_started(batch, timeout_s)
@@ -283,7 +306,7 @@ class LocalNetwork:
         group = self.recorded().get(dc)
         if group is None:
             raise ClusterError(f"No running node recorded for DC {dc!r}; running: {sorted(self.recorded())}.")
-        procs.kill_groups([group])
+        self._kill([group])
 
     def down(self) -> list[str]:
         """Stop exactly the nodes ``up`` recorded (workers first); return their DCs."""
@@ -291,10 +314,9 @@ class LocalNetwork:
         running = self.recorded()
         head = self.profile.dc_ids[0]
         workers = [g for d, g in running.items() if d != head]
-        if workers:
-            procs.kill_groups(workers)
+        self._kill(workers)
         if head in running:
-            procs.kill_groups([running[head]])
+            self._kill([running[head]])
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
         return sorted(running)
 

@@ -1,0 +1,98 @@
+"""ray_cluster.procs: identity, liveness while exiting, and killing only what is provably ours."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ray_cluster import procs
+from ray_cluster.local import LocalNetwork, load_profile
+from ray_cluster.local.launcher import ENV_NETWORK_ID, STATE_FILE
+from tests.builders import national
+
+MARK = ("WESTFLOW_TEST_MARK", "ours-1234")
+# A session leader with one child; both sleep (the child inherits the environment).
+FAMILY = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
+         "time.sleep(60)"
+
+
+def _spawn(code: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **(env or {})},
+                            start_new_session=True)
+
+
+def _wait_for(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def reaped() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts; killed (their groups) and reaped afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        try:
+            os.killpg(p.pid, 9)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=10)
+
+
+def test_stat_names_state_group_and_a_stable_start() -> None:
+    st = procs.stat(os.getpid())
+    assert st is not None and st.state in ("R", "S") and st.pgid == os.getpgid(0)
+    assert st == procs.stat(os.getpid()) and isinstance(st.start, int) and st.start > 0
+    assert procs.stat(2**22 + 12345) is None  # above pid_max: never a process
+
+
+def test_running_counts_an_exiting_process_until_its_last_thread_ends(
+        reaped: list[subprocess.Popen[bytes]]) -> None:
+    # The leader thread exits first (a zombie), another thread runs on: as weed does while it exits.
+    p = _spawn("import ctypes, threading, time\n"
+               "threading.Thread(target=time.sleep, args=(1.5,)).start()\n"
+               "ctypes.CDLL(None).pthread_exit(None)\n")
+    reaped.append(p)
+    _wait_for(lambda: (st := procs.stat(p.pid)) is not None and st.state == "Z")
+    assert procs.running(p.pid), "a thread still runs: not gone yet"
+    _wait_for(lambda: not procs.running(p.pid))
+    assert p.poll() is not None  # and only then can it be reaped
+
+
+def test_members_and_kill_touch_only_marked_processes(reaped: list[subprocess.Popen[bytes]]) -> None:
+    ours = _spawn(FAMILY, dict([MARK]))
+    theirs = _spawn(FAMILY)  # another group, as a reused pgid would be: no marker
+    reaped += [ours, theirs]
+    _wait_for(lambda: len(procs.members(ours.pid, MARK)) == 2)
+    assert procs.members(theirs.pid, MARK) == []
+    assert procs.rss_bytes(procs.members(ours.pid, MARK)) > 1 << 20
+
+    procs.kill_members([ours.pid, theirs.pid], MARK, grace_s=5)
+    assert procs.members(ours.pid, MARK) == []
+    assert ours.wait(timeout=5) is not None
+    assert theirs.poll() is None and procs.running(theirs.pid)
+
+
+def test_down_with_a_stale_state_file_kills_nothing_of_others(
+        tmp_path: Path, reaped: list[subprocess.Popen[bytes]]) -> None:
+    other = _spawn(FAMILY)  # holds the pgid the stale ray.json names
+    reaped.append(other)
+    net = LocalNetwork(tmp_path, load_profile(national()))
+    head = net.profile.dc_ids[0]
+    (tmp_path / STATE_FILE).write_text(json.dumps(
+        {"network_id": "an-old-network", "nodes": [{"dc": head, "pgid": other.pid, "log": "x"}]}))
+    assert net.recorded() == {} and not net.is_up()
+    assert net.down() == []
+    assert other.poll() is None and procs.running(other.pid)
+    assert ENV_NETWORK_ID.startswith("WESTFLOW_")
