@@ -15,6 +15,7 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from pipelines.resources import JOB_DAGSTER_RUN
 from ray_cluster.local import LocalNetwork, free_port
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,10 @@ def webserver(ray_network: LocalNetwork, tmp_path_factory: pytest.TempPathFactor
         "run_coordinator:\n  module: dagster._core.run_coordinator\n  class: DefaultRunCoordinator\n"
         "telemetry:\n  enabled: false\n")
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "WESTFLOW_STATE_DIR": str(ray_network.state_dir)}
+    # What `westflow ui` hands Dagster: the state dir and the network's access (address, token file).
+    env = ray_network.client_env({**os.environ, "DAGSTER_HOME": str(home),
+                                  "WESTFLOW_STATE_DIR": str(ray_network.state_dir),
+                                  "WESTFLOW_RAY_ADDRESS": ray_network.dashboard_url})
     log = open(home / "webserver.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1",
                              "-p", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -88,7 +92,7 @@ def test_graphql_client_run_completes_on_the_network(webserver: int, ray_network
     run_id = client.submit_job_execution("recsys_pipeline", run_config=SMALL)
     assert _wait(client, run_id, 600) == DagsterRunStatus.SUCCESS
     jobs = [j for j in ray_network.job_client().list_jobs()
-            if (j.metadata or {}).get("westflow.dagster_run_id") == run_id]
+            if (j.metadata or {}).get(JOB_DAGSTER_RUN) == run_id]
     assert len(jobs) == 4 and all(j.status == "SUCCEEDED" for j in jobs)
 
 
@@ -99,7 +103,7 @@ def test_cancelling_a_run_stops_its_ray_job(webserver: int, ray_network: LocalNe
     ray = ray_network.job_client()
     deadline, job = time.monotonic() + 240, None
     while time.monotonic() < deadline and job is None:
-        running = [j for j in ray.list_jobs() if (j.metadata or {}).get("westflow.dagster_run_id") == run_id
+        running = [j for j in ray.list_jobs() if (j.metadata or {}).get(JOB_DAGSTER_RUN) == run_id
                    and j.status == "RUNNING"]
         job = running[0] if running else None
         time.sleep(1)

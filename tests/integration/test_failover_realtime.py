@@ -6,8 +6,10 @@ import time
 import dagster as dg
 import pytest
 
+from pipelines.metadata import REJECTED
 from pipelines.resources import WestflowResource
 from pipelines.workload import westflow_asset
+from ray_cluster.dispatch import JOB_DC, JOB_SPEC
 from ray_cluster.local import LocalNetwork
 
 pytestmark = pytest.mark.integration
@@ -32,9 +34,9 @@ def test_realtime_step_fails_when_no_other_site_is_within_bound(ray_network: Loc
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not running:
         running = [j for j in jobs.list_jobs() if j.status == "RUNNING"
-                   and (j.metadata or {}).get("westflow.spec") == "chengdu-scoring"]
+                   and (j.metadata or {}).get(JOB_SPEC) == "chengdu-scoring"]
         time.sleep(0.5)
-    assert running and running[0].metadata["westflow.dc"] == "guian"  # type: ignore[index]
+    assert running and running[0].metadata[JOB_DC] == "guian"  # type: ignore[index]
     time.sleep(3)
     ray_network.stop_node("guian")
     try:
@@ -42,7 +44,7 @@ def test_realtime_step_fails_when_no_other_site_is_within_bound(ray_network: Loc
         result = out["r"]
         assert not result.success
         failure = next(e for e in result.all_events if e.is_step_failure)
-        table = str(failure.step_failure_data.user_failure_data.metadata["westflow/rejected"].value)  # type: ignore[union-attr]
+        table = str(failure.step_failure_data.user_failure_data.metadata[REJECTED].value)  # type: ignore[union-attr]
         assert "| guian | unavailable |" in table
         assert "| helinger | latency |" in table  # CANN there, but 20.4 ms from Chengdu
         assert "| zhongwei | accelerator |" in table  # within 12.7 ms, but CUDA only

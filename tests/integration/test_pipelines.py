@@ -6,11 +6,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from pipelines import metadata as md
 from pipelines.resources import WestflowResource
 from pipelines.run import materialize_pipeline, step_reports
 from pipelines.workload import westflow_asset
+from ray_cluster.access import ClusterAccess
+from ray_cluster.dispatch import Dispatcher
+from ray_cluster.live import live_capacity
 from ray_cluster.local import LocalNetwork
 from westflow.config import load_network
+from westflow.placement import get_policy
+from westflow.spec import parse_spec
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +32,9 @@ def _ray_says_ran_in(net: LocalNetwork, job_id: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def pipeline_run(ray_network: LocalNetwork) -> dg.ExecuteInProcessResult:
-    return materialize_pipeline(Path(ray_network.state_dir), rows=40_000, epochs=2, requests=300,
+    westflow = WestflowResource(state_dir=str(ray_network.state_dir), ray_address=ray_network.dashboard_url,
+                                ray_auth_token_path=str(ray_network.token_path))
+    return materialize_pipeline(westflow, rows=40_000, epochs=2, requests=300,
                                 instance=dg.DagsterInstance.ephemeral())
 
 
@@ -49,16 +57,15 @@ def test_materialisations_carry_placement_metadata(pipeline_run: dg.ExecuteInPro
     mats = {m.asset_key.to_user_string(): m for m in
             (e.event_specific_data.materialization for e in pipeline_run.get_asset_materialization_events())}
     meta = mats["nightly_training"].metadata
-    for key in ["westflow/data_center", "westflow/region", "westflow/tier", "westflow/rtt_ms",
-                "westflow/accelerator", "westflow/energy_kwh", "westflow/cost_cny", "westflow/ray_job_id",
-                "westflow/dashboard", "westflow/rejected"]:
+    for key in md.PLACEMENT_KEYS:
         assert key in meta, key
-    assert "| data center | reason | detail |" in meta["westflow/rejected"].value
+    assert "| data center | reason | detail |" in meta[md.REJECTED].value
+    assert meta[md.DASHBOARD].value.endswith(f"/#/jobs/{meta[md.RAY_JOB_ID].value}")
     # the job's own Pipes report came through: per-epoch loss and the honest backend fallback
     assert "loss_per_epoch" in meta and meta["backend"].value == "numpy"
     assert meta["backend_fallback"].value is True
     scoring = mats["realtime_scoring"].metadata
-    assert scoring["westflow/tier"].value == "realtime" and float(scoring["westflow/rtt_ms"].value) <= 20
+    assert scoring[md.TIER].value == "realtime" and float(scoring[md.RTT_MS].value) <= 20
     util = mats["network_utilisation"].metadata
     assert "| target | standing |" in util["table"].value and Path(util["plot"].value).exists()
 
@@ -73,9 +80,30 @@ def test_unplaceable_step_fails_with_every_dc_reason(ray_network: LocalNetwork) 
                             raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    text = str(failure.step_failure_data.user_failure_data.metadata["westflow/rejected"].value)  # type: ignore[union-attr]
+    text = str(failure.step_failure_data.user_failure_data.metadata[md.REJECTED].value)  # type: ignore[union-attr]
     for dc in load_network().dc_ids:
         assert f"| {dc} |" in text, dc
     assert "| guian | accelerator |" in text  # within 20 ms, but Ascend only
     assert "| zhangjiakou | latency |" in text  # CUDA, but 30 ms from Guangzhou
     assert not any(e.event_type_value == "ASSET_MATERIALIZATION" for e in result.all_events)
+
+
+def test_the_dispatcher_runs_a_placed_job_without_dagster(ray_network: LocalNetwork) -> None:
+    """Submit (twice: the retry attaches), wait with the log streamed, and ask Ray where it ran."""
+    access = ClusterAccess.resolve(dashboard_url=ray_network.dashboard_url, token_path=ray_network.token_path)
+    dispatcher = Dispatcher(access, poll_interval_s=0.3)
+    network = load_network()
+    spec = parse_spec({"name": "dispatch-probe", "tier": "realtime", "origin": "shanghai", "accelerator": "any:1"},
+                      network)
+    p = get_policy("westflow").place(spec, network, live_capacity(network, dispatcher.reader()))
+    command = "python -c 'import os; print(\"on\", os.environ[\"WESTFLOW_DC\"])'"
+    sid = f"dispatch-probe-{ray_network.profile.ports.dashboard}"
+    assert dispatcher.submit(p, command, env={"X": "1"}, submission_id=sid) == sid
+    assert dispatcher.submit(p, command, env={"X": "1"}, submission_id=sid) == sid  # attaches, no second job
+    assert [j.submission_id for j in ray_network.job_client().list_jobs()].count(sid) == 1
+    lines: list[str] = []
+    outcome = dispatcher.wait(sid, on_log=lines.append)
+    assert outcome.succeeded, outcome
+    assert f"on {p.data_center}" in lines
+    assert dispatcher.ran_in(sid) == p.data_center == _ray_says_ran_in(ray_network, sid)
+    assert dispatcher.node_loss_verdict(sid, p.data_center) is None

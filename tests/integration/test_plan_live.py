@@ -14,11 +14,20 @@ pytestmark = pytest.mark.integration
 
 
 def test_plan_live_only_offers_dcs_with_live_nodes(ray_network: LocalNetwork, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("name: live\ntier: realtime\norigin: chengdu\naccelerator: cann:2\ncpus: 1\nmemory_gb: 1\n")
+    # the network's access from the environment (as `westflow up` prints it), then from its state dir
+    monkeypatch.setenv("WESTFLOW_RAY_ADDRESS", ray_network.dashboard_url)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(ray_network.token_path))
+    assert main(["plan", str(spec), "--json", "--live", "--state-dir", str(tmp_path / "no-network-here")]) == 0
+    from_env = json.loads(capsys.readouterr().out)
+    for var in ("WESTFLOW_RAY_ADDRESS", "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
     assert main(["plan", str(spec), "--json", "--live", "--state-dir", str(ray_network.state_dir)]) == 0
     out = json.loads(capsys.readouterr().out)
+    assert from_env["data_center"] == out["data_center"]
     local = set(ray_network.profile.dc_ids)
     assert out["data_center"] == "guian"  # the one local Ascend site within 20 ms of Chengdu
     assert out["data_center"] in local
