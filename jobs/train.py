@@ -38,19 +38,17 @@ from jobs.training import EpochStats, TrainConfig, fit
 
 __all__ = ["parser", "body", "main"]
 
-# Test hook, unset in production: "<epoch>:<dir>" holds the job after that epoch's checkpoint until <dir>/go.
-HOLD_ENV = "WESTFLOW_TEST_HOLD_AFTER_EPOCH"
+# Test hook, hidden from --help and off unless given: "--test-hold-after-epoch EPOCH:DIR" holds the job
+# after that epoch's checkpoint until DIR/go exists (tests kill a node at a known point with it).
+HOLD_FLAG = "--test-hold-after-epoch"
 HOLD_BOUND_S = 600.0
 
 
-def _hold_point() -> tuple[int, Path] | None:
-    """Where ``$WESTFLOW_TEST_HOLD_AFTER_EPOCH`` asks the job to hold: ``(epoch, directory)``, or None."""
-    value = os.environ.get(HOLD_ENV, "")
-    if not value:
-        return None
-    epoch, _, where = value.partition(":")
+def _hold_point(text: str) -> tuple[int, Path]:
+    """``EPOCH:DIR`` of ``--test-hold-after-epoch`` as ``(epoch, directory)``."""
+    epoch, _, where = text.partition(":")
     if not epoch.isdigit() or int(epoch) < 1 or not where:
-        raise JobArgumentError(HOLD_ENV, value, "<epoch>:<directory> (a test hook; unset it)")
+        raise JobArgumentError(HOLD_FLAG, text, "EPOCH:DIR (a test hook)")
     return int(epoch), Path(where)
 
 
@@ -59,7 +57,7 @@ def _hold(epoch: int, where: Path, ctx: JobContext) -> None:
     tmp = where / f"held.{os.getpid()}.tmp"
     tmp.write_text(str(epoch))
     os.replace(tmp, where / "held")
-    ctx.reporter.warning(f"{HOLD_ENV}: holding after epoch {epoch} until {where / 'go'} exists "
+    ctx.reporter.warning(f"{HOLD_FLAG}: holding after epoch {epoch} until {where / 'go'} exists "
                          f"(at most {HOLD_BOUND_S:.0f}s)")
     deadline = time.monotonic() + HOLD_BOUND_S
     while not (where / "go").exists() and time.monotonic() < deadline:
@@ -81,6 +79,7 @@ def parser() -> JobArgumentParser:
                    help="stop after N epochs in this run (stands in for preemption)")
     p.add_argument("--run-id", type=dataset_name("--run-id"), default=None,
                    help="checkpoint under this run (Dagster passes its run id); default: resume any run")
+    p.add_argument(HOLD_FLAG, dest="hold", type=_hold_point, default=None, help=argparse.SUPPRESS)
     add_common(p)
     return p
 
@@ -95,7 +94,7 @@ def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
     ctx.reporter.info(f"loaded {len(data.y):,} rows x {len(data.features)} features in {load_s:.1f}s "
                       f"({len(data.train_idx):,} train / {len(data.eval_idx):,} eval); {model}")
     ckpts = RegionalCheckpoints(ctx.stores, ctx.region, checkpoint_prefix(args.model, args.run_id))
-    hold = _hold_point()
+    hold: tuple[int, Path] | None = args.hold
 
     def on_epoch(s: EpochStats) -> None:
         ctx.reporter.info(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} train acc "

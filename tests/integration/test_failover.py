@@ -7,7 +7,6 @@ the last complete checkpoint, train no completed epoch twice, and end with the
 same model as an uninterrupted run with the same seed.
 """
 
-import shlex
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -18,7 +17,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from jobs.train import HOLD_ENV
+from jobs.train import HOLD_FLAG
 from pipelines.assets import daily_features, nightly_training
 from pipelines.resources import WestflowResource
 from ray_cluster.local import LocalNetwork
@@ -33,12 +32,12 @@ TRAIN = {"epochs": EPOCHS, "batch_size": 128, "hidden": 128, "seed": 7}
 
 
 class _HoldingWestflow(WestflowResource):
-    """Submits the step's jobs with jobs.train's hold hook set: ``hold`` is ``<epoch>:<dir>``."""
+    """Submits the step's jobs with jobs.train's test hook: ``hold`` is ``EPOCH:DIR``."""
 
     hold: str
 
     def _entrypoint(self, module: str, args: Sequence[str], p: Any) -> str:
-        return f"{HOLD_ENV}={shlex.quote(self.hold)} {super()._entrypoint(module, args, p)}"
+        return super()._entrypoint(module, [*args, HOLD_FLAG, self.hold], p)
 
 
 def _train(net: LocalNetwork, model: str, hold: str = "") -> dg.ExecuteInProcessResult:
