@@ -219,6 +219,10 @@ class RayRequest:
         }
 
 
+_MEMO: dict[tuple[Any, ...], RayRequest] = {}
+_MEMO_MAX = 4096  # distinct request shapes kept; past it the memo starts afresh
+
+
 def ray_request(
     dc: DataCenter,
     *,
@@ -230,8 +234,25 @@ def ray_request(
     memory_gb: float,
     realtime_origin: str | None,
 ) -> RayRequest:
-    """Build the Ray request that pins ``dc`` (and ``rt:<origin>`` for real-time work)."""
-    pins: dict[str, float] = {dc_resource(dc.id): PIN}
+    """The Ray request that pins ``dc`` (and ``rt:<origin>`` for real-time work).
+
+    Memoised per request shape (the request reads only ``dc.id`` of the DC): equal
+    arguments give the same :class:`RayRequest`, shared by every placement of that
+    shape. It is a frozen value; its mappings are read-only by contract (every method
+    that hands one out copies it).
+    """
+    key = (dc.id, family, model, count, per_node, cpus, memory_gb, realtime_origin)
+    got = _MEMO.get(key)
+    if got is None:
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        got = _MEMO[key] = _build_request(dc.id, family, model, count, per_node, cpus, memory_gb, realtime_origin)
+    return got
+
+
+def _build_request(dc_id: str, family: Family, model: str | None, count: int, per_node: int, cpus: float,
+                   memory_gb: float, realtime_origin: str | None) -> RayRequest:
+    pins: dict[str, float] = {dc_resource(dc_id): PIN}
     if realtime_origin:
         pins[rt_resource(realtime_origin)] = PIN
     accel: dict[str, float] = {}
@@ -247,12 +268,12 @@ def ray_request(
         full, rest = divmod(count, per_node)
         sizes = [per_node] * full + ([rest] if rest else [])
         key = "GPU" if family is Family.CUDA else NPU
-        bundles = tuple({key: float(n), "CPU": 1.0, dc_resource(dc.id): PIN} for n in sizes)
+        bundles = tuple({key: float(n), "CPU": 1.0, dc_resource(dc_id): PIN} for n in sizes)
     return RayRequest(
         resources={**pins, **accel},
         num_cpus=float(cpus),
         num_gpus=gpus,
         memory_bytes=int(memory_gb * 2**30),
-        label_selector={LABEL_DC: dc.id},
+        label_selector={LABEL_DC: dc_id},
         bundles=bundles,
     )

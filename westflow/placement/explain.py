@@ -1,21 +1,29 @@
 """Why every other data center lost: the explanation a Placement carries.
 
 Built on first read of ``Placement.rejected``, against the capacity copied at
-decision time. Pure Python.
+decision time. :func:`explain` and :func:`explain_dearer` read the full scan's
+:class:`~westflow.placement.filters.Evaluation`; :func:`explain_dearer_columns`
+gives :func:`explain_dearer`'s answer for a large network without one: the
+filter's arithmetic and the one score run over numpy columns of every DC, and
+only the DCs that capacity or a deadline rejects go through
+:func:`~westflow.placement.filters.evaluate` for their text. Pure Python and numpy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from westflow.capacity import Capacity
-from westflow.inventory import PolicyWeights
-from westflow.placement.filters import Evaluation, in_order
+from westflow.inventory import Family, Network, PolicyWeights, Region
+from westflow.placement.filters import Evaluation, evaluate, in_order, transfer
 from westflow.placement.score import score
 from westflow.placement.tables import NetworkTables
 from westflow.placement.values import Candidate, DearerRejection, Rejection
+from westflow.spec import WorkloadSpec
 
-__all__ = ["explain", "explain_dearer"]
+__all__ = ["explain", "explain_dearer", "explain_dearer_columns"]
 
 
 def explain(ev: Evaluation, best: Candidate, caps: Capacity, tables: NetworkTables,
@@ -26,19 +34,94 @@ def explain(ev: Evaluation, best: Candidate, caps: Capacity, tables: NetworkTabl
 
 
 def explain_dearer(ev: Evaluation, best: Candidate, caps: Capacity, tables: NetworkTables,
-                   weights: PolicyWeights) -> tuple[Rejection, ...]:
-    """:func:`explain` for the westflow score: each loser is dearer by its score's gap to the winner's."""
+                   weights: PolicyWeights, scores: Sequence[float] | None = None) -> tuple[Rejection, ...]:
+    """:func:`explain` for the westflow score: each loser is dearer by its score's gap to the winner's.
+
+    ``scores``: each candidate's score, in step with ``ev.candidates``, where the caller has them.
+    """
     filtered = in_order(ev.late, ev.rejected, caps, tables.unavailable)
-    best_s = score(best.energy_cost_cny, best.transfer_cost_cny, best.transfer_hours,
-                   caps[best.dc.id].utilisation, best.dc.utilisation_target, weights)
+    cands = ev.candidates
+    if scores is None:
+        scores = [score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours, caps[c.dc.id].utilisation,
+                        c.dc.utilisation_target, weights) for c in cands]
+    best_s = scores[cands.index(best)]
     out: list[Rejection] = []
     add = out.append
-    for c in ev.candidates:
-        if c is best:
-            continue
-        dc = c.dc
-        util = caps[dc.id].utilisation
-        e, tc = c.energy_cost_cny, c.transfer_cost_cny
-        gap = score(e, tc, c.transfer_hours, util, dc.utilisation_target, weights) - best_s
-        add(DearerRejection(dc.id, gap, e, tc, util))
+    for c, s in zip(cands, scores, strict=True):
+        if c is not best:
+            dc_id = c.dc.id
+            add(DearerRejection(dc_id, s - best_s, c.energy_cost_cny, c.transfer_cost_cny,
+                                caps[dc_id].utilisation))
     return filtered + tuple(out)
+
+
+def explain_dearer_columns(spec: WorkloadSpec, network: Network, caps: Capacity, tables: NetworkTables,
+                           bound: float | None, best_index: int) -> tuple[Rejection, ...] | None:
+    """:func:`explain_dearer` of the full scan whose winner is DC ``best_index``, over columns.
+
+    The filter's checks and costs are the same operations in the same order as
+    :func:`~westflow.placement.filters.evaluate`'s, so every number (and so every
+    text) is the full scan's. None if DC ``best_index`` is not a candidate here, or
+    if :func:`evaluate` disagrees on a DC: the caller then takes the full scan.
+    """
+    cols = tables.capacity_columns(caps)
+    late, late_why = tables.late(spec.origin, bound)
+    alive = cols.alive
+    dead = ~alive
+    open_ = alive & ~late
+    acc = spec.accelerator
+    count, cpus, mem, hours, deadline = acc.count, spec.cpus, spec.memory_gb, spec.duration_hours, spec.deadline_hours
+    no_pool = None
+    if acc.family is Family.CPU:
+        fits = open_.copy()
+        acc_kw: np.ndarray | float = 0.0
+    else:
+        pc = tables.pool_columns(spec)
+        no_pool = open_ & pc.none
+        fits, acc_kw = cols.fit(pc, count)
+        fits = fits & open_
+    fits &= ~((cols.free_cpus < cpus) | (cols.free_memory_gb < mem))
+    moves = {reg: (transfer(spec, network, reg) if spec.inputs else (0.0, 0.0)) for reg in (Region.EAST, Region.WEST)}
+    (te_h, te_c), (tw_h, tw_c) = moves[Region.EAST], moves[Region.WEST]
+    if deadline is not None:
+        late_e, late_w = te_h + hours > deadline, tw_h + hours > deadline
+        if late_e or late_w:
+            fits &= ~tables.east if late_e else tables.east
+            if late_e and late_w:
+                fits[:] = False
+    if not fits[best_index]:
+        return None
+    out = np.empty(len(alive), dtype=object)
+    out[dead] = tables.unavailable_column[dead]
+    late_alive = late & alive
+    out[late_alive] = late_why[late_alive]
+    checked = open_ & ~fits
+    if no_pool is not None:
+        out[no_pool] = pc.none_why[no_pool]
+        checked &= ~no_pool
+    where = np.flatnonzero(checked).tolist()
+    if where:
+        everyone, _ = tables.sites(spec.origin, None)
+        ev = evaluate(spec, network, caps, tables, bound, [everyone[i] for i in where], moves)
+        if ev.candidates or len(ev.rejected) != len(where):
+            return None
+        for i, r in ev.rejected:
+            out[i] = r
+    kwh = (acc_kw + tables.cpu_watts * cpus) / 1000 * hours * tables.pue
+    energy = kwh * tables.price
+    east = tables.east
+    t_hours = np.where(east, te_h, tw_h)
+    t_cost = np.where(east, te_c, tw_c)
+    scores = score(energy, t_cost, t_hours, cols.utilisation, tables.target, network.weights)
+    best_s = float(scores[best_index])
+    losers = fits.copy()
+    losers[best_index] = False
+    if te_c == tw_c:
+        costs: list[float] = [te_c] * int(np.count_nonzero(losers))
+    else:
+        costs = np.where(east[losers], te_c, tw_c).tolist()
+    why: list[Rejection] = out[~fits].tolist()
+    why.extend(DearerRejection.many(
+        tables.ids_column[losers].tolist(), (scores[losers] - best_s).tolist(), energy[losers].tolist(),
+        costs, cols.utilisation_values[losers].tolist()))
+    return tuple(why)

@@ -24,7 +24,7 @@ from operator import attrgetter
 from westflow.capacity import Capacity
 from westflow.errors import InfeasibleError, SpecError
 from westflow.inventory import AcceleratorPool, DataCenter, Family, Network, Region
-from westflow.placement.explain import explain, explain_dearer
+from westflow.placement.explain import explain, explain_dearer, explain_dearer_columns
 from westflow.placement.filters import Evaluation, evaluate, in_order
 from westflow.placement.score import score, westflow_key
 from westflow.placement.search import pruned_search
@@ -71,22 +71,29 @@ class Policy:
         # The losers' text is written on first read, against the capacity seen now.
         frozen = Context(network, caps if capacity is None else dict(capacity))
         bound = network.tiers[spec.tier].max_rtt_ms if self.respect_latency else None
-        ctx = frozen if capacity is None else Context(network, caps)
-        best = self._search(spec, network, caps, t, bound)
-        if best is not None:
+        ctx = frozen  # the copy holds the snapshot's own DCCapacity objects: the same decision
+        found = self._search(spec, network, caps, t, bound)
+        if found is not None:
+            best, best_score = found
             why = Deferred(self._explain_again, spec, frozen, bound, best.index, t)
         else:
             ev = evaluate(spec, network, caps, t, bound)
             if not ev.candidates:
                 raise InfeasibleError(spec, in_order(ev.late, ev.rejected, caps, t.unavailable))
-            best = self._choose(ev.candidates, ctx)
-            why = Deferred(self._explain, ev, best, frozen, t)
-        return self._placement(spec, network, ctx, best, why, t)
+            best, best_score, why = self._decide(ev, ctx, frozen, t)
+        return self._placement(spec, network, best, best_score, why, t)
 
     def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
-                bound: float | None) -> Candidate | None:
-        """The winner without the full scan, or None: the full scan decides (the default)."""
+                bound: float | None) -> tuple[Candidate, float] | None:
+        """The winner and its score without the full scan, or None: the full scan decides (the default)."""
         return None
+
+    def _decide(self, ev: Evaluation, ctx: Context, frozen: Context,
+                t: NetworkTables) -> tuple[Candidate, float, Deferred[tuple[Rejection, ...]]]:
+        """The full scan's winner, its ``Placement.score``, and the explanation to write on read
+        (against ``frozen``)."""
+        best = self._choose(ev.candidates, ctx)
+        return best, self._key(best, ctx)[0], Deferred(self._explain, ev, best, frozen, t)
 
     def _explain_again(self, spec: WorkloadSpec, ctx: Context, bound: float | None, index: int,
                        t: NetworkTables) -> tuple[Rejection, ...]:
@@ -107,11 +114,7 @@ class Policy:
     def _lost(self, c: Candidate, best: Candidate, ctx: Context) -> Rejection:
         return Rejection(c.dc.id, Reason.DEARER, f"dearer by {c.cost_cny - best.cost_cny:.2f} CNY")
 
-    def _placed_score(self, c: Candidate, ctx: Context) -> float:
-        """``Placement.score``: the first element of the winner's key."""
-        return self._key(c, ctx)[0]
-
-    def _placement(self, spec: WorkloadSpec, network: Network, ctx: Context, c: Candidate,
+    def _placement(self, spec: WorkloadSpec, network: Network, c: Candidate, score_cny: float,
                    rejected: Deferred[tuple[Rejection, ...]], t: NetworkTables) -> Placement:
         dc, pool = c.dc, c.pool
         bound = network.tiers[spec.tier].max_rtt_ms
@@ -120,7 +123,7 @@ class Policy:
         return Placement(
             spec, self.name, dc.id, dc.ray_cluster, t.region[c.index], rtt,
             bound is None or rtt is None or rtt <= bound, fam, pool.model if pool else None,
-            c.energy_kwh, c.energy_cost_cny, c.transfer_hours, c.transfer_cost_cny, self._placed_score(c, ctx),
+            c.energy_kwh, c.energy_cost_cny, c.transfer_hours, c.transfer_cost_cny, score_cny,
             rejected, Deferred(_ray_for, dc, fam, pool, spec, bound is not None),
         )
 
@@ -143,7 +146,7 @@ class WestflowPolicy(Policy):
         self.prune = prune
 
     def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
-                bound: float | None) -> Candidate | None:
+                bound: float | None) -> tuple[Candidate, float] | None:
         if not (t.prunable and (t.large if self.prune is None else self.prune)):
             return None
         low = t.static_util if caps is t.static else min(map(_UTILISATION, caps.values()), default=0.0)
@@ -151,28 +154,41 @@ class WestflowPolicy(Policy):
             return None
         return pruned_search(spec, network, caps, t, bound)
 
-    def _score(self, c: Candidate, ctx: Context) -> float:
-        dc = c.dc
-        return score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours,
-                     ctx.capacity[dc.id].utilisation, dc.utilisation_target, ctx.network.weights)
-
     def _key(self, c: Candidate, ctx: Context) -> tuple[float, ...]:
-        return westflow_key(self._score(c, ctx), c.rtt_ms, c.index)
+        dc = c.dc
+        return westflow_key(score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours,
+                                  ctx.capacity[dc.id].utilisation, dc.utilisation_target, ctx.network.weights),
+                            c.rtt_ms, c.index)
 
-    def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
+    def _decide(self, ev: Evaluation, ctx: Context, frozen: Context,
+                t: NetworkTables) -> tuple[Candidate, float, Deferred[tuple[Rejection, ...]]]:
         # min(cands, key=_key) without a tuple per candidate: candidates come in inventory order,
-        # so the index tie-break is "keep the earlier one".
+        # so the index tie-break is "keep the earlier one". Each score is kept for the explanation.
+        cands = ev.candidates
         caps, weights = ctx.capacity, ctx.network.weights
+        scores: list[float] = []
+        keep = scores.append
         best = cands[0]
         best_s = best_r = float("inf")
         for c in cands:
             dc = c.dc
             s = score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours, caps[dc.id].utilisation,
                       dc.utilisation_target, weights)
+            keep(s)
             r = c.rtt_ms or 0.0
             if s < best_s or (s == best_s and r < best_r):
                 best, best_s, best_r = c, s, r
-        return best
+        return best, best_s, Deferred(explain_dearer, ev, best, frozen.capacity, t, weights, scores)
+
+    def _explain_again(self, spec: WorkloadSpec, ctx: Context, bound: float | None, index: int,
+                       t: NetworkTables) -> tuple[Rejection, ...]:
+        # On a large network the columns answer at numpy speed; they give up (None) only where
+        # the full scan must decide, which it then does.
+        if t.large:
+            why = explain_dearer_columns(spec, ctx.network, ctx.capacity, t, bound, index)
+            if why is not None:
+                return why
+        return super()._explain_again(spec, ctx, bound, index, t)
 
     def _explain(self, ev: Evaluation, best: Candidate, ctx: Context, t: NetworkTables) -> tuple[Rejection, ...]:
         return explain_dearer(ev, best, ctx.capacity, t, ctx.network.weights)

@@ -29,8 +29,8 @@ FIRST_BATCH = 8  # DCs costed in the first step; each next step costs twice as m
 
 
 def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: NetworkTables,
-                  latency_bound: float | None) -> Candidate | None:
-    """The winner of the full scan, visiting DCs by increasing score bound.
+                  latency_bound: float | None) -> tuple[Candidate, float] | None:
+    """The winner of the full scan and its score, visiting DCs by increasing score bound.
 
     None if no DC fits, or if a transfer figure is not finite and non-negative (the
     bound does not hold then): the caller then runs the full scan.
@@ -63,12 +63,14 @@ def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: 
         lb += np.where(b.east, east, west)
     order = np.argsort(lb, kind="stable")
     bounds = lb[order].tolist()
-    sites = [b.sites[k] for k in order.tolist()]
+    order_at = order.tolist()
+    all_sites = b.sites
     best: Candidate | None = None
     best_key = (math.inf, math.inf, -1)
     start, step = 0, FIRST_BATCH
-    while start < len(sites) and bounds[start] <= best_key[0]:
-        cands, _, _ = evaluate(spec, network, caps, tables, latency_bound, sites[start:start + step], moves)
+    while start < len(bounds) and bounds[start] <= best_key[0]:
+        sites = [all_sites[k] for k in order_at[start:start + step]]
+        cands, _, _ = evaluate(spec, network, caps, tables, latency_bound, sites, moves)
         for c in cands:
             dc = c.dc
             key = westflow_key(score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours,
@@ -77,4 +79,4 @@ def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: 
                 best, best_key = c, key
         start += step
         step *= 2
-    return best
+    return None if best is None else (best, best_key[0])

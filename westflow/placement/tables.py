@@ -8,17 +8,22 @@ Python and numpy.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+from collections.abc import Sequence
+from operator import attrgetter, methodcaller
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
-from westflow.capacity import static_capacity
+from westflow.capacity import Capacity, DCCapacity, static_capacity
 from westflow.inventory import AcceleratorPool, DataCenter, Family, Network, Region
 from westflow.placement.values import Reason, Rejection
 from westflow.spec import WorkloadSpec
 
 __all__ = ["NetworkTables", "PruneBound", "Site", "Ranked", "PoolRow", "tables_for", "finite_non_negative", "wanted",
-           "PRUNE_MIN_DCS"]
+           "PRUNE_MIN_DCS", "PoolColumns", "CapacityColumns"]
 
 PRUNE_MIN_DCS = 64  # below this a full scan is cheaper than the pruned search's numpy set-up
 
@@ -64,6 +69,87 @@ class PruneBound:
             a.flags.writeable = False  # shared by every thread's decisions
 
 
+Floats = NDArray[np.float64]
+Flags = NDArray[np.bool_]
+Objects = NDArray[np.object_]
+
+_MISSING = DCCapacity({}, 0.0, 0.0, 0.0, alive=False)  # a DC the snapshot does not name: unavailable
+
+
+A = TypeVar("A", bound=NDArray[Any])
+
+
+def _frozen(a: A) -> A:
+    a.flags.writeable = False  # shared by every thread's decisions
+    return a
+
+
+def _objects(items: Sequence[object]) -> Objects:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return _frozen(out)
+
+
+class PoolColumns:
+    """Per accelerator request, one entry per DC (inventory order): ``none`` marks DCs without a
+    compatible pool and ``none_why`` holds their rejection; slot ``j`` is each DC's ``j``-th compatible
+    pool (least power first): ``model[j]`` its row in :class:`CapacityColumns` ``free`` (the last row,
+    all NaN, where the DC has fewer pools) and ``watts[j]`` its power draw."""
+
+    __slots__ = ("none", "none_why", "model", "watts")
+
+    def __init__(self, pools: PoolRow, why: tuple[Rejection | None, ...], models: dict[str, int]) -> None:
+        k = max((len(p) for p in pools), default=0)
+        self.none: Flags = _frozen(np.array([not p for p in pools], dtype=np.bool_))
+        self.none_why = _objects(list(why))
+        self.model = tuple(_frozen(np.array([models[p[j].model] if j < len(p) else len(models) for p in pools],
+                                            dtype=np.intp)) for j in range(k))
+        self.watts = tuple(_frozen(np.array([p[j].watts if j < len(p) else math.nan for p in pools],
+                                            dtype=np.float64)) for j in range(k))
+
+
+class CapacityColumns:
+    """A capacity snapshot as columns, one entry per DC (inventory order); a DC the snapshot does not
+    name reads dead. ``free`` has one row per accelerator model of the network and a last row of NaN;
+    ``utilisation_values`` holds the snapshot's own utilisation objects (for rejections to carry)."""
+
+    __slots__ = ("alive", "free", "free_cpus", "free_memory_gb", "utilisation", "utilisation_values", "_fits")
+
+    def __init__(self, caps: tuple[DCCapacity, ...], models: tuple[str, ...]) -> None:
+        n = len(caps)
+        self.alive: Flags = _frozen(np.fromiter(map(attrgetter("alive"), caps), np.bool_, n))
+        self.free_cpus: Floats = _frozen(np.fromiter(map(attrgetter("free_cpus"), caps), np.float64, n))
+        self.free_memory_gb: Floats = _frozen(np.fromiter(map(attrgetter("free_memory_gb"), caps), np.float64, n))
+        self.utilisation_values = _objects(list(map(attrgetter("utilisation"), caps)))
+        self.utilisation: Floats = _frozen(self.utilisation_values.astype(np.float64))
+        free = np.full((len(models) + 1, n), math.nan)
+        frees = list(map(attrgetter("free"), caps))
+        for row, m in enumerate(models):
+            free[row] = np.fromiter(map(methodcaller("get", m, 0), frees), np.float64, n)
+        self.free: Floats = _frozen(free)
+        self._fits: dict[tuple[int, int], tuple[Flags, Floats]] = {}
+
+    def fit(self, pools: PoolColumns, count: int) -> tuple[Flags, Floats]:
+        """Per DC: has a compatible pool with ``count`` free, and that pool's ``watts x count``
+        (the first such pool, least power first, as the filter takes it; NaN where none).
+        Memoised per request for the snapshot's life."""
+        key = (id(pools), count)  # PoolColumns live as long as their NetworkTables
+        got = self._fits.get(key)
+        if got is None:
+            n = len(self.alive)
+            at = np.arange(n)
+            fits = np.zeros(n, dtype=np.bool_)
+            kw = np.full(n, math.nan)
+            for model, watts in zip(reversed(pools.model), reversed(pools.watts), strict=True):
+                ok = self.free[model, at] >= count  # NaN (no such pool) never fits
+                fits |= ok
+                kw = np.where(ok, watts * count, kw)
+            if len(self._fits) >= 256:
+                self._fits.clear()
+            got = self._fits[key] = (_frozen(fits), _frozen(kw))
+        return got
+
+
 class NetworkTables:
     """Per-network facts a decision needs, computed once and memoised per key."""
 
@@ -86,6 +172,18 @@ class NetworkTables:
             and d.utilisation_target > 0.0 and all(finite_non_negative(p.watts) for p in d.pools)
             for d in self.dcs)
         self.large = len(self.dcs) >= PRUNE_MIN_DCS
+        # Columns (numpy, inventory order) for the explanation of large networks.
+        self.models = tuple(sorted({p.model for d in self.dcs for p in d.pools}))
+        self.ids_column = _objects(list(self.ids))
+        self.unavailable_column = _objects(list(self.unavailable))
+        self.cpu_watts = _frozen(np.array([d.cpu_watts for d in self.dcs], dtype=np.float64))
+        self.pue = _frozen(np.array([d.pue for d in self.dcs], dtype=np.float64))
+        self.price = _frozen(np.array([d.price_cny_kwh for d in self.dcs], dtype=np.float64))
+        self.target = _frozen(np.array([d.utilisation_target for d in self.dcs], dtype=np.float64))
+        self.east = _frozen(np.array([d.region is Region.EAST for d in self.dcs], dtype=np.bool_))
+        self._late: dict[tuple[str | None, float | None], tuple[Flags, Objects]] = {}
+        self._pool_columns: dict[tuple[Family, str | None], PoolColumns] = {}
+        self._snapshot: tuple[tuple[str, ...], tuple[DCCapacity, ...], CapacityColumns] | None = None
         self._sites: dict[tuple[str | None, float | None], tuple[tuple[Site, ...], tuple[Ranked, ...]]] = {}
         self._pools: dict[tuple[Family, str | None], tuple[PoolRow, tuple[Rejection | None, ...]]] = {}
         self._bounds: dict[tuple[str | None, float | None, Family, str | None], PruneBound] = {}
@@ -137,6 +235,42 @@ class NetworkTables:
             got = self._bounds[key] = PruneBound(
                 sel, tuple(() if cpu_only else all_pools[s[0]] for s in sel), cpu_only)
         return got
+
+
+    def late(self, origin: str | None, bound: float | None) -> tuple[Flags, Objects]:
+        """Per DC: beyond ``bound`` of ``origin``, and that latency rejection (None where within)."""
+        key = (origin, bound)
+        got = self._late.get(key)
+        if got is None:
+            why: list[Rejection | None] = [None] * len(self.dcs)
+            for i, r in self.sites(origin, bound)[1]:
+                why[i] = r
+            got = self._late[key] = (_frozen(np.array([r is not None for r in why], dtype=np.bool_)),
+                                     _objects(why))
+        return got
+
+    def pool_columns(self, spec: WorkloadSpec) -> PoolColumns:
+        """:meth:`pools` as columns (for an accelerator request; not for CPU-only specs)."""
+        key = (spec.accelerator.family, spec.accelerator.model)
+        got = self._pool_columns.get(key)
+        if got is None:
+            pools, why = self.pools(spec)
+            got = self._pool_columns[key] = PoolColumns(pools, why, {m: i for i, m in enumerate(self.models)})
+        return got
+
+    def capacity_columns(self, caps: Capacity) -> CapacityColumns:
+        """``caps`` as columns; the last snapshot's are kept and reused while it names the same
+        :class:`~westflow.capacity.DCCapacity` objects (or equal ones) in the same order: a snapshot
+        is a value (placement already reads it after the decision, for the explanation)."""
+        last = self._snapshot
+        if last is not None:
+            keys, values, cols = last
+            if tuple(caps) == keys and tuple(caps.values()) == values:
+                return cols
+        keys, values = tuple(caps), tuple(caps.values())
+        cols = CapacityColumns(tuple(map(caps.get, self.ids, itertools.repeat(_MISSING))), self.models)
+        self._snapshot = (keys, values, cols)
+        return cols
 
 
 @functools.lru_cache(maxsize=32)

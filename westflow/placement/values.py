@@ -6,6 +6,8 @@ Re-exported by :mod:`westflow.placement`, the public module. Pure Python.
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar, overload
@@ -93,6 +95,15 @@ class DearerRejection(Rejection):
     def __getnewargs__(self) -> tuple[Any, ...]:
         return (self[0], *self[2:])
 
+    @classmethod
+    def many(cls, data_centers: Iterable[str], gaps: Iterable[float], energy_cost_cny: Iterable[float],
+             transfer_cost_cny: Iterable[float], utilisation: Iterable[float]) -> list[DearerRejection]:
+        """One rejection per DC, the iterables read in step (built in C: a large network's
+        explanation writes them by the hundred)."""
+        return list(map(functools.partial(tuple.__new__, cls),
+                        zip(data_centers, itertools.repeat(Reason.DEARER), gaps, energy_cost_cny,
+                            transfer_cost_cny, utilisation)))
+
     @property
     def detail(self) -> str:
         _, _, gap, e, tc, util = self
@@ -157,7 +168,7 @@ class LazyField(Generic[T]):
         obj.__dict__[self._slot] = value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Placement:
     """The decision: where the spec runs, what it costs, and why the others lost.
 
@@ -181,6 +192,22 @@ class Placement:
     score: float
     rejected: LazyField[tuple[Rejection, ...]] = LazyField()
     ray: LazyField[RayRequest] = LazyField()
+
+    def __init__(self, spec: WorkloadSpec, policy: str, data_center: str, ray_cluster: str, region: str,
+                 rtt_ms: float | None, within_tier: bool, family: Family, accelerator_model: str | None,
+                 energy_kwh: float, energy_cost_cny: float, transfer_hours: float, transfer_cost_cny: float,
+                 score: float, rejected: tuple[Rejection, ...] | Deferred[tuple[Rejection, ...]],
+                 ray: RayRequest | Deferred[RayRequest]) -> None:
+        # The dataclass's own __init__ written out, fields in declaration order: one dict update
+        # where the generated one makes an object.__setattr__ call per field (it runs once per
+        # decision, by the thousand per second). The lazy fields go where LazyField keeps them.
+        self.__dict__.update({
+            "spec": spec, "policy": policy, "data_center": data_center, "ray_cluster": ray_cluster,
+            "region": region, "rtt_ms": rtt_ms, "within_tier": within_tier, "family": family,
+            "accelerator_model": accelerator_model, "energy_kwh": energy_kwh, "energy_cost_cny": energy_cost_cny,
+            "transfer_hours": transfer_hours, "transfer_cost_cny": transfer_cost_cny, "score": score,
+            "_lazy_rejected": rejected, "_lazy_ray": ray,
+        })
 
     @property
     def cost_cny(self) -> float:
