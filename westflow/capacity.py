@@ -96,14 +96,18 @@ Capacity = Mapping[str, DCCapacity]
 
 def utilisation(total: Resources, used: Resources) -> float:
     """The share of a DC in use, in [0, 1]: accelerators, or CPUs where it has none; 1.0 if it has neither."""
-    acc = total.accelerator_count
+    acc = sum(total.accelerators.values())
     if acc:
-        share = used.accelerator_count / acc
+        share = sum(used.accelerators.values()) / acc
     elif total.cpus:
         share = used.cpus / total.cpus
     else:
         return 1.0
     return min(1.0, max(0.0, share))
+
+
+def _whole(n: float) -> int:
+    return n if isinstance(n, int) else math.floor(n + _EPS)
 
 
 def capacity_of(total: Resources, used: Resources, *, share: float | None = None,
@@ -114,7 +118,7 @@ def capacity_of(total: Resources, used: Resources, *, share: float | None = None
     offered. ``share`` overrides the utilisation (default :func:`utilisation` of the two).
     """
     held = used.accelerators
-    free = {m: math.floor(n - held.get(m, 0) + _EPS) for m, n in total.accelerators.items()}
+    free = {m: _whole(n - held.get(m, 0)) for m, n in total.accelerators.items()}
     return DCCapacity(free, total.cpus - used.cpus, total.memory_gb - used.memory_gb,
                       utilisation(total, used) if share is None else share, alive)
 

@@ -80,24 +80,30 @@ class PolicyResult:
 
 
 class _Network:
-    """What the simulated network holds per DC, and the capacity snapshot derived from it."""
+    """What the simulated network holds per DC, and what is derived from it: the capacity snapshot
+    ``place()`` reads and each DC's utilisation (each rebuilt only for the DCs that changed)."""
 
     def __init__(self, network: Network) -> None:
         self.totals = {d.id: inventory_totals(d) for d in network.data_centers}
         self.used = {dc: Resources() for dc in self.totals}
         self._snap = {dc: capacity_of(t, Resources()) for dc, t in self.totals.items()}
         self._dirty: set[str] = set()
+        self._max_free: int | None = None
 
     def take(self, dc: str, held: Resources) -> None:
         self.used[dc] = self.used[dc].plus(held)
-        self._dirty.add(dc)
+        self._changed(dc)
 
     def release(self, dc: str, held: Resources) -> None:
         self.used[dc] = self.used[dc].minus(held)
+        self._changed(dc)
+
+    def _changed(self, dc: str) -> None:
         self._dirty.add(dc)
+        self._max_free = None
 
     def capacity(self) -> dict[str, DCCapacity]:
-        """The snapshot ``place()`` reads (rebuilt only for the DCs that changed)."""
+        """The snapshot ``place()`` reads."""
         for dc in self._dirty:
             self._snap[dc] = capacity_of(self.totals[dc], self.used[dc])
         self._dirty.clear()
@@ -105,7 +111,13 @@ class _Network:
 
     def max_free(self) -> int:
         """The largest free pool of any DC (no DC can hold a larger request)."""
-        return max((max(c.free.values(), default=0) for c in self.capacity().values()), default=0)
+        if self._max_free is None:
+            most = 0
+            for c in self.capacity().values():
+                for n in c.free.values():
+                    most = max(most, n)
+            self._max_free = most
+        return self._max_free
 
 
 _Running = tuple[float, int, int, str, Resources]  # (end, seq, job, dc, held)
@@ -121,6 +133,10 @@ class Simulation:
         self.net = _Network(network)
         self.region_of = {d.id: d.region for d in network.data_centers}
         self.bound = network.tiers[REALTIME].max_rtt_ms
+        self._regions = {r.value: [d.id for d in network.data_centers if d.region is r] for r in Region}
+        self._region_totals = {r: Resources({i: self.net.totals[i].accelerator_count for i in ids},
+                                            sum(self.net.totals[i].cpus for i in ids))
+                               for r, ids in self._regions.items()}
         self._area = dict.fromkeys(self.net.totals, 0.0)  # integral of each DC's utilisation over time
         self._last_t = 0.0
         self._running: list[_Running] = []
@@ -187,16 +203,17 @@ class Simulation:
         if t > self._last_t:
             dt = t - self._last_t
             for dc, cap in self.net.capacity().items():
-                self._area[dc] += cap.utilisation * dt
+                self._area[dc] += cap.utilisation * dt  # the DC's utilisation(), as the policy sees it
             self._last_t = t
 
     def _region_shares(self) -> dict[str, float]:
-        """Each region's utilisation now: :func:`utilisation` of its DCs' totals and use together."""
+        """Each region's utilisation now: :func:`utilisation` of its DCs' totals and use together
+        (accelerators counted per DC, CPUs summed)."""
         out = {}
-        for r in Region:
-            ids = [dc for dc, reg in self.region_of.items() if reg is r]
-            out[r.value] = utilisation(Resources.total(self.net.totals[i] for i in ids),
-                                       Resources.total(self.net.used[i] for i in ids)) if ids else 0.0
+        for region, ids in self._regions.items():
+            used = Resources({i: self.net.used[i].accelerator_count for i in ids},
+                             sum(self.net.used[i].cpus for i in ids))
+            out[region] = utilisation(self._region_totals[region], used) if ids else 0.0
         return out
 
     def _finish(self, series: dict[str, list[float]]) -> None:
