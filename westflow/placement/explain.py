@@ -20,7 +20,7 @@ from westflow.inventory import Family, Network, PolicyWeights, Region
 from westflow.placement.filters import Evaluation, evaluate, in_order, transfer
 from westflow.placement.score import score
 from westflow.placement.tables import NetworkTables
-from westflow.placement.values import Candidate, DearerRejection, Rejection
+from westflow.placement.values import Candidate, DearerRejection, Reason, Rejection, dearer_of
 from westflow.spec import WorkloadSpec
 
 __all__ = ["explain", "explain_dearer", "explain_dearer_columns"]
@@ -34,25 +34,20 @@ def explain(ev: Evaluation, best: Candidate, caps: Capacity, tables: NetworkTabl
 
 
 def explain_dearer(ev: Evaluation, best: Candidate, caps: Capacity, tables: NetworkTables,
-                   weights: PolicyWeights, scores: Sequence[float] | None = None) -> tuple[Rejection, ...]:
-    """:func:`explain` for the westflow score: each loser is dearer by its score's gap to the winner's.
-
-    ``scores``: each candidate's score, in step with ``ev.candidates``, where the caller has them.
-    """
+                   weights: PolicyWeights) -> tuple[Rejection, ...]:
+    """:func:`explain` for the westflow score: each loser is dearer by its score's gap to the winner's
+    (the scores the filter computed, where it was asked to)."""
     filtered = in_order(ev.late, ev.rejected, caps, tables.unavailable)
     cands = ev.candidates
-    if scores is None:
+    scores: Sequence[float] = ev.scores
+    if len(scores) != len(cands):
         scores = [score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours, caps[c.dc.id].utilisation,
                         c.dc.utilisation_target, weights) for c in cands]
     best_s = scores[cands.index(best)]
-    out: list[Rejection] = []
-    add = out.append
-    for c, s in zip(cands, scores, strict=True):
-        if c is not best:
-            dc_id = c.dc.id
-            add(DearerRejection(dc_id, s - best_s, c.energy_cost_cny, c.transfer_cost_cny,
-                                caps[dc_id].utilisation))
-    return filtered + tuple(out)
+    dearer = Reason.DEARER
+    return filtered + tuple([
+        dearer_of((c.dc.id, dearer, s - best_s, c.energy_cost_cny, c.transfer_cost_cny, caps[c.dc.id].utilisation))
+        for c, s in zip(cands, scores, strict=True) if c is not best])
 
 
 def explain_dearer_columns(spec: WorkloadSpec, network: Network, caps: Capacity, tables: NetworkTables,

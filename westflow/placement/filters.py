@@ -9,23 +9,29 @@ DC; :func:`in_order` merges the rejections into inventory order. Pure Python.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from westflow.capacity import Capacity
-from westflow.inventory import AcceleratorPool, Family, Network, Region
+from westflow.inventory import AcceleratorPool, Family, Network, PolicyWeights, Region
+from westflow.placement.score import score
 from westflow.placement.tables import NetworkTables, PoolRow, Ranked, Site, wanted
-from westflow.placement.values import Candidate, Reason, Rejection, ShortRejection
+from westflow.placement.values import Candidate, Reason, Rejection, ShortRejection, candidate_of
 from westflow.spec import WorkloadSpec
 
 __all__ = ["Evaluation", "evaluate", "transfer", "in_order"]
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
 
 class Evaluation(NamedTuple):
-    """The filter's answer: candidates, latency rejections, other rejections (each in inventory order)."""
+    """The filter's answer: candidates, latency rejections, other rejections (each in inventory order),
+    and each candidate's westflow score where it was asked for (else empty)."""
 
     candidates: list[Candidate]
     late: tuple[Ranked, ...]
     rejected: list[Ranked]
+    scores: list[float]
 
 
 def transfer(spec: WorkloadSpec, network: Network, region: Region) -> tuple[float, float]:
@@ -41,12 +47,14 @@ def transfer(spec: WorkloadSpec, network: Network, region: Region) -> tuple[floa
 
 def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: NetworkTables,
              latency_bound: float | None, sites: Sequence[Site] | None = None,
-             moves: dict[Region, tuple[float, float]] | None = None) -> Evaluation:
+             moves: dict[Region, tuple[float, float]] | None = None,
+             weights: PolicyWeights | None = None) -> Evaluation:
     """Filter the DCs and cost the eligible ones.
 
     Every DC within ``latency_bound`` of the origin (the full scan), or only ``sites``
     (the pruned search's next few; their latency is then the caller's business);
-    ``moves`` memoises the transfer per region across calls of one decision.
+    ``moves`` memoises the transfer per region across calls of one decision. With
+    ``weights``, each candidate's :func:`~westflow.placement.score.score` too.
     """
     all_sites, late = tables.sites(spec.origin, latency_bound)
     if sites is None:
@@ -68,6 +76,8 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
     unavailable = tables.unavailable
     cands: list[Candidate] = []
     add = cands.append
+    scores: list[float] = []
+    keep = scores.append
     rejected: list[Ranked] = []
     if moves is None:
         moves = {}
@@ -111,8 +121,11 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
             continue
         kw = ((pool.watts * count) if pool else 0.0) + cpu_watts * cpus
         kwh = kw / 1000 * hours * pue
-        add(Candidate(i, dc, pool, rtt, kwh, kwh * price, t_hours, t_cost))
-    return Evaluation(cands, late, rejected)
+        cost = kwh * price
+        add(candidate_of((i, dc, pool, rtt, kwh, cost, t_hours, t_cost)))
+        if weights is not None:
+            keep(score(cost, t_cost, t_hours, cap.utilisation, dc.utilisation_target, weights))
+    return Evaluation(cands, late, rejected, scores)
 
 
 def in_order(late: Sequence[Ranked], rest: Sequence[Ranked], caps: Capacity,
@@ -122,13 +135,14 @@ def in_order(late: Sequence[Ranked], rest: Sequence[Ranked], caps: Capacity,
     Liveness is checked before latency, so a DC beyond the bound that is also down
     reads "unavailable".
     """
+    if not late:
+        return tuple(map(_SECOND, rest))
     both: list[Ranked] = []
+    add = both.append
     for i, r in late:
         cap = caps.get(r.data_center)
-        both.append((i, r) if cap is not None and cap.alive else (i, unavailable[i]))
-    if not both:
-        return tuple(r for _, r in rest)
+        add((i, r) if cap is not None and cap.alive else (i, unavailable[i]))
     if rest:
         both.extend(rest)
-        both.sort(key=lambda x: x[0])
-    return tuple(r for _, r in both)
+        both.sort(key=_FIRST)
+    return tuple(map(_SECOND, both))

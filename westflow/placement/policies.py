@@ -61,6 +61,7 @@ class Policy:
 
     name = "base"
     respect_latency = True
+    scored = False  # the filter computes each candidate's westflow score (the westflow policy's key)
 
     def place(self, spec: WorkloadSpec, network: Network, capacity: Capacity | None = None) -> Placement:
         """Place ``spec``; raise InfeasibleError carrying every DC's reason if nothing fits."""
@@ -68,32 +69,33 @@ class Policy:
         if spec.tier not in network.tiers or (spec.origin is not None and spec.origin not in t.cities):
             spec.check_against(network)  # raises the SpecError naming the field
         caps = t.static if capacity is None else capacity
-        # The losers' text is written on first read, against the capacity seen now.
-        frozen = Context(network, caps if capacity is None else dict(capacity))
-        bound = network.tiers[spec.tier].max_rtt_ms if self.respect_latency else None
-        ctx = frozen  # the copy holds the snapshot's own DCCapacity objects: the same decision
+        # The losers' text is written on first read, against the capacity seen now: a copy of the
+        # mapping, holding the snapshot's own DCCapacity objects (so the decision reads it too).
+        snap = caps if capacity is None else dict(capacity)
+        tier_bound = network.tiers[spec.tier].max_rtt_ms
+        bound = tier_bound if self.respect_latency else None
         found = self._search(spec, network, caps, t, bound)
         if found is not None:
             best, best_score = found
-            why = Deferred(self._explain_again, spec, frozen, bound, best.index, t)
+            why = Deferred(self._explain_again, spec, Context(network, snap), bound, best.index, t)
         else:
-            ev = evaluate(spec, network, caps, t, bound)
+            ev = evaluate(spec, network, caps, t, bound, weights=network.weights if self.scored else None)
             if not ev.candidates:
                 raise InfeasibleError(spec, in_order(ev.late, ev.rejected, caps, t.unavailable))
-            best, best_score, why = self._decide(ev, ctx, frozen, t)
-        return self._placement(spec, network, best, best_score, why, t)
+            best, best_score, why = self._decide(ev, network, snap, t)
+        return self._placement(spec, tier_bound, best, best_score, why, t)
 
     def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
                 bound: float | None) -> tuple[Candidate, float] | None:
         """The winner and its score without the full scan, or None: the full scan decides (the default)."""
         return None
 
-    def _decide(self, ev: Evaluation, ctx: Context, frozen: Context,
+    def _decide(self, ev: Evaluation, network: Network, snap: Capacity,
                 t: NetworkTables) -> tuple[Candidate, float, Deferred[tuple[Rejection, ...]]]:
-        """The full scan's winner, its ``Placement.score``, and the explanation to write on read
-        (against ``frozen``)."""
+        """The full scan's winner, its ``Placement.score``, and the explanation to write on read."""
+        ctx = Context(network, snap)
         best = self._choose(ev.candidates, ctx)
-        return best, self._key(best, ctx)[0], Deferred(self._explain, ev, best, frozen, t)
+        return best, self._key(best, ctx)[0], Deferred(self._explain, ev, best, ctx, t)
 
     def _explain_again(self, spec: WorkloadSpec, ctx: Context, bound: float | None, index: int,
                        t: NetworkTables) -> tuple[Rejection, ...]:
@@ -114,10 +116,10 @@ class Policy:
     def _lost(self, c: Candidate, best: Candidate, ctx: Context) -> Rejection:
         return Rejection(c.dc.id, Reason.DEARER, f"dearer by {c.cost_cny - best.cost_cny:.2f} CNY")
 
-    def _placement(self, spec: WorkloadSpec, network: Network, c: Candidate, score_cny: float,
+    def _placement(self, spec: WorkloadSpec, bound: float | None, c: Candidate, score_cny: float,
                    rejected: Deferred[tuple[Rejection, ...]], t: NetworkTables) -> Placement:
+        """The Placement of candidate ``c``; ``bound``: the spec's tier's latency bound."""
         dc, pool = c.dc, c.pool
-        bound = network.tiers[spec.tier].max_rtt_ms
         rtt = c.rtt_ms
         fam = pool.family if pool else Family.CPU
         return Placement(
@@ -141,6 +143,7 @@ class WestflowPolicy(Policy):
     """
 
     name = "westflow"
+    scored = True
 
     def __init__(self, *, prune: bool | None = None) -> None:
         self.prune = prune
@@ -160,25 +163,23 @@ class WestflowPolicy(Policy):
                                   ctx.capacity[dc.id].utilisation, dc.utilisation_target, ctx.network.weights),
                             c.rtt_ms, c.index)
 
-    def _decide(self, ev: Evaluation, ctx: Context, frozen: Context,
+    def _decide(self, ev: Evaluation, network: Network, snap: Capacity,
                 t: NetworkTables) -> tuple[Candidate, float, Deferred[tuple[Rejection, ...]]]:
-        # min(cands, key=_key) without a tuple per candidate: candidates come in inventory order,
-        # so the index tie-break is "keep the earlier one". Each score is kept for the explanation.
-        cands = ev.candidates
-        caps, weights = ctx.capacity, ctx.network.weights
-        scores: list[float] = []
-        keep = scores.append
+        # min(cands, key=_key) over the scores the filter computed, without a tuple per candidate:
+        # candidates come in inventory order, so the index tie-break is "keep the earlier one".
+        cands, scores = ev.candidates, ev.scores
         best = cands[0]
         best_s = best_r = float("inf")
-        for c in cands:
-            dc = c.dc
-            s = score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours, caps[dc.id].utilisation,
-                      dc.utilisation_target, weights)
-            keep(s)
-            r = c.rtt_ms or 0.0
-            if s < best_s or (s == best_s and r < best_r):
-                best, best_s, best_r = c, s, r
-        return best, best_s, Deferred(explain_dearer, ev, best, frozen.capacity, t, weights, scores)
+        for c, s in zip(cands, scores, strict=True):
+            if s < best_s:
+                best, best_s, best_r = c, s, c.rtt_ms or 0.0
+            elif s == best_s:
+                r = c.rtt_ms or 0.0
+                if r < best_r:
+                    best, best_r = c, r
+        if best is cands[0]:
+            best_s = scores[0]  # also when no score beat infinity (NaN): Placement.score is its own
+        return best, best_s, Deferred(explain_dearer, ev, best, snap, t, network.weights)
 
     def _explain_again(self, spec: WorkloadSpec, ctx: Context, bound: float | None, index: int,
                        t: NetworkTables) -> tuple[Rejection, ...]:

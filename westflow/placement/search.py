@@ -18,7 +18,7 @@ import numpy as np
 from westflow.capacity import Capacity
 from westflow.inventory import Family, Network, Region
 from westflow.placement.filters import evaluate, transfer
-from westflow.placement.score import score, westflow_key
+from westflow.placement.score import westflow_key
 from westflow.placement.tables import NetworkTables, finite_non_negative
 from westflow.placement.values import Candidate
 from westflow.spec import WorkloadSpec
@@ -70,11 +70,9 @@ def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: 
     start, step = 0, FIRST_BATCH
     while start < len(bounds) and bounds[start] <= best_key[0]:
         sites = [all_sites[k] for k in order_at[start:start + step]]
-        cands, _, _ = evaluate(spec, network, caps, tables, latency_bound, sites, moves)
-        for c in cands:
-            dc = c.dc
-            key = westflow_key(score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours,
-                                     caps[dc.id].utilisation, dc.utilisation_target, w), c.rtt_ms, c.index)
+        ev = evaluate(spec, network, caps, tables, latency_bound, sites, moves, w)
+        for c, s in zip(ev.candidates, ev.scores, strict=True):
+            key = westflow_key(s, c.rtt_ms, c.index)
             if key < best_key:
                 best, best_key = c, key
         start += step

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar, overload
@@ -18,7 +18,7 @@ from westflow.spec import WorkloadSpec
 from westflow.tags import RayRequest
 
 __all__ = ["Reason", "Rejection", "ShortRejection", "DearerRejection", "Candidate", "Context", "Placement",
-           "Deferred", "LazyField"]
+           "Deferred", "LazyField", "candidate_of", "dearer_of"]
 
 T = TypeVar("T")
 
@@ -100,7 +100,7 @@ class DearerRejection(Rejection):
              transfer_cost_cny: Iterable[float], utilisation: Iterable[float]) -> list[DearerRejection]:
         """One rejection per DC, the iterables read in step (built in C: a large network's
         explanation writes them by the hundred)."""
-        return list(map(functools.partial(tuple.__new__, cls),
+        return list(map(dearer_of if cls is DearerRejection else functools.partial(tuple.__new__, cls),
                         zip(data_centers, itertools.repeat(Reason.DEARER), gaps, energy_cost_cny,
                             transfer_cost_cny, utilisation)))
 
@@ -129,6 +129,18 @@ class Candidate(NamedTuple):
     @property
     def cost_cny(self) -> float:
         return self.energy_cost_cny + self.transfer_cost_cny
+
+
+CandidateFields = tuple[int, DataCenter, "AcceleratorPool | None", "float | None", float, float, float, float]
+DearerFields = tuple[str, Reason, float, float, float, float]
+
+candidate_of: Callable[[CandidateFields], Candidate] = functools.partial(tuple.__new__, Candidate)
+"""A :class:`Candidate` from its fields, in order, as one tuple: the constructor without the
+Python-level ``__new__`` (the filter builds one per eligible DC per decision)."""
+
+dearer_of: Callable[[DearerFields], DearerRejection] = functools.partial(tuple.__new__, DearerRejection)
+"""A :class:`DearerRejection` from its tuple ``(data_center, Reason.DEARER, gap, energy_cost_cny,
+transfer_cost_cny, utilisation)``: the constructor without the Python-level ``__new__``."""
 
 
 class Deferred(functools.partial[T]):
