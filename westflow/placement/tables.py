@@ -11,7 +11,7 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
-from operator import attrgetter, methodcaller
+from operator import attrgetter, is_not
 from typing import Any, TypeVar
 
 import numpy as np
@@ -111,23 +111,50 @@ class PoolColumns:
 class CapacityColumns:
     """A capacity snapshot as columns, one entry per DC (inventory order); a DC the snapshot does not
     name reads dead. ``free`` has one row per accelerator model of the network and a last row of NaN;
-    ``utilisation_values`` holds the snapshot's own utilisation objects (for rejections to carry)."""
+    ``utilisation_values`` holds the snapshot's own utilisation objects (for rejections to carry);
+    ``held`` the snapshot's DCCapacity per DC."""
 
-    __slots__ = ("alive", "free", "free_cpus", "free_memory_gb", "utilisation", "utilisation_values", "_fits")
+    __slots__ = ("held", "alive", "free", "free_cpus", "free_memory_gb", "utilisation", "utilisation_values",
+                 "_fits")
 
-    def __init__(self, caps: tuple[DCCapacity, ...], models: tuple[str, ...]) -> None:
-        n = len(caps)
-        self.alive: Flags = _frozen(np.fromiter(map(attrgetter("alive"), caps), np.bool_, n))
-        self.free_cpus: Floats = _frozen(np.fromiter(map(attrgetter("free_cpus"), caps), np.float64, n))
-        self.free_memory_gb: Floats = _frozen(np.fromiter(map(attrgetter("free_memory_gb"), caps), np.float64, n))
-        self.utilisation_values = _objects(list(map(attrgetter("utilisation"), caps)))
-        self.utilisation: Floats = _frozen(self.utilisation_values.astype(np.float64))
-        free = np.full((len(models) + 1, n), math.nan)
-        frees = list(map(attrgetter("free"), caps))
-        for row, m in enumerate(models):
-            free[row] = np.fromiter(map(methodcaller("get", m, 0), frees), np.float64, n)
-        self.free: Floats = _frozen(free)
+    def __init__(self, held: tuple[DCCapacity, ...], alive: Flags, free: Floats, free_cpus: Floats,
+                 free_memory_gb: Floats, utilisation_values: Objects, utilisation: Floats) -> None:
+        self.held = held
+        self.alive = _frozen(alive)
+        self.free = _frozen(free)
+        self.free_cpus = _frozen(free_cpus)
+        self.free_memory_gb = _frozen(free_memory_gb)
+        self.utilisation_values = _frozen(utilisation_values)
+        self.utilisation = _frozen(utilisation)
         self._fits: dict[tuple[int, int], tuple[Flags, Floats]] = {}
+
+    @classmethod
+    def of(cls, held: tuple[DCCapacity, ...], models: tuple[str, ...]) -> CapacityColumns:
+        """The columns of ``held`` (one DCCapacity per DC, inventory order)."""
+        n = len(held)
+        free = np.full((len(models) + 1, n), math.nan)
+        frees = list(map(attrgetter("free"), held))
+        for row, m in enumerate(models):
+            free[row] = [f.get(m, 0) for f in frees]
+        util = np.empty(n, dtype=object)
+        util[:] = list(map(attrgetter("utilisation"), held))
+        return cls(held, np.array(list(map(attrgetter("alive"), held)), dtype=np.bool_), free,
+                   np.array(list(map(attrgetter("free_cpus"), held)), dtype=np.float64),
+                   np.array(list(map(attrgetter("free_memory_gb"), held)), dtype=np.float64),
+                   util, util.astype(np.float64))
+
+    def changed(self, held: tuple[DCCapacity, ...], at: Sequence[int], models: tuple[str, ...]) -> CapacityColumns:
+        """These columns with the DCs at ``at`` read from ``held`` (a snapshot that differs only there)."""
+        alive, free, cpus, mem = self.alive.copy(), self.free.copy(), self.free_cpus.copy(), self.free_memory_gb.copy()
+        values, util = self.utilisation_values.copy(), self.utilisation.copy()
+        for i in at:
+            c = held[i]
+            alive[i], cpus[i], mem[i], values[i], util[i] = c.alive, c.free_cpus, c.free_memory_gb, c.utilisation, \
+                c.utilisation
+            f = c.free
+            for row, m in enumerate(models):
+                free[row, i] = f.get(m, 0)
+        return CapacityColumns(held, alive, free, cpus, mem, values, util)
 
     def fit(self, pools: PoolColumns, count: int) -> tuple[Flags, Floats]:
         """Per DC: has a compatible pool with ``count`` free, and that pool's ``watts x count``
@@ -259,16 +286,21 @@ class NetworkTables:
         return got
 
     def capacity_columns(self, caps: Capacity) -> CapacityColumns:
-        """``caps`` as columns; the last snapshot's are kept and reused while it names the same
-        :class:`~westflow.capacity.DCCapacity` objects (or equal ones) in the same order: a snapshot
-        is a value (placement already reads it after the decision, for the explanation)."""
-        last = self._snapshot
-        if last is not None:
-            keys, values, cols = last
-            if tuple(caps) == keys and tuple(caps.values()) == values:
-                return cols
+        """``caps`` as columns. The last snapshot's are kept: reused while ``caps`` names the same
+        :class:`~westflow.capacity.DCCapacity` objects (or equal ones) in the same order, and
+        updated where a few DCs changed (a snapshot is a value: placement already reads it after
+        the decision, for the explanation)."""
         keys, values = tuple(caps), tuple(caps.values())
-        cols = CapacityColumns(tuple(map(caps.get, self.ids, itertools.repeat(_MISSING))), self.models)
+        last = self._snapshot
+        if last is not None and keys == last[0] and values == last[1]:
+            return last[2]
+        held = tuple(map(caps.get, self.ids, itertools.repeat(_MISSING)))
+        if last is not None:
+            at = list(itertools.compress(range(len(held)), map(is_not, held, last[2].held)))
+            cols = last[2].changed(held, at, self.models) if len(at) <= len(held) // 8 else \
+                CapacityColumns.of(held, self.models)
+        else:
+            cols = CapacityColumns.of(held, self.models)
         self._snapshot = (keys, values, cols)
         return cols
 
