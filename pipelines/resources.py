@@ -18,7 +18,6 @@ from __future__ import annotations
 import secrets
 import sys
 from collections.abc import Sequence, Set
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from pipelines.workload import declared_inputs, declared_spec
 from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import Dispatcher, entrypoint
 from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
-from ray_cluster.live import DashboardReader, NodeView, live_capacity, snapshot
+from ray_cluster.live import DashboardReader, NodeView, capacity_and_totals, live_capacity
 from ray_cluster.reservations import Reservations
 from ray_cluster.retry import RetryPolicy
 from westflow.capacity import Capacity, DCCapacity
@@ -86,8 +85,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
 
     def capacity_and_totals(self, network: Network) -> tuple[dict[str, DCCapacity], dict[str, DCCapacity]]:
         """What is free per live DC, and what each would have free if empty (one read of the nodes)."""
-        nodes = self.nodes()
-        return snapshot(network, nodes), snapshot(network, [replace(n, available=dict(n.total)) for n in nodes])
+        return capacity_and_totals(network, self.reader())
 
     def _state(self) -> Path:
         return Path(self.state_dir).resolve()
