@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from westflow.errors import WestflowError
+from westflow.errors import WestflowError, field_message
 
 __all__ = ["JobError", "JobArgumentError", "BackendUnavailable", "ModelMismatch", "GangError"]
 
@@ -42,15 +42,7 @@ class JobArgumentError(JobError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        text = message.rstrip(".") if message else f"{problem} {field} {value!r}"
-        if isinstance(allowed, str):
-            text += f"; must be {allowed}"
-        elif allowed is not None:
-            text += "; must be one of: " + ", ".join(str(a) for a in allowed)
-        text += "."
-        if fix:
-            text += f" To fix: {fix}"
-        super().__init__(text)
+        super().__init__(field_message(field, value, allowed, problem=problem, fix=fix, message=message))
 
 
 class BackendUnavailable(JobError):

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "WestflowError",
+    "field_message",
     "ConfigError",
     "SpecError",
     "InfeasibleError",
@@ -55,6 +56,26 @@ def _field_text(field: str) -> str:
     return text if text and text.isprintable() and text == text.strip() else repr(text)
 
 
+def field_message(
+    field: str,
+    value: Any,
+    allowed: str | Sequence[str] | None = None,
+    *,
+    problem: str = "Invalid",
+    where: str | None = None,
+    fix: str | None = None,
+    message: str | None = None,
+) -> str:
+    """The one shape of a bad-input message: ``[where: ]problem field 'value'; must be ... . To fix: ...``.
+
+    ``message`` replaces ``problem field 'value'`` when the caller has a better sentence.
+    """
+    head = message.rstrip(".") if message else f"{problem} {_field_text(field)} {value!r}"
+    text = f"{where}: " if where else ""
+    text += f"{head}{_allowed_text(allowed)}."
+    return text + (f" To fix: {fix}" if fix else "")
+
+
 class ConfigError(WestflowError):
     """A config file failed its schema or a cross-field check."""
 
@@ -72,10 +93,7 @@ class ConfigError(WestflowError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        text = f"{file}: {problem} {_field_text(field)} {value!r}{_allowed_text(allowed)}."
-        if fix:
-            text += f" To fix: {fix}"
-        super().__init__(text)
+        super().__init__(field_message(field, value, allowed, problem=problem, where=file, fix=fix))
 
 
 class SpecError(WestflowError):
@@ -95,11 +113,7 @@ class SpecError(WestflowError):
         self.value = value
         self.allowed = allowed
         self.source = source
-        where = f"{source}: " if source else ""
-        text = f"{where}{problem} {_field_text(field)} {value!r}{_allowed_text(allowed)}."
-        if fix:
-            text += f" To fix: {fix}"
-        super().__init__(text)
+        super().__init__(field_message(field, value, allowed, problem=problem, where=source, fix=fix))
 
 
 class _Rejected(Protocol):
