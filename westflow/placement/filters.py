@@ -8,7 +8,8 @@ DC; :func:`in_order` merges the rejections into inventory order. Pure Python.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -32,6 +33,10 @@ class Evaluation(NamedTuple):
     late: tuple[Ranked, ...]
     rejected: list[Ranked]
     scores: list[float]
+
+
+_evaluation: Callable[[tuple[list[Candidate], tuple[Ranked, ...], list[Ranked], list[float]]], Evaluation] = \
+    functools.partial(tuple.__new__, Evaluation)  # Evaluation(...) without its Python-level __new__
 
 
 def transfer(spec: WorkloadSpec, network: Network, region: Region) -> tuple[float, float]:
@@ -67,10 +72,8 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
     if cpu_only:
         all_pools: PoolRow = ()
         no_acc: tuple[Rejection | None, ...] = ()
-        want = ""
     else:
         all_pools, no_acc = tables.pools(spec)
-        want = wanted(spec)
     cpus, mem, hours = spec.cpus, spec.memory_gb, spec.duration_hours
     inputs, deadline = spec.inputs, spec.deadline_hours
     unavailable = tables.unavailable
@@ -102,7 +105,7 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
                 if most < 0 or f > most:
                     most = f
             else:
-                rejected.append((i, ShortRejection(dc_id, count, want, most)))
+                rejected.append((i, ShortRejection(dc_id, count, wanted(spec), most)))
                 continue
         if cap.free_cpus < cpus or cap.free_memory_gb < mem:
             rejected.append((i, Rejection(dc_id, Reason.CAPACITY,
@@ -125,7 +128,7 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
         add(candidate_of((i, dc, pool, rtt, kwh, cost, t_hours, t_cost)))
         if weights is not None:
             keep(score(cost, t_cost, t_hours, cap.utilisation, dc.utilisation_target, weights))
-    return Evaluation(cands, late, rejected, scores)
+    return _evaluation((cands, late, rejected, scores))
 
 
 def in_order(late: Sequence[Ranked], rest: Sequence[Ranked], caps: Capacity,
