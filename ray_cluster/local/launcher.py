@@ -19,7 +19,6 @@ session logs).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -31,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ray_cluster import procs
 from ray_cluster.live import DashboardReader, NodeView
@@ -95,6 +96,25 @@ class NetworkStatus:
     exports: tuple[str, ...] = field(default_factory=tuple)
 
 
+class _NodeRecord(BaseModel):
+    """One node ``up`` started: its DC, the process group of its ``ray start``, its log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    dc: str
+    pgid: int
+    log: str
+
+
+class _RayState(BaseModel):
+    """``<state>/ray.json``: the nodes ``up`` started and the id their processes carry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    nodes: tuple[_NodeRecord, ...] = ()
+    address: str | None = None
+    dashboard_url: str | None = None
+    network_id: str | None = None
+
+
 def _ray_bin() -> str:
     exe = Path(sys.executable).with_name("ray")
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
@@ -156,16 +176,16 @@ class LocalNetwork:
         return ray.init(address=self.address, **kwargs)
 
     # -- state --------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def _state(self) -> _RayState:
+        """What ``ray.json`` records; nothing (so nothing to stop) if it is missing or malformed."""
         try:
-            data: dict[str, Any] = json.loads((self.state_dir / STATE_FILE).read_text())
-            return data
-        except (OSError, ValueError):
-            return {"nodes": []}
+            return _RayState.model_validate_json((self.state_dir / STATE_FILE).read_bytes())
+        except (OSError, ValueError, ValidationError):
+            return _RayState()
 
-    def _save(self, state: dict[str, Any]) -> None:
+    def _save(self, state: _RayState) -> None:
         tmp = self.state_dir / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
+        tmp.write_text(state.model_dump_json(indent=2))
         tmp.replace(self.state_dir / STATE_FILE)
 
     def _temp_dir(self) -> Path:
@@ -178,10 +198,10 @@ class LocalNetwork:
             inside.symlink_to(short)  # so the session logs are still found under the state dir
         return short
 
-    def _marker(self, state: dict[str, Any] | None = None) -> procs.Marker | None:
+    def _marker(self, state: _RayState | None = None) -> procs.Marker | None:
         """The environment entry that proves a process belongs to this network (None: nothing recorded)."""
-        network_id = (state if state is not None else self._state()).get("network_id")
-        return (ENV_NETWORK_ID, network_id) if isinstance(network_id, str) and network_id else None
+        network_id = (state or self._state()).network_id
+        return (ENV_NETWORK_ID, network_id) if network_id else None
 
     def recorded(self) -> dict[str, int]:
         """DC -> process group id of each node ``up`` started that still has a live process of ours."""
@@ -189,7 +209,7 @@ class LocalNetwork:
         marker = self._marker(state)
         if marker is None:
             return {}
-        return {n["dc"]: n["pgid"] for n in state["nodes"] if procs.members(n["pgid"], marker)}
+        return {n.dc: n.pgid for n in state.nodes if procs.members(n.pgid, marker)}
 
     def pids(self) -> list[int]:
         marker = self._marker()
@@ -228,16 +248,17 @@ class LocalNetwork:
         with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                     env={**env, ENV_DC: dc, ENV_NODE_IP: p.node_ip(dc),
-                                         ENV_NETWORK_ID: self._state()["network_id"]},
+                                         ENV_NETWORK_ID: self._state().network_id or ""},
                                     start_new_session=True, cwd=self.workdir)
         return proc, log
 
     def _wait_started(self, started: list[tuple[str, subprocess.Popen[bytes], Path]], timeout_s: float) -> None:
         state = self._state()
         done = {dc for dc, _, _ in started}
-        state["nodes"] = [n for n in state["nodes"] if n["dc"] not in done] + [
-            {"dc": dc, "pgid": proc.pid, "log": str(log)} for dc, proc, log in started]
-        self._save(state)  # recorded before waiting, so `down` finds even a node that failed to join
+        nodes = [n for n in state.nodes if n.dc not in done] + [
+            _NodeRecord(dc=dc, pgid=proc.pid, log=str(log)) for dc, proc, log in started]
+        # Recorded before waiting, so `down` finds even a node that failed to join.
+        self._save(state.model_copy(update={"nodes": tuple(nodes)}))
         for dc, proc, log in started:
             try:
                 rc = proc.wait(timeout=timeout_s)
@@ -263,8 +284,8 @@ class LocalNetwork:
         if head not in running:
             if running:
                 self._kill(list(running.values()))
-            self._save({"nodes": [], "address": self.address, "dashboard_url": self.dashboard_url,
-                        "network_id": secrets.token_hex(16)})
+            self._save(_RayState(address=self.address, dashboard_url=self.dashboard_url,
+                                 network_id=secrets.token_hex(16)))
             proc, log = self._start_node(head, True, env, temp)
             self._wait_started([(head, proc, log)], timeout_s)
             running = {head: proc.pid}

@@ -84,6 +84,23 @@ def test_members_and_kill_touch_only_marked_processes(reaped: list[subprocess.Po
     assert theirs.poll() is None and procs.running(theirs.pid)
 
 
+def test_a_recorded_group_is_ours_only_with_the_network_id(
+        tmp_path: Path, reaped: list[subprocess.Popen[bytes]]) -> None:
+    ours = _spawn(FAMILY, {ENV_NETWORK_ID: "net-1"})
+    reaped.append(ours)
+    net = LocalNetwork(tmp_path, load_profile(national()))
+    head = net.profile.dc_ids[0]
+    _wait_for(lambda: len(procs.members(ours.pid, (ENV_NETWORK_ID, "net-1"))) == 2)
+    for network_id, expected in (("net-1", {head: ours.pid}), ("net-2", {})):
+        (tmp_path / STATE_FILE).write_text(json.dumps(
+            {"network_id": network_id, "nodes": [{"dc": head, "pgid": ours.pid, "log": "x"}]}))
+        assert net.recorded() == expected
+    (tmp_path / STATE_FILE).write_text(json.dumps(
+        {"network_id": "net-1", "nodes": [{"dc": head, "pgid": ours.pid, "log": "x"}]}))
+    assert net.down() == [head]
+    assert ours.wait(timeout=5) is not None and not (tmp_path / STATE_FILE).exists()
+
+
 def test_down_with_a_stale_state_file_kills_nothing_of_others(
         tmp_path: Path, reaped: list[subprocess.Popen[bytes]]) -> None:
     other = _spawn(FAMILY)  # holds the pgid the stale ray.json names
