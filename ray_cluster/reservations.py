@@ -76,7 +76,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ray_cluster import procs
+import hostprocs as procs
 from westflow.capacity import Capacity, DCCapacity, Resources, capacity_of
 from westflow.config import pydantic_to_fields
 from westflow.errors import ConfigError

@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from ray_cluster import procs
+import hostprocs as procs
 from storage.s3_config import (
     CREDENTIALS_FILE,
     REGIONS,

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ray_cluster import procs
+import hostprocs as procs
 from ray_cluster.live import DashboardReader, NodeView
 from ray_cluster.local import auth
 from ray_cluster.local.profile import LocalProfile, Ports

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("westflow", "westflow_cli", "pipelines", "jobs", "ray_cluster", "storage", "benchmarks")
+PACKAGES = ("westflow", "westflow_cli", "pipelines", "jobs", "ray_cluster", "storage", "hostprocs", "benchmarks")
 
 
 def _modules() -> list[Path]:

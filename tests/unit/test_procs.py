@@ -1,4 +1,4 @@
-"""ray_cluster.procs: identity, liveness while exiting, and killing only what is provably ours."""
+"""hostprocs: identity, liveness while exiting, and killing only what is provably ours."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_cluster import procs
+import hostprocs as procs
 from ray_cluster.local import LocalNetwork, load_profile
 from ray_cluster.local.launcher import ENV_NETWORK_ID, STATE_FILE
 from tests.builders import national

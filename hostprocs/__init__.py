@@ -1,0 +1,10 @@
+"""Processes on this host, through psutil: identity (pid + start time + marker), liveness, RSS, stopping.
+
+The lowest layer beside the domain: the embedded S3 server (``storage``), the local Ray
+network and the reservation journal (``ray_cluster``) decide "is this process ours and
+alive?" here, one way.
+"""
+
+from hostprocs.processes import Marker, ProcStat, kill_members, members, rss_bytes, running, start_time, stat
+
+__all__ = ["ProcStat", "Marker", "stat", "start_time", "running", "members", "rss_bytes", "kill_members"]
