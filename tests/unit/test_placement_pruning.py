@@ -48,3 +48,21 @@ def test_pruned_search_equals_full_scan_on_1000_dcs(seed: int) -> None:
                                  rng.random(), alive=rng.random() > 0.05)
                for dc in net.data_centers}
         assert _outcome(fast, spec, net, cap) == _outcome(full, spec, net, cap), d
+
+
+@pytest.mark.parametrize("head", [1, 5])
+def test_pruned_search_past_its_sorted_head_equals_full_scan(head: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search sorts only the smallest bounds up front; going past them gives the same decisions."""
+    import westflow.placement.search as search
+
+    monkeypatch.setattr(search, "HEAD", head)
+    net = bench.synthetic_network(300, seed=4)
+    rng = random.Random(head)
+    fast, full = WestflowPolicy(prune=True), WestflowPolicy(prune=False)
+    for i in range(40):
+        spec = parse_spec({"name": f"s{i}", "tier": "batch", "accelerator": rng.choice(ACCELS),
+                           "cpus": rng.choice([1, 16]), "duration_hours": rng.choice([0.1, 5.5])}, net)
+        cap = {dc.id: DCCapacity({p.model: rng.choice([0, 3, 64]) for p in dc.pools}, dc.cpus, dc.memory_gb,
+                                 rng.random(), alive=rng.random() > 0.3)
+               for dc in net.data_centers}
+        assert _outcome(fast, spec, net, cap) == _outcome(full, spec, net, cap)

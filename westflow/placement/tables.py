@@ -52,10 +52,11 @@ class PruneBound:
     ``energy >= (w x count + cpu_watts x cpus) / 1000 x hours x PUE x price`` (each float
     operation is monotone), and with utilisation >= 0 the fill bonus is at most
     ``fill_bonus x energy``; so ``score >= energy_min x (1 - fill_bonus) + transfer terms``.
-    ``acc_wpp`` and ``cpu_wpp`` are those watts x PUE x price; ``east`` marks eastern DCs.
+    ``acc_wpp`` and ``cpu_wpp`` are those watts x PUE x price; ``east`` marks eastern DCs
+    (``has_east``, ``has_west``: whether any is, any is not).
     """
 
-    __slots__ = ("sites", "pools", "acc_wpp", "cpu_wpp", "east")
+    __slots__ = ("sites", "pools", "acc_wpp", "cpu_wpp", "east", "has_east", "has_west")
 
     def __init__(self, sites: tuple[Site, ...], pools: PoolRow, cpu_only: bool) -> None:
         self.sites = sites
@@ -67,6 +68,7 @@ class PruneBound:
         self.east = np.array([s[1].region is Region.EAST for s in sites], dtype=np.bool_)
         for a in (self.acc_wpp, self.cpu_wpp, self.east):
             a.flags.writeable = False  # shared by every thread's decisions
+        self.has_east, self.has_west = bool(self.east.any()), not bool(self.east.all())
 
 
 Floats = NDArray[np.float64]
