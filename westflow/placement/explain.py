@@ -19,7 +19,7 @@ from westflow.capacity import Capacity
 from westflow.inventory import Family, Network, PolicyWeights, Region
 from westflow.placement.filters import Evaluation, evaluate, in_order, transfer
 from westflow.placement.score import score
-from westflow.placement.tables import NetworkTables
+from westflow.placement.tables import Floats, NetworkTables
 from westflow.placement.values import Candidate, DearerRejection, Reason, Rejection, dearer_of
 from westflow.spec import WorkloadSpec
 
@@ -105,8 +105,9 @@ def explain_dearer_columns(spec: WorkloadSpec, network: Network, caps: Capacity,
     kwh = (acc_kw + tables.cpu_watts * cpus) / 1000 * hours * tables.pue
     energy = kwh * tables.price
     east = tables.east
-    t_hours = np.where(east, te_h, tw_h)
-    t_cost = np.where(east, te_c, tw_c)
+    same = te_h == tw_h and te_c == tw_c  # no data to move, or as dear both ways: one figure for all
+    t_hours: Floats | float = te_h if same else np.where(east, te_h, tw_h)
+    t_cost: Floats | float = te_c if same else np.where(east, te_c, tw_c)
     scores = score(energy, t_cost, t_hours, cols.utilisation, tables.target, network.weights)
     best_s = float(scores[best_index])
     losers = fits.copy()

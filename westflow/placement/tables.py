@@ -23,7 +23,7 @@ from westflow.placement.values import Reason, Rejection
 from westflow.spec import WorkloadSpec
 
 __all__ = ["NetworkTables", "PruneBound", "Site", "Ranked", "PoolRow", "tables_for", "finite_non_negative", "wanted",
-           "PRUNE_MIN_DCS", "PoolColumns", "CapacityColumns"]
+           "PRUNE_MIN_DCS", "PoolColumns", "CapacityColumns", "Floats", "Flags", "Objects"]
 
 PRUNE_MIN_DCS = 64  # below this a full scan is cheaper than the pruned search's numpy set-up
 
