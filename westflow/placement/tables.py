@@ -1,8 +1,10 @@
 """Per-network tables of placement: everything a decision needs that depends only on the network.
 
 :func:`tables_for` gives one :class:`NetworkTables` per network (memoised); its
-methods memoise per key (origin and latency bound, accelerator request). Pure
-Python and numpy.
+methods memoise per key (origin and latency bound, accelerator request). For the
+explanation of a large network it also holds numpy columns: per DC (inventory
+order), per request (:class:`PoolColumns`) and of the last capacity snapshot
+(:class:`CapacityColumns`, updated where a few DCs change). Pure Python and numpy.
 """
 
 from __future__ import annotations
