@@ -98,6 +98,9 @@ def test_columns_follow_a_snapshot_that_changes_a_few_dcs_at_a_time() -> None:
     first = t.capacity_columns(caps)
     assert t.capacity_columns(dict(caps)) is first  # the same DCCapacity objects: reused
     ids = [dc.id for dc in net.data_centers]
+    fixed = [_spec(rng, net, 100 + k) for k in range(4)]
+    requests = [(t.pool_columns(parse_spec({"name": "r", "accelerator": a}, net)), int(a.split(":")[1]))
+                for a in ("any:2", "cuda:8", "cann:4", "H800:8")]
     for i in range(40):
         caps = dict(caps)
         for dc_id in rng.sample(ids, rng.choice([1, 2, 5])):
@@ -109,9 +112,13 @@ def test_columns_follow_a_snapshot_that_changes_a_few_dcs_at_a_time() -> None:
         for name in ("alive", "free", "free_cpus", "free_memory_gb", "utilisation"):
             np.testing.assert_array_equal(getattr(cols, name), getattr(fresh, name))
         assert list(cols.utilisation_values) == list(fresh.utilisation_values)  # the snapshot's own objects
-        got = _both(_spec(rng, net, i), net, caps, t)
-        if got is not None:
-            _same(*got)
+        for pools, count in requests:  # a request's fits, patched from the last columns' where they changed
+            for a, b in zip(cols.fit(pools, count), fresh.fit(pools, count), strict=True):
+                np.testing.assert_array_equal(a, b)
+        for spec in [*fixed, _spec(rng, net, i)]:
+            got = _both(spec, net, caps, t)
+            if got is not None:
+                _same(*got)
 
 
 def test_score_on_arrays_is_the_score_on_each_float() -> None:

@@ -119,7 +119,7 @@ class CapacityColumns:
     ``held`` the snapshot's DCCapacity per DC."""
 
     __slots__ = ("held", "alive", "free", "free_cpus", "free_memory_gb", "utilisation", "utilisation_values",
-                 "_fits")
+                 "_fits", "_base")
 
     def __init__(self, held: tuple[DCCapacity, ...], alive: Flags, free: Floats, free_cpus: Floats,
                  free_memory_gb: Floats, utilisation_values: Objects, utilisation: Floats) -> None:
@@ -131,6 +131,8 @@ class CapacityColumns:
         self.utilisation_values = _frozen(utilisation_values)
         self.utilisation = _frozen(utilisation)
         self._fits: dict[tuple[int, int], tuple[Flags, Floats]] = {}
+        # Columns updated from others: those columns' fits and the DCs that changed (no chain kept).
+        self._base: tuple[dict[tuple[int, int], tuple[Flags, Floats]], NDArray[np.intp]] | None = None
 
     @classmethod
     def of(cls, held: tuple[DCCapacity, ...], models: tuple[str, ...]) -> CapacityColumns:
@@ -158,7 +160,19 @@ class CapacityColumns:
             f = c.free
             for row, m in enumerate(models):
                 free[row, i] = f.get(m, 0)
-        return CapacityColumns(held, alive, free, cpus, mem, values, util)
+        out = CapacityColumns(held, alive, free, cpus, mem, values, util)
+        out._base = (self._fits, np.array(at, dtype=np.intp))
+        return out
+
+    def _fit_at(self, pools: PoolColumns, count: int, at: NDArray[np.intp]) -> tuple[Flags, Floats]:
+        """:meth:`fit` for the DCs at ``at``."""
+        fits = np.zeros(len(at), dtype=np.bool_)
+        kw = np.full(len(at), math.nan)
+        for model, watts in zip(reversed(pools.model), reversed(pools.watts), strict=True):
+            ok = self.free[model[at], at] >= count  # NaN (no such pool) never fits
+            fits |= ok
+            kw = np.where(ok, watts[at] * count, kw)
+        return fits, kw
 
     def fit(self, pools: PoolColumns, count: int) -> tuple[Flags, Floats]:
         """Per DC: has a compatible pool with ``count`` free, and that pool's ``watts x count``
@@ -167,14 +181,13 @@ class CapacityColumns:
         key = (id(pools), count)  # PoolColumns live as long as their NetworkTables
         got = self._fits.get(key)
         if got is None:
-            n = len(self.alive)
-            at = np.arange(n)
-            fits = np.zeros(n, dtype=np.bool_)
-            kw = np.full(n, math.nan)
-            for model, watts in zip(reversed(pools.model), reversed(pools.watts), strict=True):
-                ok = self.free[model, at] >= count  # NaN (no such pool) never fits
-                fits |= ok
-                kw = np.where(ok, watts * count, kw)
+            base = self._base
+            had = None if base is None else base[0].get(key)
+            if had is not None and base is not None:  # the columns updated from: patch the DCs that changed
+                fits, kw = had[0].copy(), had[1].copy()
+                fits[base[1]], kw[base[1]] = self._fit_at(pools, count, base[1])
+            else:
+                fits, kw = self._fit_at(pools, count, np.arange(len(self.alive)))
             if len(self._fits) >= 256:
                 self._fits.clear()
             got = self._fits[key] = (_frozen(fits), _frozen(kw))
@@ -214,7 +227,8 @@ class NetworkTables:
         self.east = _frozen(np.array([d.region is Region.EAST for d in self.dcs], dtype=np.bool_))
         self._late: dict[tuple[str | None, float | None], tuple[Flags, Objects]] = {}
         self._pool_columns: dict[tuple[Family, str | None], PoolColumns] = {}
-        self._snapshot: tuple[tuple[str, ...], tuple[DCCapacity, ...], CapacityColumns] | None = None
+        self._snapshot: tuple[tuple[str, ...], tuple[DCCapacity, ...], CapacityColumns, tuple[int, ...]] | None = None
+        self._index = {dc_id: i for i, dc_id in enumerate(self.ids)}
         self._sites: dict[tuple[str | None, float | None], tuple[tuple[Site, ...], tuple[Ranked, ...]]] = {}
         self._pools: dict[tuple[Family, str | None], tuple[PoolRow, tuple[Rejection | None, ...]]] = {}
         self._bounds: dict[tuple[str | None, float | None, Family, str | None], PruneBound] = {}
@@ -296,16 +310,24 @@ class NetworkTables:
         the decision, for the explanation)."""
         keys, values = tuple(caps), tuple(caps.values())
         last = self._snapshot
-        if last is not None and keys == last[0] and values == last[1]:
-            return last[2]
-        held = tuple(map(caps.get, self.ids, itertools.repeat(_MISSING)))
-        if last is not None:
-            at = list(itertools.compress(range(len(held)), map(is_not, held, last[2].held)))
-            cols = last[2].changed(held, at, self.models) if len(at) <= len(held) // 8 else \
-                CapacityColumns.of(held, self.models)
-        else:
-            cols = CapacityColumns.of(held, self.models)
-        self._snapshot = (keys, values, cols)
+        n = len(self.ids)
+        if last is not None and keys == last[0]:
+            if values == last[1]:
+                return last[2]
+            # The same DCs, named in the same order: find the entries that changed.
+            changed = list(itertools.compress(range(len(values)), map(is_not, values, last[1])))
+            if len(changed) <= n // 8:
+                held, at = list(last[2].held), []
+                for k in changed:
+                    i = last[3][k]
+                    if i >= 0:  # a name outside the inventory is not read
+                        held[i] = values[k]
+                        at.append(i)
+                cols = last[2].changed(tuple(held), at, self.models)
+                self._snapshot = (keys, values, cols, last[3])
+                return cols
+        cols = CapacityColumns.of(tuple(map(caps.get, self.ids, itertools.repeat(_MISSING))), self.models)
+        self._snapshot = (keys, values, cols, tuple(self._index.get(k, -1) for k in keys))
         return cols
 
 
