@@ -53,11 +53,11 @@ def _bundle(p: Placement) -> dict[str, float]:
     return bundle
 
 
-def _ray_usage() -> tuple[Usage, Usage]:
-    """Per DC: (used, total) of CPU/GPU/NPU, from Ray's per-node accounting in the GCS."""
+def _ray_usage(reader: Any = None) -> tuple[Usage, Usage]:
+    """Per DC: (used, total) of CPU/GPU/NPU, from Ray's per-node accounting in the GCS (or ``reader``'s view)."""
     used: Usage = {}
     total: Usage = {}
-    for n in DriverReader().nodes():
+    for n in (reader or DriverReader()).nodes():
         if n.alive and n.dc:
             u, t = used.setdefault(n.dc, dict.fromkeys(KEYS, 0.0)), total.setdefault(n.dc, dict.fromkeys(KEYS, 0.0))
             for k in KEYS:
@@ -95,6 +95,30 @@ def _await_accounting(want: Usage, base: Usage, timeout_s: float = 30.0) -> None
         if time.monotonic() > deadline:
             pytest.fail(f"Ray's accounting never matched the journal:\nRay     {got}\njournal {want}")
         time.sleep(0.2)
+
+
+def _settled_usage(timeout_s: float = 60.0) -> Usage:
+    """Ray's usage once it has settled: the same in three reads in a row, 0.5 s apart. A task an
+    earlier test finished returns its resources a moment after its result (seen: 0.01 CPU), and a
+    base read in that moment would make every later comparison off by that much."""
+    deadline = time.monotonic() + timeout_s
+    reads: list[Usage] = []
+    while time.monotonic() < deadline:
+        reads = [*reads[-2:], _ray_usage()[0]]
+        if len(reads) == 3 and reads[0] == reads[1] == reads[2]:
+            return reads[0]
+        time.sleep(0.5)
+    pytest.fail(f"Ray's usage never settled before the load test: {reads}")
+
+
+def _await_dashboard(net: LocalNetwork, want: Usage, timeout_s: float = 60.0) -> None:
+    """Wait until the dashboard (what the Dagster resource reads; it lags the GCS) shows ``want``
+    again, so the next test's steps are not placed on the load test's stale usage."""
+    deadline = time.monotonic() + timeout_s
+    while _ray_usage(net.reader())[0] != want:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the dashboard never showed the load released: {_ray_usage(net.reader())[0]}")
+        time.sleep(0.5)
 
 
 def _live(network: Network, base_used: dict[str, Resources]) -> tuple[Capacity, Capacity]:
@@ -156,7 +180,7 @@ def test_1000_concurrent_reservations_never_over_commit_and_none_is_lost(
         ray_driver: LocalNetwork, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     network = ray_driver.profile.network
     holder = _Holder({n.node_id: str(n.dc) for n in DriverReader().nodes() if n.dc})
-    base, _ = _ray_usage()  # whatever earlier tests still hold is not ours
+    base = _settled_usage()  # whatever earlier tests still hold is not ours
     live0, totals0 = capacity_and_totals(network, DriverReader())
     base_used = {dc: totals0[dc].resources().minus(live0[dc].resources()) for dc in totals0}
     assert sorted(live0) == sorted(ray_driver.profile.dc_ids)
@@ -220,6 +244,7 @@ def test_1000_concurrent_reservations_never_over_commit_and_none_is_lost(
             _await_accounting({dc: dict.fromkeys(KEYS, 0.0) for dc in base}, base)
         finally:
             holder.release_all()
+            _await_dashboard(ray_driver, base)
     with capsys.disabled():
         print(f"\nload: {REQUESTS} reservations on one journal from {PROCESSES} processes x {THREADS} threads "
               f"in {elapsed:.3f} s = {REQUESTS / elapsed:,.0f} decisions/s (placed {counts[Outcome.PLACED]}, "
