@@ -5,6 +5,16 @@ network and the reservation journal (``ray_cluster``) decide "is this process ou
 alive?" here, one way.
 """
 
-from hostprocs.processes import Marker, ProcStat, kill_members, members, rss_bytes, running, start_time, stat
+from hostprocs.processes import (
+    Marker,
+    ProcStat,
+    carries,
+    kill_members,
+    members,
+    rss_bytes,
+    running,
+    start_time,
+    stat,
+)
 
-__all__ = ["ProcStat", "Marker", "stat", "start_time", "running", "members", "rss_bytes", "kill_members"]
+__all__ = ["ProcStat", "Marker", "carries", "stat", "start_time", "running", "members", "rss_bytes", "kill_members"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["ProcStat", "stat", "start_time", "running", "members", "rss_bytes", "kill_members"]
+__all__ = ["ProcStat", "stat", "start_time", "running", "carries", "members", "rss_bytes", "kill_members"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _GONE = (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError, PermissionError)
@@ -76,11 +76,20 @@ def running(pid: int) -> bool:
     return False
 
 
-def _carries(p: psutil.Process, marker: Marker) -> bool:
+def carries(pid: int, marker: Marker) -> bool:
+    """Whether ``pid``'s environment holds ``name=value``.
+
+    Read from ``/proc/<pid>/environ`` by hand, not ``psutil.Process.environ()``: psutil
+    stops at the first empty entry, and Ray's agents and workers rename themselves
+    (``setproctitle``: ``ray::DashboardAgent``, ``ray::IDLE``), which leaves empty entries
+    before the real environment; psutil then reads ``{}`` and ``down`` left them running.
+    """
     try:
-        return p.environ().get(marker[0]) == marker[1]
-    except _GONE:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
+    return f"{marker[0]}={marker[1]}".encode() in raw.split(b"\0")
 
 
 def members(pgid: int, marker: Marker) -> list[int]:
@@ -92,7 +101,7 @@ def members(pgid: int, marker: Marker) -> list[int]:
                 continue
         except _GONE:
             continue
-        if _carries(p, marker):
+        if carries(p.pid, marker):
             out.append(p.pid)
     return out
 

@@ -84,6 +84,26 @@ def test_members_and_kill_touch_only_marked_processes(reaped: list[subprocess.Po
     assert theirs.poll() is None and procs.running(theirs.pid)
 
 
+def test_a_renamed_process_still_carries_its_marker(reaped: list[subprocess.Popen[bytes]]) -> None:
+    """Ray's agents and workers rename themselves (setproctitle), leaving empty entries before
+    their environment; psutil's ``environ()`` reads ``{}`` there, and ``down`` left them running.
+    The same block here: an empty entry, then the marker (execve with a hand-made envp)."""
+    code = ("import ctypes, sys\n"
+            "libc = ctypes.CDLL(None)\n"
+            "argv = (ctypes.c_char_p * 3)(b'/bin/sleep', b'60', None)\n"
+            f"envp = (ctypes.c_char_p * 3)(b'', b'{MARK[0]}={MARK[1]}', None)\n"
+            "libc.execve(b'/bin/sleep', argv, envp)\n")
+    p = _spawn(code)
+    reaped.append(p)
+    _wait_for(lambda: procs.stat(p.pid) is not None and open(f"/proc/{p.pid}/comm").read().strip() == "sleep")
+    import psutil
+
+    assert psutil.Process(p.pid).environ() == {}  # what psutil reads of such a block
+    assert procs.carries(p.pid, MARK) and procs.members(p.pid, MARK) == [p.pid]
+    procs.kill_members([p.pid], MARK, grace_s=5)
+    assert p.wait(timeout=5) is not None
+
+
 def test_a_recorded_group_is_ours_only_with_the_network_id(
         tmp_path: Path, reaped: list[subprocess.Popen[bytes]]) -> None:
     ours = _spawn(FAMILY, {ENV_NETWORK_ID: "net-1"})
