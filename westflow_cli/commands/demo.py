@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 from westflow.config import CONFIG_DIR, load_network
@@ -74,6 +75,8 @@ def _tasks(args: argparse.Namespace) -> None:
 
 
 def _pipelines(args: argparse.Namespace) -> int:
+    import dagster as dg
+
     from pipelines.resources import WestflowResource
     from pipelines.run import materialize_pipeline, step_reports
 
@@ -81,7 +84,10 @@ def _pipelines(args: argparse.Namespace) -> int:
     westflow = WestflowResource(state_dir=str(net.state_dir), config_dir=str(args.config_dir or CONFIG_DIR),
                                 ray_address=net.dashboard_url, ray_auth_token_path=str(net.token_path))
     t0 = time.monotonic()
-    result = materialize_pipeline(westflow, rows=args.rows, epochs=args.epochs)
+    with warnings.catch_warnings():
+        # Dagster marks Pipes' message readers as preview API (we pin the version); not the user's concern.
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+        result = materialize_pipeline(westflow, rows=args.rows, epochs=args.epochs)
     reports = step_reports(result)
     print(table(["step", "tier", "placed in", "ran in", "region", "RTT", "accelerator", "CNY", "why"],
                 [(r.step, r.tier, r.placed_in, r.ran_in, r.region, r.rtt_ms, r.accelerator, f"{r.cost_cny:.3f}",
