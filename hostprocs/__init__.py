@@ -15,6 +15,8 @@ from hostprocs.processes import (
     running,
     start_time,
     stat,
+    writes_under,
 )
 
-__all__ = ["ProcStat", "Marker", "carries", "stat", "start_time", "running", "members", "rss_bytes", "kill_members"]
+__all__ = ["ProcStat", "Marker", "carries", "writes_under", "stat", "start_time", "running", "members", "rss_bytes",
+           "kill_members"]

@@ -14,10 +14,12 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
-__all__ = ["ProcStat", "stat", "start_time", "running", "carries", "members", "rss_bytes", "kill_members"]
+__all__ = ["ProcStat", "stat", "start_time", "running", "carries", "writes_under", "members", "rss_bytes",
+           "kill_members"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _GONE = (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError, PermissionError)
@@ -92,8 +94,24 @@ def carries(pid: int, marker: Marker) -> bool:
     return f"{marker[0]}={marker[1]}".encode() in raw.split(b"\0")
 
 
-def members(pgid: int, marker: Marker) -> list[int]:
-    """Live (non-zombie) pids in process group ``pgid`` that carry ``marker`` in their environment."""
+def writes_under(pid: int, root: Path) -> bool:
+    """Whether ``pid`` holds a file open under ``root`` (its logs, for a Ray process)."""
+    try:
+        files = psutil.Process(pid).open_files()
+    except _GONE:
+        return False
+    prefix = str(root.resolve()) + os.sep
+    return any(f.path.startswith(prefix) for f in files)
+
+
+def members(pgid: int, marker: Marker, *, files_under: Path | None = None) -> list[int]:
+    """Live (non-zombie) pids in process group ``pgid`` that are provably ours: they carry
+    ``marker`` in their environment, or hold a file open under ``files_under``.
+
+    The second proof is for processes whose environment cannot be read: Ray's dashboard
+    agent renames itself with a title long enough to overwrite its whole environment
+    block, but it keeps its log files, under the network's own session dir, open.
+    """
     out = []
     for p in psutil.process_iter():
         try:
@@ -101,7 +119,7 @@ def members(pgid: int, marker: Marker) -> list[int]:
                 continue
         except _GONE:
             continue
-        if carries(p.pid, marker):
+        if carries(p.pid, marker) or (files_under is not None and writes_under(p.pid, files_under)):
             out.append(p.pid)
     return out
 
@@ -117,7 +135,8 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
-def kill_members(pgids: list[int], marker: Marker, *, grace_s: float = 8.0) -> None:
+def kill_members(pgids: list[int], marker: Marker, *, files_under: Path | None = None,
+                 grace_s: float = 8.0) -> None:
     """SIGTERM our processes of every group, wait up to ``grace_s``, then SIGKILL what is left.
 
     Only processes that carry ``marker`` are signalled, one by one (never ``killpg``):
@@ -127,7 +146,7 @@ def kill_members(pgids: list[int], marker: Marker, *, grace_s: float = 8.0) -> N
         deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
         signalled: set[int] = set()
         while time.monotonic() < deadline:
-            left = [pid for g in pgids for pid in members(g, marker)]
+            left = [pid for g in pgids for pid in members(g, marker, files_under=files_under)]
             if not left:
                 return
             for pid in left:

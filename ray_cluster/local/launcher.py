@@ -209,17 +209,20 @@ class LocalNetwork:
         marker = self._marker(state)
         if marker is None:
             return {}
-        return {n.dc: n.pgid for n in state.nodes if procs.members(n.pgid, marker)}
+        return {n.dc: n.pgid for n in state.nodes if procs.members(n.pgid, marker, files_under=self._temp_dir())}
 
     def pids(self) -> list[int]:
         marker = self._marker()
-        return [] if marker is None else [p for g in self.recorded().values() for p in procs.members(g, marker)]
+        if marker is None:
+            return []
+        return [p for g in self.recorded().values() for p in procs.members(g, marker, files_under=self._temp_dir())]
 
     def _kill(self, pgids: list[int]) -> None:
-        """Signal the processes of ``pgids`` that carry this network's id (none if it has no id)."""
+        """Signal the processes of ``pgids`` that are provably this network's (none if it has no id):
+        they carry its id, or write their logs under its Ray session dir."""
         marker = self._marker()
         if marker is not None and pgids:
-            procs.kill_members(pgids, marker)
+            procs.kill_members(pgids, marker, files_under=self._temp_dir())
 
     def rss_bytes(self) -> int:
         """Resident memory of every process of the network (sum over processes)."""

@@ -104,6 +104,25 @@ def test_a_renamed_process_still_carries_its_marker(reaped: list[subprocess.Pope
     assert p.wait(timeout=5) is not None
 
 
+def test_a_process_with_no_readable_environment_is_ours_by_the_files_it_writes(
+        reaped: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """Ray's dashboard agent overwrites its whole environment with its title; it is known by its
+    log files, open under the network's session dir. Another unmarked process is left alone."""
+    session = tmp_path / "session"
+    session.mkdir()
+    log = session / "agent.out"
+    ours = _spawn(f"import time; f = open({str(log)!r}, 'w'); time.sleep(60)", {"X": "1"})
+    theirs = _spawn(f"import time; f = open({str(tmp_path / 'other.out')!r}, 'w'); time.sleep(60)")
+    reaped += [ours, theirs]
+    _wait_for(lambda: procs.writes_under(ours.pid, session))
+    assert not procs.carries(ours.pid, MARK)
+    assert procs.members(ours.pid, MARK) == []  # no marker, no files_under: not provably ours
+    assert procs.members(ours.pid, MARK, files_under=session) == [ours.pid]
+    assert procs.members(theirs.pid, MARK, files_under=session) == []
+    procs.kill_members([ours.pid, theirs.pid], MARK, files_under=session, grace_s=5)
+    assert ours.wait(timeout=5) is not None and theirs.poll() is None
+
+
 def test_a_recorded_group_is_ours_only_with_the_network_id(
         tmp_path: Path, reaped: list[subprocess.Popen[bytes]]) -> None:
     ours = _spawn(FAMILY, {ENV_NETWORK_ID: "net-1"})
