@@ -19,39 +19,59 @@ from westflow.capacity import Capacity
 from westflow.inventory import Family, Network, PolicyWeights, Region
 from westflow.placement.filters import Evaluation, evaluate, in_order, transfer
 from westflow.placement.score import score
-from westflow.placement.tables import Floats, NetworkTables
-from westflow.placement.values import Candidate, DearerRejection, Reason, Rejection, dearer_of
+from westflow.placement.tables import Floats, NetworkTables, Objects
+from westflow.placement.values import Candidate, DearerRejection, Deferred, Reason, Rejection, Rejections, dearer_of
 from westflow.spec import WorkloadSpec
 
 __all__ = ["explain", "explain_dearer", "explain_dearer_columns"]
 
 
 def explain(ev: Evaluation, best: Candidate, caps: Capacity, tables: NetworkTables,
-            lost: Callable[[Candidate], Rejection]) -> tuple[Rejection, ...]:
+            lost: Callable[[Candidate], Rejection]) -> Rejections:
     """Every DC but the winner: those the filter rejected, in inventory order, then the losers."""
     filtered = in_order(ev.late, ev.rejected, caps, tables.unavailable)
-    return filtered + tuple(lost(c) for c in ev.candidates if c is not best)
+    return Rejections(filtered + tuple(lost(c) for c in ev.candidates if c is not best))
 
 
 def explain_dearer(ev: Evaluation, best: Candidate, caps: Capacity, tables: NetworkTables,
-                   weights: PolicyWeights) -> tuple[Rejection, ...]:
+                   weights: PolicyWeights) -> Rejections:
     """:func:`explain` for the westflow score: each loser is dearer by its score's gap to the winner's
-    (the scores the filter computed, where it was asked to)."""
+    (the scores the filter computed, where it was asked to). The losers' rejections are built on
+    first read of an item (:class:`~westflow.placement.values.Rejections`)."""
     filtered = in_order(ev.late, ev.rejected, caps, tables.unavailable)
     cands = ev.candidates
     scores: Sequence[float] = ev.scores
     if len(scores) != len(cands):
         scores = [score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours, caps[c.dc.id].utilisation,
                         c.dc.utilisation_target, weights) for c in cands]
+    if len(cands) == 1:
+        return Rejections(filtered)
+    return Rejections(filtered, Deferred(_dearer, cands, scores, best, caps), len(cands) - 1)
+
+
+def _dearer(cands: Sequence[Candidate], scores: Sequence[float], best: Candidate,
+            caps: Capacity) -> list[DearerRejection]:
+    """The losers of :func:`explain_dearer`, in candidate order."""
     best_s = scores[cands.index(best)]
     dearer = Reason.DEARER
-    return filtered + tuple([
-        dearer_of((c.dc.id, dearer, s - best_s, c.energy_cost_cny, c.transfer_cost_cny, caps[c.dc.id].utilisation))
-        for c, s in zip(cands, scores, strict=True) if c is not best])
+    return [dearer_of((c.dc.id, dearer, s - best_s, c.energy_cost_cny, c.transfer_cost_cny,
+                       caps[c.dc.id].utilisation))
+            for c, s in zip(cands, scores, strict=True) if c is not best]
+
+
+def _dearer_columns(ids: Objects, gaps: Floats, energy_cost_cny: Floats, transfer_cost_cny: Floats | float,
+                    utilisation: Objects) -> list[DearerRejection]:
+    """The losers of :func:`explain_dearer_columns`, from their columns (Python floats, as the filter's)."""
+    t_cost: list[float]
+    if isinstance(transfer_cost_cny, np.ndarray):
+        t_cost = transfer_cost_cny.tolist()
+    else:
+        t_cost = [transfer_cost_cny] * len(ids)
+    return DearerRejection.many(ids.tolist(), gaps.tolist(), energy_cost_cny.tolist(), t_cost, utilisation.tolist())
 
 
 def explain_dearer_columns(spec: WorkloadSpec, network: Network, caps: Capacity, tables: NetworkTables,
-                           bound: float | None, best_index: int) -> tuple[Rejection, ...] | None:
+                           bound: float | None, best_index: int) -> Rejections | None:
     """:func:`explain_dearer` of the full scan whose winner is DC ``best_index``, over columns.
 
     The filter's checks and costs are the same operations in the same order as
@@ -96,7 +116,7 @@ def explain_dearer_columns(spec: WorkloadSpec, network: Network, caps: Capacity,
         checked &= ~no_pool
     where = np.flatnonzero(checked).tolist()
     if where:
-        everyone, _ = tables.sites(spec.origin, None)
+        everyone, _ = tables.rows(spec, None)
         ev = evaluate(spec, network, caps, tables, bound, [everyone[i] for i in where], moves)
         if ev.candidates or len(ev.rejected) != len(where):
             return None
@@ -112,12 +132,10 @@ def explain_dearer_columns(spec: WorkloadSpec, network: Network, caps: Capacity,
     best_s = float(scores[best_index])
     losers = fits.copy()
     losers[best_index] = False
-    if te_c == tw_c:
-        costs: list[float] = [te_c] * int(np.count_nonzero(losers))
-    else:
-        costs = np.where(east[losers], te_c, tw_c).tolist()
-    why: list[Rejection] = out[~fits].tolist()
-    why.extend(DearerRejection.many(
-        tables.ids_column[losers].tolist(), (scores[losers] - best_s).tolist(), energy[losers].tolist(),
-        costs, cols.utilisation_values[losers].tolist()))
-    return tuple(why)
+    costs: Floats | float = te_c if te_c == tw_c else np.where(east[losers], te_c, tw_c)
+    ids = tables.ids_column[losers]
+    head: tuple[Rejection, ...] = tuple(out[~fits].tolist())
+    if not len(ids):
+        return Rejections(head)
+    return Rejections(head, Deferred(_dearer_columns, ids, scores[losers] - best_s, energy[losers], costs,
+                                     cols.utilisation_values[losers]), len(ids))

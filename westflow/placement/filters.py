@@ -14,9 +14,9 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from westflow.capacity import Capacity
-from westflow.inventory import AcceleratorPool, Family, Network, PolicyWeights, Region
+from westflow.inventory import AcceleratorPool, Network, PolicyWeights, Region
 from westflow.placement.score import score
-from westflow.placement.tables import NetworkTables, PoolRow, Ranked, Site, wanted
+from westflow.placement.tables import NetworkTables, Ranked, Row, wanted
 from westflow.placement.values import Candidate, Reason, Rejection, ShortRejection, candidate_of
 from westflow.spec import WorkloadSpec
 
@@ -51,83 +51,73 @@ def transfer(spec: WorkloadSpec, network: Network, region: Region) -> tuple[floa
 
 
 def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: NetworkTables,
-             latency_bound: float | None, sites: Sequence[Site] | None = None,
+             latency_bound: float | None, rows: Sequence[Row] | None = None,
              moves: dict[Region, tuple[float, float]] | None = None,
              weights: PolicyWeights | None = None) -> Evaluation:
     """Filter the DCs and cost the eligible ones.
 
-    Every DC within ``latency_bound`` of the origin (the full scan), or only ``sites``
-    (the pruned search's next few; their latency is then the caller's business);
-    ``moves`` memoises the transfer per region across calls of one decision. With
-    ``weights``, each candidate's :func:`~westflow.placement.score.score` too.
+    Every DC within ``latency_bound`` of the origin (the full scan), or only ``rows``
+    (the pruned search's next few, from :meth:`NetworkTables.rows` of this spec; their
+    latency is then the caller's business); ``moves`` memoises the transfer per region
+    across calls of one decision. With ``weights``, each candidate's
+    :func:`~westflow.placement.score.score` too.
     """
-    all_sites, late = tables.sites(spec.origin, latency_bound)
-    if sites is None:
-        sites = all_sites
+    if rows is None:
+        rows, late = tables.rows(spec, latency_bound)
     else:
         late = ()
-    acc = spec.accelerator
-    count = acc.count
-    cpu_only = acc.family is Family.CPU
-    if cpu_only:
-        all_pools: PoolRow = ()
-        no_acc: tuple[Rejection | None, ...] = ()
-    else:
-        all_pools, no_acc = tables.pools(spec)
+    count = spec.accelerator.count
     cpus, mem, hours = spec.cpus, spec.memory_gb, spec.duration_hours
     inputs, deadline = spec.inputs, spec.deadline_hours
-    unavailable = tables.unavailable
     cands: list[Candidate] = []
     add = cands.append
     scores: list[float] = []
     keep = scores.append
     rejected: list[Ranked] = []
-    if moves is None:
-        moves = {}
-    for i, dc, dc_id, rtt, cpu_watts, pue, price in sites:
-        cap = caps.get(dc_id)
+    reject = rejected.append
+    get = caps.get
+    memo = {} if moves is None else moves
+    pool: AcceleratorPool | None
+    t_hours = t_cost = 0.0
+    for i, dc, dc_id, rtt, cpu_watts, pue, price, pools, target, no_pool in rows:
+        cap = get(dc_id)
         if cap is None or not cap.alive:
-            rejected.append((i, unavailable[i]))
+            reject((i, tables.unavailable[i]))
             continue
-        pool: AcceleratorPool | None = None
-        if not cpu_only:
-            pools = all_pools[i]
-            if not pools:
-                rejected.append((i, no_acc[i]))  # type: ignore[arg-type]
-                continue
+        if pools is None:  # a CPU-only request
+            kw = 0.0
+            pool = None
+        else:
             free = cap.free
             most = -1
-            for p in pools:
-                f = free.get(p.model, 0)
+            for pool in pools:
+                f = free.get(pool.model, 0)
                 if f >= count:
-                    pool = p
                     break
                 if most < 0 or f > most:
                     most = f
             else:
-                rejected.append((i, ShortRejection(dc_id, count, wanted(spec), most)))
+                reject((i, no_pool or ShortRejection(dc_id, count, wanted(spec), most)))
                 continue
+            kw = pool.watts * count
         if cap.free_cpus < cpus or cap.free_memory_gb < mem:
-            rejected.append((i, Rejection(dc_id, Reason.CAPACITY,
-                                          f"{cpus:g} CPUs / {mem:g} GB asked, {cap.free_cpus:g} / "
-                                          f"{cap.free_memory_gb:g} free")))
+            reject((i, Rejection(dc_id, Reason.CAPACITY, f"{cpus:g} CPUs / {mem:g} GB asked, "
+                                 f"{cap.free_cpus:g} / {cap.free_memory_gb:g} free")))
             continue
-        t_hours = t_cost = 0.0
         if inputs:
-            move = moves.get(dc.region)
+            move = memo.get(dc.region)
             if move is None:
-                move = moves[dc.region] = transfer(spec, network, dc.region)
+                move = memo[dc.region] = transfer(spec, network, dc.region)
             t_hours, t_cost = move
         if deadline is not None and t_hours + hours > deadline:
-            rejected.append((i, Rejection(dc_id, Reason.DEADLINE,
-                                          f"{t_hours:.2f} h transfer + {hours:g} h run > {deadline:g} h")))
+            reject((i, Rejection(dc_id, Reason.DEADLINE,
+                                 f"{t_hours:.2f} h transfer + {hours:g} h run > {deadline:g} h")))
             continue
-        kw = ((pool.watts * count) if pool else 0.0) + cpu_watts * cpus
-        kwh = kw / 1000 * hours * pue
+        kwh = (kw + cpu_watts * cpus) / 1000 * hours * pue
         cost = kwh * price
         add(candidate_of((i, dc, pool, rtt, kwh, cost, t_hours, t_cost)))
         if weights is not None:
-            keep(score(cost, t_cost, t_hours, cap.utilisation, dc.utilisation_target, weights))
+            keep(score(cost, t_cost, t_hours, cap.utilisation, target, weights))
     return _evaluation((cands, late, rejected, scores))
 
 
@@ -142,8 +132,9 @@ def in_order(late: Sequence[Ranked], rest: Sequence[Ranked], caps: Capacity,
         return tuple(map(_SECOND, rest))
     both: list[Ranked] = []
     add = both.append
+    get = caps.get
     for i, r in late:
-        cap = caps.get(r.data_center)
+        cap = get(r.data_center)
         add((i, r) if cap is not None and cap.alive else (i, unavailable[i]))
     if rest:
         both.extend(rest)

@@ -29,7 +29,7 @@ from westflow.placement.filters import Evaluation, evaluate, in_order
 from westflow.placement.score import score, westflow_key
 from westflow.placement.search import pruned_search
 from westflow.placement.tables import NetworkTables, tables_for
-from westflow.placement.values import Candidate, Context, Deferred, Placement, Reason, Rejection
+from westflow.placement.values import Candidate, Context, Deferred, Placement, Reason, Rejection, Rejections
 from westflow.spec import WorkloadSpec
 from westflow.tags import RayRequest, ray_request
 
@@ -91,20 +91,20 @@ class Policy:
         return None
 
     def _decide(self, ev: Evaluation, network: Network, snap: Capacity,
-                t: NetworkTables) -> tuple[Candidate, float, Deferred[tuple[Rejection, ...]]]:
+                t: NetworkTables) -> tuple[Candidate, float, Deferred[Rejections]]:
         """The full scan's winner, its ``Placement.score``, and the explanation to write on read."""
         ctx = Context(network, snap)
         best = self._choose(ev.candidates, ctx)
         return best, self._key(best, ctx)[0], Deferred(self._explain, ev, best, ctx, t)
 
     def _explain_again(self, spec: WorkloadSpec, ctx: Context, bound: float | None, index: int,
-                       t: NetworkTables) -> tuple[Rejection, ...]:
+                       t: NetworkTables) -> Rejections:
         """The full scan's explanation of a decision whose winner is given by inventory index."""
         ev = evaluate(spec, ctx.network, ctx.capacity, t, bound)
         best = next(c for c in ev.candidates if c.index == index)
         return self._explain(ev, best, ctx, t)
 
-    def _explain(self, ev: Evaluation, best: Candidate, ctx: Context, t: NetworkTables) -> tuple[Rejection, ...]:
+    def _explain(self, ev: Evaluation, best: Candidate, ctx: Context, t: NetworkTables) -> Rejections:
         return explain(ev, best, ctx.capacity, t, lambda c: self._lost(c, best, ctx))
 
     def _choose(self, cands: Sequence[Candidate], ctx: Context) -> Candidate:
@@ -117,7 +117,7 @@ class Policy:
         return Rejection(c.dc.id, Reason.DEARER, f"dearer by {c.cost_cny - best.cost_cny:.2f} CNY")
 
     def _placement(self, spec: WorkloadSpec, bound: float | None, c: Candidate, score_cny: float,
-                   rejected: Deferred[tuple[Rejection, ...]], t: NetworkTables) -> Placement:
+                   rejected: Deferred[Rejections], t: NetworkTables) -> Placement:
         """The Placement of candidate ``c``; ``bound``: the spec's tier's latency bound."""
         dc, pool = c.dc, c.pool
         rtt = c.rtt_ms
@@ -164,7 +164,7 @@ class WestflowPolicy(Policy):
                             c.rtt_ms, c.index)
 
     def _decide(self, ev: Evaluation, network: Network, snap: Capacity,
-                t: NetworkTables) -> tuple[Candidate, float, Deferred[tuple[Rejection, ...]]]:
+                t: NetworkTables) -> tuple[Candidate, float, Deferred[Rejections]]:
         # min(cands, key=_key) over the scores the filter computed, without a tuple per candidate:
         # candidates come in inventory order, so the index tie-break is "keep the earlier one".
         cands, scores = ev.candidates, ev.scores
@@ -182,7 +182,7 @@ class WestflowPolicy(Policy):
         return best, best_s, Deferred(explain_dearer, ev, best, snap, t, network.weights)
 
     def _explain_again(self, spec: WorkloadSpec, ctx: Context, bound: float | None, index: int,
-                       t: NetworkTables) -> tuple[Rejection, ...]:
+                       t: NetworkTables) -> Rejections:
         # On a large network the columns answer at numpy speed; they give up (None) only where
         # the full scan must decide, which it then does.
         if t.large:
@@ -191,7 +191,7 @@ class WestflowPolicy(Policy):
                 return why
         return super()._explain_again(spec, ctx, bound, index, t)
 
-    def _explain(self, ev: Evaluation, best: Candidate, ctx: Context, t: NetworkTables) -> tuple[Rejection, ...]:
+    def _explain(self, ev: Evaluation, best: Candidate, ctx: Context, t: NetworkTables) -> Rejections:
         return explain_dearer(ev, best, ctx.capacity, t, ctx.network.weights)
 
 

@@ -38,7 +38,7 @@ def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: 
     """
     w = network.weights
     b = tables.bound(spec, latency_bound)
-    if not b.sites:
+    if not b.rows:
         return None
     hours, deadline = spec.duration_hours, spec.deadline_hours
     moves: dict[Region, tuple[float, float]] = {}
@@ -75,7 +75,7 @@ def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: 
     head = head[np.argsort(lb[head], kind="stable")]
     bounds: list[float] = lb[head].tolist()
     order_at: list[int] = head.tolist()
-    all_sites = b.sites
+    all_rows = b.rows
     best: Candidate | None = None
     best_key = (math.inf, math.inf, -1)
     start, step = 0, FIRST_BATCH
@@ -88,8 +88,8 @@ def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: 
             rest = None
         if not (start < len(bounds) and bounds[start] <= best_key[0]):
             break
-        sites = [all_sites[k] for k in order_at[start:start + step]]
-        ev = evaluate(spec, network, caps, tables, latency_bound, sites, moves, w)
+        rows = [all_rows[k] for k in order_at[start:start + step]]
+        ev = evaluate(spec, network, caps, tables, latency_bound, rows, moves, w)
         for c, s in zip(ev.candidates, ev.scores, strict=True):
             key = westflow_key(s, c.rtt_ms, c.index)
             if key < best_key:

@@ -24,13 +24,18 @@ from westflow.inventory import AcceleratorPool, DataCenter, Family, Network, Reg
 from westflow.placement.values import Reason, Rejection
 from westflow.spec import WorkloadSpec
 
-__all__ = ["NetworkTables", "PruneBound", "Site", "Ranked", "PoolRow", "tables_for", "finite_non_negative", "wanted",
-           "PRUNE_MIN_DCS", "PoolColumns", "CapacityColumns", "Floats", "Flags", "Objects"]
+__all__ = ["NetworkTables", "PruneBound", "Site", "Row", "Ranked", "PoolRow", "tables_for", "finite_non_negative",
+           "wanted", "PRUNE_MIN_DCS", "PoolColumns", "CapacityColumns", "Floats", "Flags", "Objects"]
 
 PRUNE_MIN_DCS = 64  # below this a full scan is cheaper than the pruned search's numpy set-up
 
 # inventory index, DC, id, RTT to the origin, cpu_watts, PUE, price (read once per decision)
 Site = tuple[int, DataCenter, str, "float | None", float, float, float]
+# A site with what one accelerator request reads of it: its compatible pools (least power first; None
+# for a CPU-only request, empty where the DC has none), its utilisation target, and its accelerator
+# rejection where it has no compatible pool (read once per decision).
+Row = tuple[int, DataCenter, str, "float | None", float, float, float,
+            "tuple[AcceleratorPool, ...] | None", float, "Rejection | None"]
 # A rejection with its DC's inventory index (the output order).
 Ranked = tuple[int, Rejection]
 # Per DC: its compatible pools, least power first.
@@ -58,16 +63,15 @@ class PruneBound:
     (``has_east``, ``has_west``: whether any is, any is not).
     """
 
-    __slots__ = ("sites", "pools", "acc_wpp", "cpu_wpp", "east", "has_east", "has_west")
+    __slots__ = ("rows", "acc_wpp", "cpu_wpp", "east", "has_east", "has_west")
 
-    def __init__(self, sites: tuple[Site, ...], pools: PoolRow, cpu_only: bool) -> None:
-        self.sites = sites
-        self.pools = pools
-        pp = np.array([s[5] * s[6] for s in sites], dtype=np.float64)
-        acc_w = np.array([0.0 if cpu_only else min(p.watts for p in pl) for pl in pools], dtype=np.float64)
+    def __init__(self, rows: tuple[Row, ...]) -> None:
+        self.rows = rows
+        pp = np.array([s[5] * s[6] for s in rows], dtype=np.float64)
+        acc_w = np.array([min(p.watts for p in s[7]) if s[7] else 0.0 for s in rows], dtype=np.float64)
         self.acc_wpp = acc_w * pp
-        self.cpu_wpp = np.array([s[4] for s in sites], dtype=np.float64) * pp
-        self.east = np.array([s[1].region is Region.EAST for s in sites], dtype=np.bool_)
+        self.cpu_wpp = np.array([s[4] for s in rows], dtype=np.float64) * pp
+        self.east = np.array([s[1].region is Region.EAST for s in rows], dtype=np.bool_)
         for a in (self.acc_wpp, self.cpu_wpp, self.east):
             a.flags.writeable = False  # shared by every thread's decisions
         self.has_east, self.has_west = bool(self.east.any()), not bool(self.east.all())
@@ -231,6 +235,8 @@ class NetworkTables:
         self._index = {dc_id: i for i, dc_id in enumerate(self.ids)}
         self._sites: dict[tuple[str | None, float | None], tuple[tuple[Site, ...], tuple[Ranked, ...]]] = {}
         self._pools: dict[tuple[Family, str | None], tuple[PoolRow, tuple[Rejection | None, ...]]] = {}
+        self._rows: dict[tuple[str | None, float | None, Family, str | None],
+                         tuple[tuple[Row, ...], tuple[Ranked, ...]]] = {}
         self._bounds: dict[tuple[str | None, float | None, Family, str | None], PruneBound] = {}
 
     def sites(self, origin: str | None, bound: float | None) -> tuple[tuple[Site, ...], tuple[Ranked, ...]]:
@@ -266,6 +272,21 @@ class NetworkTables:
             got = self._pools[(fam, model)] = (tuple(pools), tuple(rej))
         return got
 
+    def rows(self, spec: WorkloadSpec, bound: float | None) -> tuple[tuple[Row, ...], tuple[Ranked, ...]]:
+        """:meth:`sites` with what the spec's accelerator request reads of each: its compatible pools
+        (None for a CPU-only spec) and utilisation target; and the latency rejections of the rest."""
+        acc = spec.accelerator
+        key = (spec.origin, bound, acc.family, acc.model)
+        got = self._rows.get(key)
+        if got is None:
+            sites, late = self.sites(spec.origin, bound)
+            cpu_only = acc.family is Family.CPU
+            all_pools, why = ((), ()) if cpu_only else self.pools(spec)
+            got = self._rows[key] = (tuple(
+                (*s, None, s[1].utilisation_target, None) if cpu_only else
+                (*s, all_pools[s[0]], s[1].utilisation_target, why[s[0]]) for s in sites), late)
+        return got
+
     def bound(self, spec: WorkloadSpec, latency_bound: float | None) -> PruneBound:
         """The DCs a spec may use before capacity is read (within the latency bound, with a
         compatible pool), with the per-DC factors of the lower bound on their westflow score."""
@@ -273,14 +294,9 @@ class NetworkTables:
         key = (spec.origin, latency_bound, acc.family, acc.model)
         got = self._bounds.get(key)
         if got is None:
-            sites, _ = self.sites(spec.origin, latency_bound)
-            cpu_only = acc.family is Family.CPU
-            all_pools = () if cpu_only else self.pools(spec)[0]
-            sel = tuple(s for s in sites if cpu_only or all_pools[s[0]])
-            got = self._bounds[key] = PruneBound(
-                sel, tuple(() if cpu_only else all_pools[s[0]] for s in sel), cpu_only)
+            rows, _ = self.rows(spec, latency_bound)
+            got = self._bounds[key] = PruneBound(tuple(r for r in rows if r[7] is None or r[7]))
         return got
-
 
     def late(self, origin: str | None, bound: float | None) -> tuple[Flags, Objects]:
         """Per DC: beyond ``bound`` of ``origin``, and that latency rejection (None where within)."""

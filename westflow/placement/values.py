@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar, overload
@@ -17,8 +17,8 @@ from westflow.inventory import AcceleratorPool, DataCenter, Family, Network
 from westflow.spec import WorkloadSpec
 from westflow.tags import RayRequest
 
-__all__ = ["Reason", "Rejection", "ShortRejection", "DearerRejection", "Candidate", "Context", "Placement",
-           "Deferred", "LazyField", "candidate_of", "dearer_of"]
+__all__ = ["Reason", "Rejection", "ShortRejection", "DearerRejection", "Rejections", "Candidate", "Context",
+           "Placement", "Deferred", "LazyField", "candidate_of", "dearer_of"]
 
 T = TypeVar("T")
 
@@ -152,6 +152,78 @@ class Deferred(functools.partial[T]):
     __slots__ = ()
 
 
+class Rejections(Sequence[Rejection]):
+    """Why every other DC lost, in order: an immutable sequence of :class:`Rejection`, read as a tuple.
+
+    ``head`` (the rejections the filters wrote) is kept as given; the ``n_dearer`` losers on
+    score that follow it are built by ``dearer()`` on first read of an item, once (their
+    numbers are computed already: on a large network a few hundred objects a decision is
+    the cost of the explanation that a caller reading only the choice or the count never
+    needs). It compares equal to the tuple of its items (and to another such sequence),
+    hashes, prints, pickles and concatenates as that tuple does.
+    """
+
+    __slots__ = ("_head", "_n", "_dearer", "_items")
+
+    def __init__(self, head: tuple[Rejection, ...],
+                 dearer: Callable[[], Iterable[Rejection]] | None = None, n_dearer: int = 0) -> None:
+        self._head = head
+        self._n = len(head) + n_dearer
+        self._dearer = dearer
+        self._items = head if dearer is None else None
+
+    def items(self) -> tuple[Rejection, ...]:
+        """Every rejection, as a tuple (built on the first call)."""
+        got = self._items
+        if got is None:
+            dearer = self._dearer
+            got = self._head if dearer is None else self._head + tuple(dearer())
+            self._items, self._dearer = got, None
+        return got
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Rejection: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Rejection, ...]: ...
+    def __getitem__(self, i: int | slice) -> Rejection | tuple[Rejection, ...]:
+        return self.items()[i]
+
+    def __iter__(self) -> Iterator[Rejection]:
+        return iter(self.items())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.items()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Rejections):
+            return self._n == other._n and self.items() == other.items()
+        if isinstance(other, tuple):
+            return self.items() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.items())
+
+    def __add__(self, other: object) -> tuple[Rejection, ...]:
+        if isinstance(other, Rejections | tuple):
+            return self.items() + tuple(other)
+        return NotImplemented
+
+    def __radd__(self, other: object) -> tuple[Rejection, ...]:
+        if isinstance(other, tuple):
+            return other + self.items()
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self.items())
+
+    def __reduce__(self) -> tuple[type[Rejections], tuple[tuple[Rejection, ...]]]:  # pickle and copy: built
+        return (Rejections, (self.items(),))
+
+
 class LazyField(Generic[T]):
     """Data descriptor for a dataclass field that may be given as a :class:`Deferred`.
 
@@ -202,13 +274,13 @@ class Placement:
     transfer_hours: float
     transfer_cost_cny: float
     score: float
-    rejected: LazyField[tuple[Rejection, ...]] = LazyField()
+    rejected: LazyField[Sequence[Rejection]] = LazyField()
     ray: LazyField[RayRequest] = LazyField()
 
     def __init__(self, spec: WorkloadSpec, policy: str, data_center: str, ray_cluster: str, region: str,
                  rtt_ms: float | None, within_tier: bool, family: Family, accelerator_model: str | None,
                  energy_kwh: float, energy_cost_cny: float, transfer_hours: float, transfer_cost_cny: float,
-                 score: float, rejected: tuple[Rejection, ...] | Deferred[tuple[Rejection, ...]],
+                 score: float, rejected: Sequence[Rejection] | Deferred[Rejections],
                  ray: RayRequest | Deferred[RayRequest]) -> None:
         # The dataclass's own __init__ written out, fields in declaration order: one dict update
         # where the generated one makes an object.__setattr__ call per field (it runs once per
