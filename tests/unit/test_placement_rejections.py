@@ -80,22 +80,21 @@ def _spec(rng: random.Random, net: Network, i: int) -> Any:
     return parse_spec(d, net)
 
 
-def _eager(p: Any, net: Network, cap: Any) -> tuple[Rejection, ...]:
-    """The explanation written out by hand from the decision: the filters' rejections come from the
-    same place, every candidate that is not the winner is dearer by its score's gap."""
-    others = {}
+def _eager(p: Any, net: Network, cap: Any) -> tuple[Any, ...]:
+    """The explanation written out by hand from the decision, DC by DC (each placed alone): the
+    filters' rejection where it has none, else dearer by its score's gap to the winner's."""
+    caps = cap or static_capacity(net)
+    others: dict[str, Any] = {}
     for dc in net.data_centers:
         if dc.id == p.data_center:
             continue
         try:
-            q = WestflowPolicy(prune=False).place(p.spec, net, {k: v for k, v in (cap or static_capacity(net)).items()
-                                                               if k == dc.id})
-        except InfeasibleError as e:
-            others[dc.id] = e.rejected[[r.data_center for r in e.rejected].index(dc.id)]
+            q = WestflowPolicy(prune=False).place(p.spec, net, {dc.id: caps[dc.id]})
+        except InfeasibleError as exc:
+            others[dc.id] = {r.data_center: r for r in exc.rejected}[dc.id]
             continue
-        e, tc = q.energy_cost_cny, q.transfer_cost_cny
-        util = (cap or static_capacity(net))[dc.id].utilisation
-        others[dc.id] = DearerRejection(dc.id, q.score - p.score, e, tc, util)
+        others[dc.id] = DearerRejection(dc.id, q.score - p.score, q.energy_cost_cny, q.transfer_cost_cny,
+                                        caps[dc.id].utilisation)
     return tuple(others[r.data_center] for r in p.rejected)
 
 
