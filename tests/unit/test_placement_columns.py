@@ -63,7 +63,7 @@ def _both(spec: WorkloadSpec, net: Network, caps: dict[str, DCCapacity],
     if not ev.candidates:
         return None
     best = min(zip(ev.candidates, ev.scores, strict=True), key=lambda cs: (cs[1], cs[0].rtt_ms or 0.0))[0]
-    scalar = explain_dearer(ev, best, caps, t, net.weights)
+    scalar = explain_dearer(ev, best.index, caps, t, net.weights)
     return scalar, explain_dearer_columns(spec, net, caps, t, bound, best.index)
 
 

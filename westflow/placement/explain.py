@@ -20,7 +20,16 @@ from westflow.inventory import Family, Network, PolicyWeights, Region
 from westflow.placement.filters import Evaluation, evaluate, in_order, transfer
 from westflow.placement.score import score
 from westflow.placement.tables import Floats, NetworkTables, Objects
-from westflow.placement.values import Candidate, DearerRejection, Deferred, Reason, Rejection, Rejections, dearer_of
+from westflow.placement.values import (
+    Candidate,
+    CandidateFields,
+    DearerRejection,
+    Deferred,
+    Reason,
+    Rejection,
+    Rejections,
+    dearer_of,
+)
 from westflow.spec import WorkloadSpec
 
 __all__ = ["explain", "explain_dearer", "explain_dearer_columns"]
@@ -30,33 +39,32 @@ def explain(ev: Evaluation, best: Candidate, caps: Capacity, tables: NetworkTabl
             lost: Callable[[Candidate], Rejection]) -> Rejections:
     """Every DC but the winner: those the filter rejected, in inventory order, then the losers."""
     filtered = in_order(ev.late, ev.rejected, caps, tables.unavailable)
-    return Rejections(filtered + tuple(lost(c) for c in ev.candidates if c is not best))
+    return Rejections(filtered + tuple(lost(c) for c in ev.candidates if c.index != best.index))
 
 
-def explain_dearer(ev: Evaluation, best: Candidate, caps: Capacity, tables: NetworkTables,
+def explain_dearer(ev: Evaluation, best_index: int, caps: Capacity, tables: NetworkTables,
                    weights: PolicyWeights) -> Rejections:
-    """:func:`explain` for the westflow score: each loser is dearer by its score's gap to the winner's
-    (the scores the filter computed, where it was asked to). The losers' rejections are built on
-    first read of an item (:class:`~westflow.placement.values.Rejections`)."""
+    """:func:`explain` for the westflow score, whose winner is DC ``best_index``: each loser is dearer
+    by its score's gap to the winner's (the scores the filter computed, where it was asked to). The
+    losers' rejections are built on first read of an item (:class:`~westflow.placement.values.Rejections`)."""
     filtered = in_order(ev.late, ev.rejected, caps, tables.unavailable)
-    cands = ev.candidates
+    eligible = ev.eligible
     scores: Sequence[float] = ev.scores
-    if len(scores) != len(cands):
-        scores = [score(c.energy_cost_cny, c.transfer_cost_cny, c.transfer_hours, caps[c.dc.id].utilisation,
-                        c.dc.utilisation_target, weights) for c in cands]
-    if len(cands) == 1:
+    if len(scores) != len(eligible):
+        scores = [score(cost, t_cost, t_hours, caps[dc.id].utilisation, dc.utilisation_target, weights)
+                  for _, dc, _, _, _, cost, t_hours, t_cost in eligible]
+    if len(eligible) == 1:
         return Rejections(filtered)
-    return Rejections(filtered, Deferred(_dearer, cands, scores, best, caps), len(cands) - 1)
+    return Rejections(filtered, Deferred(_dearer, eligible, scores, best_index, caps), len(eligible) - 1)
 
 
-def _dearer(cands: Sequence[Candidate], scores: Sequence[float], best: Candidate,
+def _dearer(eligible: Sequence[CandidateFields], scores: Sequence[float], best_index: int,
             caps: Capacity) -> list[DearerRejection]:
-    """The losers of :func:`explain_dearer`, in candidate order."""
-    best_s = scores[cands.index(best)]
+    """The losers of :func:`explain_dearer`, in inventory order."""
+    best_s = next(s for fields, s in zip(eligible, scores, strict=True) if fields[0] == best_index)
     dearer = Reason.DEARER
-    return [dearer_of((c.dc.id, dearer, s - best_s, c.energy_cost_cny, c.transfer_cost_cny,
-                       caps[c.dc.id].utilisation))
-            for c, s in zip(cands, scores, strict=True) if c is not best]
+    return [dearer_of((dc.id, dearer, s - best_s, cost, t_cost, caps[dc.id].utilisation))
+            for (i, dc, _, _, _, cost, _, t_cost), s in zip(eligible, scores, strict=True) if i != best_index]
 
 
 def _dearer_columns(ids: Objects, gaps: Floats, energy_cost_cny: Floats, transfer_cost_cny: Floats | float,
@@ -118,7 +126,7 @@ def explain_dearer_columns(spec: WorkloadSpec, network: Network, caps: Capacity,
     if where:
         everyone, _ = tables.rows(spec, None)
         ev = evaluate(spec, network, caps, tables, bound, [everyone[i] for i in where], moves)
-        if ev.candidates or len(ev.rejected) != len(where):
+        if ev.eligible or len(ev.rejected) != len(where):
             return None
         for i, r in ev.rejected:
             out[i] = r

@@ -1,8 +1,8 @@
 """The filters of placement: liveness, latency tier, accelerator, capacity, deadline.
 
-:func:`evaluate` turns a spec and a capacity snapshot into the eligible
-:class:`~westflow.placement.values.Candidate` s (each costed: energy and data
-transfer) and a :class:`~westflow.placement.values.Rejection` for every other
+:func:`evaluate` turns a spec and a capacity snapshot into the eligible DCs
+(each a :class:`~westflow.placement.values.Candidate`'s fields, costed: energy and
+data transfer) and a :class:`~westflow.placement.values.Rejection` for every other
 DC; :func:`in_order` merges the rejections into inventory order. Pure Python.
 """
 
@@ -17,7 +17,7 @@ from westflow.capacity import Capacity
 from westflow.inventory import AcceleratorPool, Network, PolicyWeights, Region
 from westflow.placement.score import score
 from westflow.placement.tables import NetworkTables, Ranked, Row, wanted
-from westflow.placement.values import Candidate, Reason, Rejection, ShortRejection, candidate_of
+from westflow.placement.values import Candidate, CandidateFields, Reason, Rejection, ShortRejection, candidate_of
 from westflow.spec import WorkloadSpec
 
 __all__ = ["Evaluation", "evaluate", "transfer", "in_order"]
@@ -26,16 +26,22 @@ _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
 class Evaluation(NamedTuple):
-    """The filter's answer: candidates, latency rejections, other rejections (each in inventory order),
-    and each candidate's westflow score where it was asked for (else empty)."""
+    """The filter's answer: the eligible DCs (each a :class:`Candidate`'s fields, a plain tuple), latency
+    rejections, other rejections (each in inventory order), and each eligible DC's westflow score where
+    it was asked for (else empty)."""
 
-    candidates: list[Candidate]
+    eligible: list[CandidateFields]
     late: tuple[Ranked, ...]
     rejected: list[Ranked]
     scores: list[float]
 
+    @property
+    def candidates(self) -> list[Candidate]:
+        """The eligible DCs as :class:`Candidate` s."""
+        return list(map(candidate_of, self.eligible))
 
-_evaluation: Callable[[tuple[list[Candidate], tuple[Ranked, ...], list[Ranked], list[float]]], Evaluation] = \
+
+_evaluation: Callable[[tuple[list[CandidateFields], tuple[Ranked, ...], list[Ranked], list[float]]], Evaluation] = \
     functools.partial(tuple.__new__, Evaluation)  # Evaluation(...) without its Python-level __new__
 
 
@@ -69,7 +75,7 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
     count = spec.accelerator.count
     cpus, mem, hours = spec.cpus, spec.memory_gb, spec.duration_hours
     inputs, deadline = spec.inputs, spec.deadline_hours
-    cands: list[Candidate] = []
+    cands: list[CandidateFields] = []
     add = cands.append
     scores: list[float] = []
     keep = scores.append
@@ -115,7 +121,7 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
             continue
         kwh = (kw + cpu_watts * cpus) / 1000 * hours * pue
         cost = kwh * price
-        add(candidate_of((i, dc, pool, rtt, kwh, cost, t_hours, t_cost)))
+        add((i, dc, pool, rtt, kwh, cost, t_hours, t_cost))
         if weights is not None:
             keep(score(cost, t_cost, t_hours, cap.utilisation, target, weights))
     return _evaluation((cands, late, rejected, scores))

@@ -29,7 +29,16 @@ from westflow.placement.filters import Evaluation, evaluate, in_order
 from westflow.placement.score import score, westflow_key
 from westflow.placement.search import pruned_search
 from westflow.placement.tables import NetworkTables, tables_for
-from westflow.placement.values import Candidate, Context, Deferred, Placement, Reason, Rejection, Rejections
+from westflow.placement.values import (
+    Candidate,
+    Context,
+    Deferred,
+    Placement,
+    Reason,
+    Rejection,
+    Rejections,
+    candidate_of,
+)
 from westflow.spec import WorkloadSpec
 from westflow.tags import RayRequest, ray_request
 
@@ -80,7 +89,7 @@ class Policy:
             why = Deferred(self._explain_again, spec, Context(network, snap), bound, best.index, t)
         else:
             ev = evaluate(spec, network, caps, t, bound, weights=network.weights if self.scored else None)
-            if not ev.candidates:
+            if not ev.eligible:
                 raise InfeasibleError(spec, in_order(ev.late, ev.rejected, caps, t.unavailable))
             best, best_score, why = self._decide(ev, network, snap, t)
         return self._placement(spec, tier_bound, best, best_score, why, t)
@@ -165,21 +174,23 @@ class WestflowPolicy(Policy):
 
     def _decide(self, ev: Evaluation, network: Network, snap: Capacity,
                 t: NetworkTables) -> tuple[Candidate, float, Deferred[Rejections]]:
-        # min(cands, key=_key) over the scores the filter computed, without a tuple per candidate:
-        # candidates come in inventory order, so the index tie-break is "keep the earlier one".
-        cands, scores = ev.candidates, ev.scores
-        best = cands[0]
+        # min(candidates, key=_key) over the scores the filter computed, without a tuple per candidate:
+        # they come in inventory order, so the index tie-break is "keep the earlier one".
+        eligible, scores = ev.eligible, ev.scores
+        at = k = 0
         best_s = best_r = float("inf")
-        for c, s in zip(cands, scores, strict=True):
+        for fields, s in zip(eligible, scores, strict=True):
             if s < best_s:
-                best, best_s, best_r = c, s, c.rtt_ms or 0.0
+                at, best_s, best_r = k, s, fields[3] or 0.0  # its rtt_ms
             elif s == best_s:
-                r = c.rtt_ms or 0.0
+                r = fields[3] or 0.0
                 if r < best_r:
-                    best, best_r = c, r
-        if best is cands[0]:
+                    at, best_r = k, r
+            k += 1
+        if at == 0:
             best_s = scores[0]  # also when no score beat infinity (NaN): Placement.score is its own
-        return best, best_s, Deferred(explain_dearer, ev, best, snap, t, network.weights)
+        best = candidate_of(eligible[at])
+        return best, best_s, Deferred(explain_dearer, ev, best.index, snap, t, network.weights)
 
     def _explain_again(self, spec: WorkloadSpec, ctx: Context, bound: float | None, index: int,
                        t: NetworkTables) -> Rejections:
@@ -192,7 +203,7 @@ class WestflowPolicy(Policy):
         return super()._explain_again(spec, ctx, bound, index, t)
 
     def _explain(self, ev: Evaluation, best: Candidate, ctx: Context, t: NetworkTables) -> Rejections:
-        return explain_dearer(ev, best, ctx.capacity, t, ctx.network.weights)
+        return explain_dearer(ev, best.index, ctx.capacity, t, ctx.network.weights)
 
 
 class EastFirstPolicy(Policy):

@@ -20,7 +20,7 @@ from westflow.inventory import Family, Network, Region
 from westflow.placement.filters import evaluate, transfer
 from westflow.placement.score import westflow_key
 from westflow.placement.tables import NetworkTables, finite_non_negative
-from westflow.placement.values import Candidate
+from westflow.placement.values import Candidate, CandidateFields, candidate_of
 from westflow.spec import WorkloadSpec
 
 __all__ = ["pruned_search", "FIRST_BATCH", "HEAD"]
@@ -76,7 +76,7 @@ def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: 
     bounds: list[float] = lb[head].tolist()
     order_at: list[int] = head.tolist()
     all_rows = b.rows
-    best: Candidate | None = None
+    best: CandidateFields | None = None
     best_key = (math.inf, math.inf, -1)
     start, step = 0, FIRST_BATCH
     while True:
@@ -90,10 +90,10 @@ def pruned_search(spec: WorkloadSpec, network: Network, caps: Capacity, tables: 
             break
         rows = [all_rows[k] for k in order_at[start:start + step]]
         ev = evaluate(spec, network, caps, tables, latency_bound, rows, moves, w)
-        for c, s in zip(ev.candidates, ev.scores, strict=True):
-            key = westflow_key(s, c.rtt_ms, c.index)
+        for fields, s in zip(ev.eligible, ev.scores, strict=True):
+            key = westflow_key(s, fields[3], fields[0])  # its rtt_ms, inventory index
             if key < best_key:
-                best, best_key = c, key
+                best, best_key = fields, key
         start += step
         step *= 2
-    return None if best is None else (best, best_key[0])
+    return None if best is None else (candidate_of(best), best_key[0])

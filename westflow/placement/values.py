@@ -17,8 +17,8 @@ from westflow.inventory import AcceleratorPool, DataCenter, Family, Network
 from westflow.spec import WorkloadSpec
 from westflow.tags import RayRequest
 
-__all__ = ["Reason", "Rejection", "ShortRejection", "DearerRejection", "Rejections", "Candidate", "Context",
-           "Placement", "Deferred", "LazyField", "candidate_of", "dearer_of"]
+__all__ = ["Reason", "Rejection", "ShortRejection", "DearerRejection", "Rejections", "Candidate", "CandidateFields",
+           "Context", "Placement", "Deferred", "LazyField", "candidate_of", "dearer_of"]
 
 T = TypeVar("T")
 
@@ -132,6 +132,8 @@ class Candidate(NamedTuple):
 
 
 CandidateFields = tuple[int, DataCenter, "AcceleratorPool | None", "float | None", float, float, float, float]
+"""A :class:`Candidate`'s fields, in order, as a plain tuple: what the filter writes per eligible DC
+(a plain tuple is built several times faster than a tuple subclass such as Candidate)."""
 DearerFields = tuple[str, Reason, float, float, float, float]
 
 candidate_of: Callable[[CandidateFields], Candidate] = functools.partial(tuple.__new__, Candidate)
