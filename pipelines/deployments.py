@@ -3,7 +3,9 @@
 - ``local`` (default): the network on this machine. Cluster access comes from
   the environment at run time (``$WESTFLOW_RAY_ADDRESS`` or ``$RAY_ADDRESS``,
   ``$RAY_AUTH_TOKEN_PATH``): ``westflow up`` prints those lines and
-  ``westflow ui`` sets them for Dagster.
+  ``westflow ui`` sets them for Dagster. Without them, the network ``westflow up``
+  recorded in the state dir (its ``ray.json`` and token file) is configured
+  explicitly, so a project outside this repository needs no exports.
 - ``cluster``: a remote Ray cluster; address and token are required secrets,
   read through ``dg.EnvVar`` (``$WESTFLOW_RAY_ADDRESS``, ``$RAY_AUTH_TOKEN``), so
   the UI shows their names, never their values.
@@ -14,14 +16,17 @@ Both read ``$WESTFLOW_STATE_DIR`` (reservation journal, S3 config),
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import dagster as dg
 
 from pipelines.resources import ROOT, WestflowResource
 from pipelines.workload import CONFIG_DIR_ENV
-from ray_cluster.access import ADDRESS_ENV, TOKEN_ENV
+from ray_cluster.access import ADDRESS_ENV, RAY_ADDRESS_ENV, TOKEN_ENV
+from ray_cluster.local.auth import TOKEN_FILE
 from westflow.config import CONFIG_DIR
 from westflow.errors import ConfigError
 
@@ -39,9 +44,22 @@ def westflow_resource(env: Mapping[str, str] | None = None) -> WestflowResource:
     config_dir = env.get(CONFIG_DIR_ENV) or str(CONFIG_DIR)
     policy = env.get("WESTFLOW_POLICY") or "westflow"
     if deployment == "local":
-        return WestflowResource(state_dir=state_dir, config_dir=config_dir, policy=policy)
+        url, token_path = (None, None) if env.get(ADDRESS_ENV) or env.get(RAY_ADDRESS_ENV) else (
+            _recorded_network(Path(state_dir)))
+        return WestflowResource(state_dir=state_dir, config_dir=config_dir, policy=policy, ray_address=url,
+                                ray_auth_token_path=token_path)
     if deployment == "cluster":
         return WestflowResource(ray_address=dg.EnvVar(ADDRESS_ENV), ray_auth_token=dg.EnvVar(TOKEN_ENV),
                                 state_dir=state_dir, config_dir=config_dir, policy=policy)
     raise ConfigError(f"${DEPLOYMENT_ENV}", "deployment", deployment, DEPLOYMENTS,
                       fix=f"unset {DEPLOYMENT_ENV} (local) or set it to one of those.")
+
+
+def _recorded_network(state_dir: Path) -> tuple[str | None, str | None]:
+    """The dashboard URL and token file of the local network ``westflow up`` recorded in ``state_dir``."""
+    try:
+        url = json.loads((state_dir / "ray.json").read_text())["dashboard_url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+    token = state_dir / TOKEN_FILE
+    return (str(url), str(token)) if token.is_file() else (None, None)

@@ -18,7 +18,8 @@ from westflow.text import rejections_markdown, why
 __all__ = [
     "DATA_CENTER", "RAN_IN", "REGION", "RAY_CLUSTER", "TIER", "ORIGIN", "RTT_MS", "ACCELERATOR", "ENERGY_KWH",
     "COST_CNY", "TRANSFER_HOURS", "POLICY", "RAY_JOB_ID", "DASHBOARD", "WHY", "REJECTED", "FAILOVERS",
-    "FAILOVER_FROM", "FAILOVER_TO", "FAILOVER_REASON", "SPEC", "INPUTS", "PLACEMENT_KEYS",
+    "FAILOVER_FROM", "FAILOVER_TO", "FAILOVER_REASON", "SPEC", "INPUTS", "PROJECT", "CODE", "FAILURE",
+    "JOB_LOG_TAIL", "PLACEMENT_KEYS",
     "placement_metadata", "failover_metadata", "failovers_markdown", "value",
 ]
 
@@ -48,6 +49,11 @@ FAILOVER_FROM, FAILOVER_TO, FAILOVER_REASON = (  # on an AssetObservation per fa
 # on the asset definition (written by @westflow_asset)
 SPEC = "westflow/spec"
 INPUTS = "westflow/inputs"
+PROJECT = "westflow/project"  # the project root whose code the step ships
+# on the materialisation (CODE) and on a failed step
+CODE = "westflow/code"  # what travelled: working dir, size, requirements
+FAILURE = "westflow/failure"  # the one-line cause of a failed step
+JOB_LOG_TAIL = "westflow/job_log_tail"  # the last lines of the failed job's log
 
 
 def placement_metadata(p: Placement, *, job_id: str, job_url: str, ran_in: str) -> dict[str, Any]:

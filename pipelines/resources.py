@@ -16,7 +16,6 @@ when the run is cancelled.
 from __future__ import annotations
 
 import secrets
-import sys
 from collections.abc import Sequence, Set
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,17 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines import metadata as md
-from pipelines.workload import declared_inputs, declared_spec
+from pipelines.workload import declared_inputs, declared_project, declared_spec
 from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import Dispatcher, entrypoint
 from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
 from ray_cluster.live import DashboardReader, NodeView, capacity_and_totals, live_capacity
 from ray_cluster.reservations import Reservations
 from ray_cluster.retry import RetryPolicy
+from ray_cluster.shipping import DEFAULT_MAX_FILE_MB, CodeConfig, Shipment, check_module, ship
 from westflow.capacity import Capacity, DCCapacity
 from westflow.config import CONFIG_DIR, load_network
-from westflow.errors import InfeasibleError, StorageError, WestflowError
+from westflow.errors import CodeError, InfeasibleError, StorageError, WestflowError
 from westflow.inventory import Network
 from westflow.placement import POLICY_NAMES, Placement, get_policy
 from westflow.spec import DatasetRef, WorkloadSpec
@@ -56,7 +56,17 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
     state_dir: str = Field(default=".westflow", description="this host's reservation journal, S3 config, reports")
     config_dir: str = Field(default=str(CONFIG_DIR), description="network.yaml, tiers.yaml, policy.yaml")
     policy: str = Field(default="westflow", description=f"one of {', '.join(POLICY_NAMES)}")
-    python: str = Field(default=sys.executable, description="interpreter of job entrypoints on the Ray nodes")
+    python: str = Field(default="python", description="the cluster's interpreter for the job: `python` is the one "
+                        "its Ray runs with, or the virtualenv Ray builds for the requirements")
+    working_dir: str | None = Field(default=None, description="the project shipped with each step (Ray runtime env "
+                                    "working_dir); unset: the asset's project root")
+    excludes: list[str] = Field(default_factory=list, description="more gitignore-style patterns left out of it")
+    max_file_mb: float = Field(default=DEFAULT_MAX_FILE_MB, gt=0, description="a larger file is data: left out")
+    max_upload_mb: float | None = Field(default=None, gt=0, description="upload limit; unset: Ray's (512 MiB)")
+    py_modules: list[str] = Field(default_factory=list, description="more packages or .whl files to ship")
+    requirements: list[str] | None = Field(default=None, description="the job's pip requirements; unset: the "
+                                           "project's requirements.txt or pyproject.toml; []: none")
+    installer: str = Field(default="pip", description="pip or uv: Ray's plugin that installs the requirements")
     max_failovers: int = Field(default=2, ge=0, description="re-placements after a data center is lost")
     submit_attempts: int = Field(default=4, ge=1, description="tries of a refused Ray Job submission")
     poll_interval_s: float = Field(default=0.5, gt=0)
@@ -156,16 +166,25 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                           + ("" if released else " (it was no longer held)"))
 
     # -- running ------------------------------------------------------------
+    def code(self, context: dg.AssetExecutionContext | None = None) -> Shipment:
+        """What travels with the step: ``working_dir`` (default: the asset's project), checked before submission."""
+        root = self.working_dir or (declared_project(context) if context is not None else None)
+        return ship(CodeConfig(
+            Path(root) if root else None, excludes=tuple(self.excludes), max_file_mb=self.max_file_mb,
+            max_upload_mb=self.max_upload_mb, py_modules=tuple(Path(m) for m in self.py_modules),
+            requirements=None if self.requirements is None else tuple(self.requirements),
+            installer=self.installer))  # type: ignore[arg-type]  # ship() checks it
+
     def _entrypoint(self, module: str, args: Sequence[str], p: Placement) -> str:
         return entrypoint(self.python, module, args, p)
 
     def job_env(self, p: Placement) -> dict[str, str]:
         """What the step's job finds in its environment (besides the Pipes bootstrap)."""
         return {"WESTFLOW_REGION": p.region, "WESTFLOW_PLACED_DC": p.data_center,
-                "WESTFLOW_STATE_DIR": str(self._state()), "PYTHONPATH": str(ROOT)}
+                "WESTFLOW_STATE_DIR": str(self._state())}
 
     def launch(self, context: dg.AssetExecutionContext, dispatcher: Dispatcher, module: str, args: Sequence[str],
-               p: Placement, attempt: int) -> Attempt[dict[str, Any]]:
+               p: Placement, attempt: int, code: Shipment | None = None) -> Attempt[dict[str, Any]]:
         """One run of the step at ``p`` inside a Pipes session; the job's own report comes back as ``result``."""
         from dagster_ray import PipesRayJobMessageReader
 
@@ -177,7 +196,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                                    extras={"westflow_data_center": p.data_center}) as session:
             env = {**self.job_env(p), **session.get_bootstrap_env_vars()}
             job_id = dispatcher.submit(p, self._entrypoint(module, args, p), env=env, submission_id=sid,
-                                       metadata={JOB_DAGSTER_RUN: context.run_id})
+                                       metadata={JOB_DAGSTER_RUN: context.run_id}, code=code)
             context.log.info(f"westflow: Ray job {job_id} submitted to {access.dashboard_url}")
             session.report_launched({"extras": {"ray_job_id": job_id, "ray_address": access.dashboard_url}})
             try:
@@ -189,6 +208,9 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         report: dict[str, Any] = {}
         if outcome.succeeded:
             report = dict(dg.PipesClientCompletedInvocation(session).get_materialize_result().metadata or {})
+        else:
+            outcome = dispatcher.explained(outcome, where=f"{p.data_center} ({access.dashboard_url})", code=code,
+                                           python=self.python)
         return Attempt(p, outcome, report)
 
     def run(self, context: dg.AssetExecutionContext, *, module: str, args: Sequence[str] = ()) -> dg.MaterializeResult:
@@ -199,6 +221,13 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         """
         network = self.network()
         spec = self._with_inputs(declared_spec(context, network), declared_inputs(context))
+        try:
+            code = self.code(context)
+            check_module(code, module)
+        except CodeError as exc:
+            raise dg.Failure(description=f"westflow cannot ship {spec.name!r}: {exc}",
+                             metadata={md.FAILURE: str(exc)}, allow_retries=False) from exc
+        context.log.info(f"westflow: shipping {code.describe()}")
         dispatcher = self.dispatcher(log_fn=context.log.warning)
 
         def on_failover(lost: Lost, to: Placement) -> None:
@@ -210,19 +239,23 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             done = run_with_failover(
                 place=lambda exclude: self.place(context, spec, network, exclude=exclude),
                 release=lambda ticket: self.release(context, ticket),
-                run=lambda p, n: self.launch(context, dispatcher, module, args, p, n),
+                run=lambda p, n: self.launch(context, dispatcher, module, args, p, n, code),
                 verdict=lambda a: dispatcher.node_loss_verdict(a.job_id, a.placement.data_center),
                 max_failovers=self.max_failovers, on_failover=on_failover)
         except JobFailed as exc:
+            tail = dispatcher.logs(exc.outcome.job_id).splitlines()[-20:]
             meta: dict[str, Any] = {md.RAY_JOB_ID: exc.outcome.job_id,
-                                    md.DASHBOARD: dg.MetadataValue.url(dispatcher.access.job_url(exc.outcome.job_id))}
+                                    md.DASHBOARD: dg.MetadataValue.url(dispatcher.access.job_url(exc.outcome.job_id)),
+                                    md.FAILURE: exc.outcome.cause or exc.outcome.message[:300],
+                                    md.JOB_LOG_TAIL: dg.MetadataValue.md("```\n" + "\n".join(tail) + "\n```")}
             if exc.lost:
                 meta[md.FAILOVERS] = md.failovers_markdown(exc.lost)
             raise dg.Failure(description=str(exc), metadata=meta) from exc
         a = done.attempt
         meta = {**a.result, **md.placement_metadata(a.placement, job_id=a.job_id,
                                                     job_url=dispatcher.access.job_url(a.job_id),
-                                                    ran_in=dispatcher.ran_in(a.job_id))}
+                                                    ran_in=dispatcher.ran_in(a.job_id)),
+                md.CODE: code.describe()}
         if done.lost:
             meta[md.FAILOVERS] = md.failovers_markdown(done.lost)
         return dg.MaterializeResult(metadata=meta)

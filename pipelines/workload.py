@@ -3,6 +3,10 @@
     @westflow_asset(workload={"tier": "batch", "accelerator": "any:4", "duration_hours": 2})
     def nightly_training(context, westflow: WestflowResource): ...
 
+The asset also records its project root (the nearest directory above the
+module that defines it with a ``workspace.yaml``, ``pyproject.toml``,
+``requirements.txt`` ...): the code the resource ships with the step.
+
 The spec is validated when the definitions load, against the configured network
 (``$WESTFLOW_CONFIG_DIR``, default ``configs/``): a bad one raises a
 :class:`~westflow.errors.SpecError` naming the asset and the field. The asset
@@ -13,6 +17,7 @@ the resource parses it once, against its own ``config_dir``
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -21,13 +26,15 @@ from typing import Any
 
 import dagster as dg
 
-from pipelines.metadata import ACCELERATOR, INPUTS, SPEC, TIER
+from pipelines.metadata import ACCELERATOR, INPUTS, PROJECT, SPEC, TIER
+from ray_cluster.shipping import project_root
 from westflow.config import CONFIG_DIR, load_network
 from westflow.errors import SpecError
 from westflow.inventory import Network
 from westflow.spec import WorkloadSpec, parse_spec
 
-__all__ = ["CONFIG_DIR_ENV", "westflow_asset", "declared_spec", "declared_inputs", "configured_network"]
+__all__ = ["CONFIG_DIR_ENV", "westflow_asset", "declared_spec", "declared_inputs", "declared_project",
+           "configured_network"]
 
 CONFIG_DIR_ENV = "WESTFLOW_CONFIG_DIR"
 
@@ -57,6 +64,9 @@ def westflow_asset(
         metadata = dict(asset_kwargs.pop("metadata", {}) or {})
         metadata[SPEC] = json.dumps(data, sort_keys=True)
         metadata[INPUTS] = json.dumps(list(inputs))
+        source = inspect.getsourcefile(fn)
+        if source:
+            metadata.setdefault(PROJECT, str(project_root(source)))
         kinds = set(asset_kwargs.pop("kinds", set()) or set()) | {"ray", spec.tier}
         tags = dict(asset_kwargs.pop("tags", {}) or {})
         tags.setdefault(TIER, spec.tier)
@@ -86,3 +96,8 @@ def declared_spec(context: dg.AssetExecutionContext, network: Network) -> Worklo
 def declared_inputs(context: dg.AssetExecutionContext) -> list[str]:
     """The dataset names the executing asset declared it reads."""
     return list(json.loads(_text(context, INPUTS) or "[]"))
+
+
+def declared_project(context: dg.AssetExecutionContext) -> str | None:
+    """The project root the executing asset was defined in (its code travels with the step)."""
+    return _text(context, PROJECT)

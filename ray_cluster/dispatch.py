@@ -24,12 +24,13 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ray_cluster.access import ClusterAccess
 from ray_cluster.live import DashboardReader
 from ray_cluster.retry import RetryPolicy, is_transient, retry_call
+from ray_cluster.shipping import Shipment, failure_line
 from westflow.errors import ClusterError
 from westflow.placement import Placement
 
@@ -57,6 +58,7 @@ class JobOutcome:
     message: str = ""
     error_type: str = ""
     driver_node_id: str | None = None
+    cause: str = ""  # one line, when the failure's cause is known (shipping.failure_line)
 
     @property
     def succeeded(self) -> bool:
@@ -72,7 +74,11 @@ def is_transient_ray(exc: BaseException) -> bool:
 
 
 def entrypoint(python: str, module: str, args: Sequence[str], p: Placement) -> str:
-    """The shell command of a placed step: ``python -m module args --task-resources <the placement's pins>``."""
+    """The shell command of a placed step: ``python -m module args --task-resources <the placement's pins>``.
+
+    ``python`` is the cluster's interpreter as the node resolves it (``python``: the one its Ray runs with,
+    or the virtualenv Ray built for the step's requirements), never a path of the submitting host.
+    """
     task = json.dumps(p.ray.task_options(), sort_keys=True)
     return shlex.join([python, "-m", module, *args, "--task-resources", task])
 
@@ -115,14 +121,15 @@ class Dispatcher:
 
     # -- submit / wait / stop ------------------------------------------------
     def submit(self, placement: Placement, command: str, *, env: Mapping[str, str], submission_id: str,
-               metadata: Mapping[str, str] | None = None) -> str:
-        """Submit ``command`` pinned where ``placement`` says; returns the job id (= ``submission_id``).
+               metadata: Mapping[str, str] | None = None, code: Shipment | None = None) -> str:
+        """Submit ``command`` pinned where ``placement`` says, with ``code`` shipped through Ray's runtime env;
+        returns the job id (= ``submission_id``).
 
         Idempotent: if a retry finds ``submission_id`` already submitted with this command, it attaches.
         """
         params: dict[str, Any] = {
             "entrypoint": command,
-            "runtime_env": {"env_vars": dict(env)},
+            "runtime_env": code.runtime_env(env) if code is not None else {"env_vars": dict(env)},
             "submission_id": submission_id,
             "metadata": {JOB_DC: placement.data_center, JOB_SPEC: placement.spec.name,
                          JOB_SUBMISSION: submission_id, **(metadata or {})},
@@ -150,6 +157,23 @@ class Dispatcher:
                           policy=self.reattach)
         return JobOutcome(job_id, _status(info.status), " ".join(str(info.message or "").split()),
                           _status(info.error_type) if info.error_type else "", info.driver_node_id)
+
+    def logs(self, job_id: str) -> str:
+        """The job driver's output so far ("" when Ray has none, e.g. its runtime env never came up)."""
+        try:
+            return str(self._call(lambda: self.client().get_job_logs(job_id), what=f"reading the log of {job_id}",
+                                  policy=self.retry))
+        except (RuntimeError, ClusterError):
+            return ""
+
+    def explained(self, outcome: JobOutcome, *, where: str, code: Shipment | None, python: str) -> JobOutcome:
+        """``outcome`` with its ``cause`` set when the failure is the shipped code's or the cluster Python's."""
+        if outcome.succeeded or outcome.cause:
+            return outcome
+        log_text = self.logs(outcome.job_id)
+        cause = failure_line(error_type=outcome.error_type, message=outcome.message, log=log_text, where=where,
+                             shipment=code, python=python)
+        return replace(outcome, cause=cause) if cause else outcome
 
     def wait(self, job_id: str, *, on_log: Callable[[str], None] | None = None,
              log_flush_s: float = 30.0) -> JobOutcome:

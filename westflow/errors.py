@@ -6,6 +6,7 @@ Catch at the level you can handle::
     ├── ConfigError          a config file is malformed (file, field path, value, allowed)
     ├── SpecError            a WorkloadSpec is malformed (field, value, allowed)
     ├── InfeasibleError      a valid spec fits no data center (spec + every DC's reason)
+    ├── CodeError            the code or requirements a step ships cannot run (what, where)
     ├── ClusterError         the Ray network is not reachable or not in the expected state
     └── StorageError         S3 failed (endpoint, bucket, key)
         ├── EndpointUnreachable
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "SpecError",
     "InfeasibleError",
+    "CodeError",
     "ClusterError",
     "StorageError",
     "EndpointUnreachable",
@@ -50,10 +52,25 @@ def _allowed_text(allowed: str | Sequence[str] | None) -> str:
     return "; must be one of: " + ", ".join(str(a) for a in allowed)
 
 
+MAX_ECHO = 200  # characters of a bad value (or field) an error message repeats
+
+
+def _cut(text: str) -> str:
+    """``text`` cut to :data:`MAX_ECHO` characters, saying how long it was (hostile input is echoed, not dumped)."""
+    return text if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(text):,} chars)"
+
+
+def _value_text(value: Any) -> str:
+    """``repr(value)``, cut; a huge string is cut before repr() copies it."""
+    if isinstance(value, str) and len(value) > MAX_ECHO:
+        return f"{repr(value[:MAX_ECHO])[:MAX_ECHO]}... ({len(value):,} chars)"
+    return _cut(repr(value))
+
+
 def _field_text(field: str) -> str:
     """The field as printed: quoted when it would not read as a name (empty, control characters)."""
     text = str(field)
-    return text if text and text.isprintable() and text == text.strip() else repr(text)
+    return _cut(text if text and text.isprintable() and text == text.strip() else repr(text))
 
 
 def field_message(
@@ -70,8 +87,8 @@ def field_message(
 
     ``message`` replaces ``problem field 'value'`` when the caller has a better sentence.
     """
-    head = message.rstrip(".") if message else f"{problem} {_field_text(field)} {value!r}"
-    text = f"{where}: " if where else ""
+    head = message.rstrip(".") if message else f"{problem} {_field_text(field)} {_value_text(value)}"
+    text = f"{_field_text(where)}: " if where else ""
     text += f"{head}{_allowed_text(allowed)}."
     return text + (f" To fix: {fix}" if fix else "")
 
@@ -153,6 +170,13 @@ class InfeasibleError(WestflowError):
             f"{', origin ' + repr(spec.origin) if spec.origin else ''}):\n{lines}\n"
             "To fix: relax or change the resource requirements, or wait for capacity."
         )
+
+
+class CodeError(WestflowError):
+    """The code a step ships (working dir, modules, requirements) cannot be shipped or cannot run there.
+
+    One line that names what and where; raised before submission when it can be known.
+    """
 
 
 class ClusterError(WestflowError):

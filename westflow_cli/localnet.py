@@ -3,19 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from pathlib import Path
 
+from ray_cluster.access import ADDRESS_ENV, RAY_ADDRESS_ENV, ClusterAccess
 from ray_cluster.local import LocalNetwork, NetworkStatus, load_profile
 from westflow.capacity import DCUsage, Resources, UtilisationRow, utilisation_report
 from westflow.config import CONFIG_DIR, load_network
+from westflow.errors import ClusterError
 from westflow.inventory import Network
 from westflow.text import table
 
-__all__ = ["add_args", "network_of", "status_text", "utilisation_of", "s3_line", "reservations_text"]
+__all__ = ["add_args", "cluster_access", "default_state_dir", "STATE_DIR_ENV", "network_of",
+           "status_text", "utilisation_of", "s3_line", "reservations_text"]
+
+
+STATE_DIR_ENV = "WESTFLOW_STATE_DIR"
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def default_state_dir() -> str:
+    """The host's westflow state dir: ``$WESTFLOW_STATE_DIR``, else the checkout's ``.westflow`` (as the
+    Dagster deployment reads it), so every command finds the network ``westflow up`` recorded from anywhere."""
+    return os.environ.get(STATE_DIR_ENV) or str(CHECKOUT / ".westflow")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", default=".westflow", help="token, pids and logs (default .westflow)")
+    p.add_argument("--state-dir", default=default_state_dir(),
+                   help="token, pids and logs (default: $WESTFLOW_STATE_DIR, else the checkout's .westflow)")
     p.add_argument("--profile", default=None, help="local profile YAML (default configs/local.yaml)")
+
+
+def cluster_access(state_dir: str | Path) -> ClusterAccess:
+    """The cluster to use: ``$WESTFLOW_RAY_ADDRESS``/``$RAY_ADDRESS`` (with the token from the environment)
+    when set, else the local network ``westflow up`` recorded in ``state_dir``."""
+    if os.environ.get(ADDRESS_ENV) or os.environ.get(RAY_ADDRESS_ENV):
+        return ClusterAccess.resolve()
+    from ray_cluster.local.auth import TOKEN_FILE
+
+    state = Path(state_dir)
+    try:
+        url = json.loads((state / "ray.json").read_text())["dashboard_url"]
+    except (OSError, ValueError, KeyError):
+        raise ClusterError(f"No local network in {str(state)!r} and no ${ADDRESS_ENV}. "
+                           "To fix: run `westflow up`, or export the cluster's address and token.") from None
+    return ClusterAccess.resolve(dashboard_url=url, token_path=state / TOKEN_FILE)
 
 
 def network_of(args: argparse.Namespace) -> LocalNetwork:

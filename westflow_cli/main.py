@@ -1,8 +1,8 @@
 """The ``westflow`` command: a thin dispatcher over ``westflow_cli.commands.*``.
 
 Each command module exposes ``register(subparsers)``, which adds its parser and
-sets ``func(args) -> int``. Exit codes: 0 ok, 2 bad input, 3 infeasible,
-4 cluster or storage failure.
+sets ``func(args) -> int``. Exit codes: 0 ok, 1 the submitted job failed, 2 bad
+input (spec, config, shipped code), 3 infeasible, 4 cluster or storage failure.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from westflow.errors import (
     ClusterError,
+    CodeError,
     ConfigError,
     InfeasibleError,
     SpecError,
@@ -27,7 +28,7 @@ __all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_BAD_INPUT", "EXI
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_FAILURE = 0, 2, 3, 4
 
 # One module per command family under westflow_cli/commands/.
-COMMANDS = ["plan", "init", "network", "up", "down", "status", "render", "simulate", "demo", "ui"]
+COMMANDS = ["plan", "submit", "init", "network", "up", "down", "status", "render", "simulate", "demo", "ui"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InfeasibleError as exc:
         print(f"westflow: infeasible: {exc}", file=sys.stderr)
         return EXIT_INFEASIBLE
-    except (SpecError, ConfigError) as exc:
+    except (SpecError, ConfigError, CodeError) as exc:
         print(f"westflow: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ClusterError, StorageError, WestflowError) as exc:

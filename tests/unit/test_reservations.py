@@ -384,6 +384,7 @@ def test_run_releases_before_failover_and_when_the_job_ends(monkeypatch: pytest.
     spec = make_spec(name="train", **ANY2)
     monkeypatch.setattr(res, "declared_spec", lambda context, network: spec)
     monkeypatch.setattr(res, "declared_inputs", lambda context: [])
+    monkeypatch.setattr(res, "declared_project", lambda context: None)  # ship no working dir
     from ray_cluster.access import ClusterAccess
     from ray_cluster.dispatch import JobOutcome
     from ray_cluster.failover import Attempt
@@ -398,12 +399,15 @@ def test_run_releases_before_failover_and_when_the_job_ends(monkeypatch: pytest.
         def node_loss_verdict(self, job_id: str, dc: str) -> str | None:
             return self.verdict and f"{dc} {self.verdict}"
 
+        def logs(self, job_id: str) -> str:
+            return "the job's log"
+
     dispatcher = _Dispatcher()
     monkeypatch.setattr(WestflowResource, "dispatcher", lambda self, log_fn=None: dispatcher)
     seen: list[list[str]] = []
 
     def launch(self: WestflowResource, context: Any, d: Any, module: str, args: Any, p: Placement,
-               n: int) -> Attempt[dict[str, Any]]:
+               n: int, code: Any = None) -> Attempt[dict[str, Any]]:
         seen.append([f"{h.data_center}/{h.accelerator_model}" for h in journal.held()])
         return Attempt(p, JobOutcome(f"job-{n}", "FAILED" if len(seen) == 1 else "SUCCEEDED"), {})
 

@@ -1,0 +1,167 @@
+"""``westflow submit SPEC.yaml [--working-dir DIR] -- COMMAND...``: place a spec, run any command there.
+
+The Ray Jobs user's path, without Dagster: the spec is placed on live capacity
+(and reserved in the host's journal while it runs), the working dir and the
+requirements travel through Ray's runtime env (:mod:`ray_cluster.shipping`),
+the command runs as a Ray Job pinned to the chosen data center, its log streams
+here, and the end says where and how it ran. Exit codes: 0 the job succeeded,
+1 the job failed (its last lines are printed), 2 bad input (spec, command,
+code), 3 no data center fits (nothing is submitted), 4 the cluster failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from ray_cluster.dispatch import Dispatcher
+from ray_cluster.live import DashboardReader, capacity_and_totals
+from ray_cluster.reservations import Reservations
+from ray_cluster.shipping import (
+    DEFAULT_MAX_FILE_MB,
+    INSTALLERS,
+    CodeConfig,
+    check_module,
+    entry_module,
+    requirements_file,
+    ship,
+)
+from westflow.capacity import Capacity
+from westflow.config import CONFIG_DIR, load_network
+from westflow.errors import SpecError
+from westflow.placement import POLICY_NAMES, Placement, get_policy
+from westflow.spec import load_spec
+from westflow.text import placement_text
+from westflow_cli.localnet import cluster_access, default_state_dir
+
+EXIT_JOB_FAILED = 1
+TASK_RESOURCES_ENV = "WESTFLOW_TASK_RESOURCES"  # the placement's pins, for a command that starts Ray tasks
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("submit", help="place a spec and run a command there as a Ray Job, with your code",
+                       usage="westflow submit SPEC.yaml [options] -- COMMAND [ARGS...]")
+    p.add_argument("spec", help="the WorkloadSpec YAML of the work")
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="[options] -- COMMAND",
+                   help="options, then after --: the command, e.g. python -m myjob --epochs 3")
+    _add_options(p)
+    p.set_defaults(func=run)
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--working-dir", default=".", help="the project shipped with the job (default: .)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="a gitignore-style pattern left out of the working dir (repeatable)")
+    p.add_argument("--requirements", default=None, metavar="FILE",
+                   help="pip requirements file (default: the working dir's requirements.txt or pyproject.toml)")
+    p.add_argument("--pip", action="append", default=None, metavar="REQ", help="a requirement (repeatable)")
+    p.add_argument("--no-requirements", action="store_true", help="install nothing: the cluster's Python has it")
+    p.add_argument("--installer", default="pip", choices=INSTALLERS)
+    p.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_MB, help="a larger file is data: left out")
+    p.add_argument("--max-upload-mb", type=float, default=None, help="upload limit (default: Ray's)")
+    p.add_argument("--python", default=None, help="the cluster's interpreter for a leading `python` "
+                   "(default: the one its Ray runs with)")
+    p.add_argument("--policy", default="westflow", choices=POLICY_NAMES)
+    p.add_argument("--state-dir", default=default_state_dir(),
+                   help="the local network's state dir and the host's reservation journal (default: "
+                   "$WESTFLOW_STATE_DIR, else the checkout's .westflow; $WESTFLOW_RAY_ADDRESS wins)")
+
+
+class _OptionParser(argparse.ArgumentParser):
+    """The options given after SPEC.yaml (argparse hands them over unparsed, with the command)."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse hook
+        raise SpecError("options", message, "the options of `westflow submit --help`", problem="Invalid",
+                        source="westflow submit")
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """Parse the options after SPEC.yaml into ``args``; return the command after ``--``."""
+    rest = list(args.rest)
+    cut = rest.index("--") if "--" in rest else -1  # -1: argparse already took the "--" (options came first)
+    options, job = rest[:max(cut, 0)], rest[cut + 1:]
+    if options:
+        parser = _OptionParser(prog="westflow submit", add_help=False)
+        _add_options(parser)
+        parser.parse_args(options, namespace=args)
+    if not job or job[0].startswith("-"):
+        raise SpecError("command", " ".join(job), "a command after --, e.g. `-- python -m myjob`",
+                        problem="Missing" if not job else "Invalid", source="westflow submit")
+    if args.python and job[0] in ("python", "python3"):
+        job[0] = args.python
+    return job
+
+
+def _requirements(args: argparse.Namespace) -> tuple[str, ...] | None:
+    if args.no_requirements:
+        return ()
+    reqs: list[str] = []
+    if args.requirements:
+        req = Path(args.requirements)
+        if not req.is_file():
+            raise SpecError("--requirements", args.requirements, "an existing requirements file",
+                            source="westflow submit")
+        reqs += requirements_file(req.resolve())
+    reqs += args.pip or []
+    return tuple(reqs) if (args.requirements or args.pip) else None
+
+
+def run(args: argparse.Namespace) -> int:
+    network = load_network(args.config_dir or CONFIG_DIR)
+    spec = load_spec(args.spec, network)
+    command = _command(args)
+    code = ship(CodeConfig(Path(args.working_dir), excludes=tuple(args.exclude), max_file_mb=args.max_file_mb,
+                           max_upload_mb=args.max_upload_mb, requirements=_requirements(args),
+                           installer=args.installer))
+    module = entry_module(command)
+    if module:
+        check_module(code, module)
+    access = cluster_access(args.state_dir)
+    live, totals = capacity_and_totals(network, DashboardReader(access.dashboard_url, access.token))
+    policy = get_policy(args.policy)
+    journal = Reservations(Path(args.state_dir) / "reservations.json")
+
+    def decide(free: Capacity) -> Placement:
+        return policy.place(spec, network, free)
+
+    owner = f"westflow submit (pid {os.getpid()}) spec {spec.name}"
+    ticket, p = journal.reserve(live, decide, owner=owner, totals=totals)  # InfeasibleError: exit 3, nothing sent
+    dispatcher = Dispatcher(access)
+    job_id = ""
+    try:
+        print(placement_text(p), flush=True)
+        print(f"\nshipping: {code.describe()}", flush=True)
+        env = {"WESTFLOW_REGION": p.region, "WESTFLOW_PLACED_DC": p.data_center,
+               TASK_RESOURCES_ENV: json.dumps(p.ray.task_options(), sort_keys=True)}
+        sid = f"westflow-submit-{spec.name}-{secrets.token_hex(4)}"
+        job_id = dispatcher.submit(p, shlex.join(command), env=env, submission_id=sid, code=code,
+                                   metadata={"westflow.submitted_by": "westflow submit"})
+        print(f"Ray job {job_id} at {p.data_center}: {access.job_url(job_id)}\n", flush=True)
+        outcome = dispatcher.wait(job_id, on_log=lambda line: print(line, flush=True))
+        job_id = ""
+    except KeyboardInterrupt:
+        if job_id:
+            print(f"\nwestflow: interrupted: stopping Ray job {job_id}", file=sys.stderr)
+            dispatcher.stop(job_id)
+        raise
+    finally:
+        journal.release(ticket)
+    ran_in = dispatcher.ran_in(outcome.job_id)
+    if outcome.succeeded:
+        print(f"\nwestflow: {spec.name} ran at {ran_in} (placed at {p.data_center}): Ray job {outcome.job_id} "
+              "SUCCEEDED")
+        return 0
+    outcome = dispatcher.explained(outcome, where=f"{p.data_center} ({access.dashboard_url})", code=code,
+                                   python=args.python or "python")
+    tail = dispatcher.logs(outcome.job_id).splitlines()[-15:]
+    print(f"\nwestflow: Ray job {outcome.job_id} of {spec.name!r} at {p.data_center} ended {outcome.status}: "
+          f"{outcome.cause or outcome.message.split(', last available logs', 1)[0][:300]}", file=sys.stderr)
+    if tail:
+        print("its last lines:\n" + "\n".join(f"  {ln}" for ln in tail), file=sys.stderr)
+    return EXIT_JOB_FAILED
