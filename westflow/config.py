@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from westflow.errors import ConfigError
@@ -27,6 +26,7 @@ from westflow.inventory import (
     Transfer,
 )
 from westflow.latency import floor_ms, great_circle_km, modelled_ms
+from westflow.yamlio import MAX_CONFIG_BYTES, YamlInputError, read_yaml
 
 __all__ = ["CONFIG_DIR", "load_network", "load_yaml", "build_network", "pydantic_to_fields"]
 
@@ -35,7 +35,7 @@ _ID = r"^[a-z][a-z0-9_]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)  # 1e400 is inf
 
 
 class _Pool(_Strict):
@@ -145,18 +145,12 @@ def pydantic_to_fields(err: ValidationError) -> tuple[str, Any, str]:
     return path, value, allowed
 
 
-def load_yaml(path: Path) -> Any:
-    """Parse one YAML file; parse failures become ConfigError."""
+def load_yaml(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """Parse one YAML file (bounded: :func:`westflow.yamlio.read_yaml`); every failure is a ConfigError."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:  # ValueError: undecodable bytes, NUL in the path
-        raise ConfigError(str(path), "<file>", str(path), "a readable UTF-8 file", problem="Cannot read") from exc
-    try:
-        return yaml.safe_load(text)
-    except RecursionError:
-        raise ConfigError(str(path), "<yaml>", "nesting too deep", "YAML nested less deeply") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "<yaml>", str(exc).splitlines()[0], "valid YAML") from exc
+        return read_yaml(path, max_bytes)
+    except YamlInputError as exc:
+        raise ConfigError(str(path), exc.field, exc.value, exc.allowed, problem=exc.problem) from None
 
 
 def _validate(model: type[M], data: Any, file: str) -> M:

@@ -16,19 +16,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Self
 
-import yaml
 from annotated_types import Ge, Gt, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from westflow.errors import SpecError
 from westflow.inventory import BATCH, REALTIME, Family, Network, Region
+from westflow.yamlio import MAX_SPEC_BYTES, YamlInputError, read_yaml
 
 __all__ = ["AcceleratorRequest", "DatasetRef", "WorkloadSpec", "parse_spec", "load_spec", "SPEC_KEYS"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _MODEL = r"^[A-Za-z0-9_.-]{1,32}$"
 _MODEL_RE = re.compile(_MODEL)
+_COUNT_RE = re.compile(r"^[ \t]*([0-9]+)[ \t]*$", re.ASCII)
 _FAMILIES = [f.value for f in Family]
 _REGIONS = [r.value for r in Region]
 _NAME_TEXT = "1-63 characters of letters, digits, '_', '-', '.'"
@@ -45,8 +46,11 @@ def _rule(allowed: str | list[str], *, problem: str = "Invalid", fix: str | None
 
 
 def _whole(value: Any) -> Any:
-    """Integer fields take whole floats (``8.0`` -> 8); anything else goes on to the strict int check."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    """Integer fields take whole floats (``8.0`` -> 8); anything else goes on to the strict int check.
+
+    A whole float past 2**53 stays a float: the check calls it out of range instead of echoing 300 digits.
+    """
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53 else value
 
 
 class _Frozen(BaseModel):
@@ -90,7 +94,8 @@ def _spec_error(model: type[_Frozen], exc: ValidationError, prefix: str, whole: 
     if name in model._allowed or info is None:
         return SpecError(field, value, model._allowed.get(name, str(first["msg"])))
     if kind in ("greater_than", "greater_than_equal", "less_than_equal") or (
-            kind == "float_type" and isinstance(value, int) and not isinstance(value, bool)):  # an int past float
+            kind == "float_type" and isinstance(value, int) and not isinstance(value, bool)) or (  # an int past float
+            kind == "int_type" and isinstance(value, float) and value.is_integer()):  # a whole float past 2**53
         return SpecError(field, value, _range_text(info.metadata), problem="Out of range")
     if kind == "finite_number":
         return SpecError(field, value, "a finite number")
@@ -220,6 +225,17 @@ class WorkloadSpec(_Frozen):
             raise SpecError("tier", self.tier, sorted(network.tiers), problem="Unknown")
         if self.origin is not None and self.origin not in network.city_ids:
             raise SpecError("origin", self.origin, list(network.city_ids), problem="Unknown")
+        acc = self.accelerator
+        if acc.model is not None and acc.family in (Family.CUDA, Family.CANN):
+            families = _model_families(network)
+            has = families.get(acc.model)
+            if has is not None and has is not acc.family:
+                models = sorted(m for m, f in families.items() if f is acc.family)
+                raise SpecError(
+                    "accelerator.model", acc.model, f"a {acc.family.value} model, as family is "
+                    f"{acc.family.value} ({acc.model} is a {has.value} model; {acc.family.value} models here: "
+                    f"{', '.join(models) or 'none'})",
+                    fix=f"ask for family {has.value} (or any), or for a {acc.family.value} model.")
 
 
 SPEC_KEYS = tuple(WorkloadSpec.model_fields)
@@ -278,23 +294,26 @@ def _parse_inputs(value: Any) -> tuple[DatasetRef, ...]:
     return tuple(out)
 
 
-def _parse_accelerator(value: Any) -> AcceleratorRequest:
+def _parse_accelerator(value: Any, network: Network | None) -> AcceleratorRequest:
     if value is None or value == "cpu":
         return AcceleratorRequest()
     if isinstance(value, str):
         head, sep, tail = value.partition(":")
-        if not sep or not tail.strip().isdigit():
+        digits = _COUNT_RE.match(tail)  # ASCII digits only: int() would read '٣' as 3
+        if not sep or not digits:
             raise SpecError("accelerator", value, _ACCEL_FORMS)
-        head, count = head.strip(), int(tail)
+        if len(digits[1]) > 9:  # past any count, and int() of 5,000 digits is refused by Python
+            raise SpecError("accelerator.count", digits[1], "<= 4096", problem="Out of range")
+        head, count = head.strip(), int(digits[1])
         if head.lower() in _FAMILIES:
             return AcceleratorRequest(Family(head.lower()), count)
-        return _model_request(value, head, count)
+        return _model_request(value, head, count, network)
     if isinstance(value, Mapping):
         keys = set(value)
         if keys and keys <= {"family", "count", "model"}:
             fam = value.get("family", "any" if "model" not in value else None)
             if fam is None:
-                return _model_request(value, value["model"], value.get("count", 1))
+                return _model_request(value, value["model"], value.get("count", 1), network)
             if not isinstance(fam, str) or fam.lower() not in _FAMILIES:
                 raise SpecError("accelerator.family", fam, _FAMILIES)
             count = value.get("count", 0 if fam == "cpu" else 1)
@@ -303,7 +322,7 @@ def _parse_accelerator(value: Any) -> AcceleratorRequest:
             (k, n), = value.items()
             if isinstance(k, str) and k.lower() in _FAMILIES:
                 return AcceleratorRequest(Family(k.lower()), n)
-            return _model_request(value, k, n)
+            return _model_request(value, k, n, network)
         unknown = sorted(str(k) for k in keys - {"family", "count", "model"})
         raise SpecError("accelerator", unknown or value, ["family", "count", "model"], problem="Unknown keys in")
     raise SpecError("accelerator", value, "'cpu', 'H800:8' or {family: cuda|cann|any|cpu, count: N}")
@@ -312,11 +331,19 @@ def _parse_accelerator(value: Any) -> AcceleratorRequest:
 _MODEL_FAMILY = {"ascend": Family.CANN}
 
 
-def _model_request(raw: Any, model: Any, count: Any) -> AcceleratorRequest:
+def _model_request(raw: Any, model: Any, count: Any, network: Network | None) -> AcceleratorRequest:
+    """A request that names only a model: its family as the network has it, else guessed from the name."""
     if not isinstance(model, str) or not _MODEL_RE.match(model):
         raise SpecError("accelerator", raw, _ACCEL_FORMS)
-    fam = next((f for p, f in _MODEL_FAMILY.items() if model.lower().startswith(p)), Family.CUDA)
+    fam = _model_families(network).get(model) if network is not None else None
+    if fam is None:
+        fam = next((f for p, f in _MODEL_FAMILY.items() if model.lower().startswith(p)), Family.CUDA)
     return AcceleratorRequest(fam, count, model)
+
+
+def _model_families(network: Network) -> dict[str, Family]:
+    """Each accelerator model of ``network`` and its family."""
+    return {p.model: p.family for d in network.data_centers for p in d.pools}
 
 
 def parse_spec(data: Any, network: Network | None = None, *, source: str | None = None) -> WorkloadSpec:
@@ -330,7 +357,7 @@ def parse_spec(data: Any, network: Network | None = None, *, source: str | None 
         if "name" not in data:
             raise SpecError("name", None, "present", problem="Missing")
         kw: dict[str, Any] = {k: data[k] for k in data if k not in ("accelerator", "inputs")}
-        kw["accelerator"] = _parse_accelerator(data.get("accelerator"))
+        kw["accelerator"] = _parse_accelerator(data.get("accelerator"), network)
         kw["inputs"] = _parse_inputs(data.get("inputs"))
         if isinstance(kw.get("tier"), str):
             kw["tier"] = kw["tier"].lower()
@@ -350,14 +377,10 @@ def parse_spec(data: Any, network: Network | None = None, *, source: str | None 
 
 
 def load_spec(path: Path | str, network: Network | None = None) -> WorkloadSpec:
-    """Read a spec YAML file."""
+    """Read a spec YAML file (at most :data:`~westflow.yamlio.MAX_SPEC_BYTES`, aliases bounded, keys unique)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # ValueError: undecodable bytes, NUL in the path
-        raise SpecError("<file>", str(p), "a readable UTF-8 YAML file", problem="Cannot read") from exc
-    except RecursionError:
-        raise SpecError("<yaml>", str(p), "YAML nested less deeply", source=str(p)) from None
-    except yaml.YAMLError as exc:
-        raise SpecError("<yaml>", str(exc).splitlines()[0], "valid YAML", source=str(p)) from None
+        data = read_yaml(p, MAX_SPEC_BYTES)
+    except YamlInputError as exc:
+        raise SpecError(exc.field, exc.value, exc.allowed, problem=exc.problem, source=str(p)) from None
     return parse_spec(data, network, source=str(p))

@@ -16,8 +16,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +28,15 @@ from westflow.errors import SpecError
 
 __all__ = [
     "DEFAULT_TRACES_DIR", "ITP_ORIGINS", "SPLITWISE_CITATION", "BatchJob", "Request", "TraceSet",
-    "load_itp", "load_azure", "load_generic", "load_traces", "TRACE_NAMES",
+    "load_itp", "load_azure", "load_generic", "load_traces", "TRACE_NAMES", "MAX_TRACE_S", "MAX_ACCELERATORS",
 ]
 
 DEFAULT_TRACES_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces"
 SPLITWISE_CITATION = ('Patel et al., "Splitwise: Efficient generative LLM inference using phase '
                       'splitting", ISCA 2024')
 TRACE_NAMES = ("itp", "azure-conv", "azure-code")
+MAX_TRACE_S = 366 * 86400.0  # a generic trace's times and durations: at most a (leap) year
+MAX_ACCELERATORS = 4096      # a generic trace row's accelerators: what a spec may ask for
 
 # ITP cluster -> eastern origin city (an assumption: the trace has no location). The two
 # busiest clusters (04, 07) go to the two biggest demand centres.
@@ -80,7 +84,27 @@ def _need(path: Path) -> Path:
         raise SpecError("trace", str(path), "an existing file (traces are read in place from "
                         "../shared/traces)", problem="Missing",
                         fix="pass --traces-dir or a path to a CSV in the generic format.")
+    if not path.is_file():  # a directory, /dev/zero, a FIFO: nothing a CSV reader should block or loop on
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise SpecError("trace", str(path), f"a regular CSV file ({str(path)!r} is {kind})",
+                        fix="pass a path to a CSV in the generic format.")
     return path
+
+
+@contextlib.contextmanager
+def _reading(path: Path, columns: str) -> Iterator[None]:
+    """Turn what a hostile or broken trace file raises while read into a SpecError naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise SpecError("trace", str(path), f"UTF-8 CSV text (byte {exc.start} is not)",
+                        problem="Cannot read") from None
+    except OSError as exc:
+        raise SpecError("trace", str(path), f"a readable file ({exc.strerror or exc})", problem="Cannot read") from None
+    except csv.Error as exc:
+        raise SpecError("trace", str(path), f"a well-formed CSV file ({exc})", problem="Cannot read") from None
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise SpecError("trace", str(path), f"rows with {columns} ({type(exc).__name__}: {exc})") from None
 
 
 def load_itp(traces_dir: Path | str = DEFAULT_TRACES_DIR) -> list[BatchJob]:
@@ -88,7 +112,8 @@ def load_itp(traces_dir: Path | str = DEFAULT_TRACES_DIR) -> list[BatchJob]:
     d = Path(traces_dir) / "itp"
     jobs: list[BatchJob] = []
     for name, city in ITP_ORIGINS.items():
-        with _need(d / f"{name}.csv").open(newline="") as f:
+        path = _need(d / f"{name}.csv")
+        with _reading(path, "submission_time, duration, num_gpu"), path.open(newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 jobs.append(BatchJob(float(row["submission_time"]), max(1.0, float(row["duration"])),
                                      int(row["num_gpu"]), city, "any", name))
@@ -101,7 +126,7 @@ def load_azure(kind: str, traces_dir: Path | str = DEFAULT_TRACES_DIR) -> list[R
     path = _need(Path(traces_dir) / "azure" / f"{kind}.csv")
     out: list[Request] = []
     t0: datetime | None = None
-    with path.open(newline="") as f:
+    with _reading(path, "TIMESTAMP, ContextTokens, GeneratedTokens"), path.open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             ts = datetime.strptime(row["TIMESTAMP"][:26], "%Y-%m-%d %H:%M:%S.%f")
             t0 = t0 or ts
@@ -110,14 +135,17 @@ def load_azure(kind: str, traces_dir: Path | str = DEFAULT_TRACES_DIR) -> list[R
     return out
 
 
-def _number(p: Path, i: int, row: dict[str, str], col: str, kind: type[float] | type[int]) -> float:
+def _number(p: Path, i: int, row: dict[str, str], col: str, kind: type[float] | type[int], high: float) -> float:
     raw = row[col]
     try:
+        if not raw.isascii():  # float() reads '٣' as 3.0
+            raise ValueError(raw)
         value = kind(raw.strip())
     except (ValueError, AttributeError):
         raise SpecError(f"{p}: row {i + 1} {col}", raw, "an integer" if kind is int else "a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise SpecError(f"{p}: row {i + 1} {col}", raw, "a finite number >= 0", problem="Out of range")
+    if not math.isfinite(value) or not 0 <= value <= high:
+        raise SpecError(f"{p}: row {i + 1} {col}", raw, f"a finite number >= 0 and <= {high:g}",
+                        problem="Out of range")
     return value
 
 
@@ -126,7 +154,7 @@ def load_generic(path: Path | str) -> tuple[list[BatchJob], list[Request]]:
     p = _need(Path(path))
     jobs: list[BatchJob] = []
     reqs: list[Request] = []
-    with p.open(newline="") as f:
+    with _reading(p, "numbers in submit_s, duration_s, accelerators"), p.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         need = {"submit_s", "duration_s", "accelerators", "tier"}
         if not reader.fieldnames or not need <= set(reader.fieldnames):
@@ -142,9 +170,9 @@ def load_generic(path: Path | str) -> tuple[list[BatchJob], list[Request]]:
             fam = (row.get("family") or "any").strip().lower() or "any"
             if fam not in ("any", "cuda", "cann"):
                 raise SpecError(f"{p}: row {i + 1} family", fam, ["any", "cuda", "cann"])
-            submit = _number(p, i, row, "submit_s", float)
-            dur = _number(p, i, row, "duration_s", float)
-            n = int(_number(p, i, row, "accelerators", int))
+            submit = _number(p, i, row, "submit_s", float, MAX_TRACE_S)
+            dur = _number(p, i, row, "duration_s", float, MAX_TRACE_S)
+            n = int(_number(p, i, row, "accelerators", int, MAX_ACCELERATORS))
             if tier == "batch":
                 jobs.append(BatchJob(submit, max(1.0, dur), n, origin, fam, p.name))
             elif tier == "realtime":

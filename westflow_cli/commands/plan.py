@@ -15,6 +15,7 @@ from westflow.inventory import Network
 from westflow.placement import POLICY_NAMES, get_policy
 from westflow.spec import load_spec
 from westflow.text import placement_text
+from westflow_cli.options import whole
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("spec", nargs="+", help="spec YAML file(s)")
     p.add_argument("--policy", default="westflow", choices=POLICY_NAMES)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    p.add_argument("--seed", type=whole(low=0, high=2**32 - 1), default=0, help="seed of the random policy")
     p.add_argument("--live", action="store_true",
                    help="place on the running local network's live capacity (default: the inventory)")
     p.add_argument("--state-dir", default=".westflow",

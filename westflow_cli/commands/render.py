@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ray_cluster.manifests import render_kuberay, render_launcher
 from westflow.config import CONFIG_DIR, load_network
+from westflow.errors import SpecError
+from westflow_cli.options import out_dir, writable_dir
 
 _RENDERERS = {"kuberay": render_kuberay, "launcher": render_launcher}
 
@@ -14,12 +15,18 @@ _RENDERERS = {"kuberay": render_kuberay, "launcher": render_launcher}
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("render", help="write KubeRay or cluster-launcher YAML per named Ray cluster")
     p.add_argument("kind", choices=sorted(_RENDERERS))
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, type=out_dir(), help="output directory")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     network = load_network(args.config_dir or CONFIG_DIR)
-    for path in _RENDERERS[args.kind](network, Path(args.out)):
+    out = writable_dir("--out", args.out)
+    try:
+        paths = _RENDERERS[args.kind](network, out)
+    except OSError as exc:  # e.g. a directory where a manifest's file should go
+        raise SpecError("--out", str(out), f"a directory westflow can write into ({exc.strerror or exc})",
+                        problem="Cannot write") from None
+    for path in paths:
         print(path)
     return 0

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from westflow.config import CONFIG_DIR, load_network
+from westflow.errors import SpecError
 from westflow.placement import POLICY_NAMES
 from westflow.simulator.compare import COMPARISON_HEADERS, comparison_rows, run_policies
 from westflow.simulator.demand import (
@@ -20,6 +21,11 @@ from westflow.simulator.demand import (
 from westflow.simulator.report import write_report
 from westflow.simulator.traces import DEFAULT_TRACES_DIR, SPLITWISE_CITATION, TRACE_NAMES, load_traces
 from westflow.text import table
+from westflow_cli.options import number, out_dir, whole, writable_dir
+
+MAX_DAYS = 366            # the longest window simulated (a leap year of minutes)
+MAX_LOAD = 100.0          # offered load, as a share of the accelerators it is scaled to
+MAX_MS_PER_TOKEN = 60_000.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,19 +34,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help=f"{', '.join(TRACE_NAMES)} or a CSV 'submit_s,duration_s,accelerators,tier"
                         "[,origin][,family]' (repeatable; default: itp and azure-conv)")
     p.add_argument("--policy", default="all", choices=("all",) + POLICY_NAMES)
-    p.add_argument("--out", default="simulation", help="directory for report.md and the plots")
+    p.add_argument("--out", default="simulation", type=out_dir(), help="directory for report.md and the plots")
     p.add_argument("--traces-dir", default=str(DEFAULT_TRACES_DIR), help="where itp/ and azure/ are")
-    p.add_argument("--seed", type=int, default=0, help="seed of origin draws and the random policy")
-    p.add_argument("--batch-load", type=float, default=0.55,
+    p.add_argument("--seed", type=whole(low=0, high=2**32 - 1), default=0,
+                   help="seed of origin draws and the random policy")
+    p.add_argument("--batch-load", type=number(low=0, high=MAX_LOAD), default=0.55,
                    help="offered batch load as a share of all accelerators (0 = trace as is)")
-    p.add_argument("--realtime-load", type=float, default=0.30,
+    p.add_argument("--realtime-load", type=number(low=0, high=MAX_LOAD), default=0.30,
                    help="offered real-time load as a share of eastern accelerators (0 = trace as is)")
-    p.add_argument("--days", type=float, default=None, help="simulated window (default: the scaled trace span)")
-    p.add_argument("--prefill-ms", type=float, default=PREFILL_MS_PER_TOKEN,
-                   help="accelerator ms per context token")
-    p.add_argument("--decode-ms", type=float, default=DECODE_MS_PER_TOKEN,
-                   help="accelerator ms per generated token")
-    p.add_argument("--processes", type=int, default=2, help="policies simulated in parallel")
+    p.add_argument("--days", type=number(low=0, high=MAX_DAYS, low_open=True), default=None,
+                   help=f"simulated window, at most {MAX_DAYS} (default: the scaled trace span)")
+    p.add_argument("--prefill-ms", type=number(low=0, high=MAX_MS_PER_TOKEN),
+                   default=PREFILL_MS_PER_TOKEN, help="accelerator ms per context token")
+    p.add_argument("--decode-ms", type=number(low=0, high=MAX_MS_PER_TOKEN),
+                   default=DECODE_MS_PER_TOKEN, help="accelerator ms per generated token")
+    p.add_argument("--processes", type=whole(low=1, high=64), default=2,
+                   help="policies simulated in parallel")
     p.set_defaults(func=run)
 
 
@@ -59,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         scaling=LoadScaling(args.batch_load or None, args.realtime_load or None),
         latency=LatencyModel(args.prefill_ms, args.decode_ms),
         window_s=args.days * 86400 if args.days else None, seed=args.seed)
+    if workload.window_s > MAX_DAYS * 86400:  # only a scaled trace span gets here: --days is bounded
+        raise SpecError("window", f"{workload.window_s / 86400:,.0f} days", f"<= {MAX_DAYS} days",
+                        problem="Out of range", fix="set --days, or raise --batch-load (0 keeps the trace's rate).")
+    out = writable_dir("--out", args.out)  # before the long part: a bad --out fails now, not after
     policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
     print(f"westflow simulate: {len(workload.jobs):,} batch jobs, {workload.steps:,} steps, "
           f"policies {', '.join(policies)}", file=sys.stderr, flush=True)
@@ -66,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
                            progress=_progress)
     elapsed = time.perf_counter() - t0
     print(table(COMPARISON_HEADERS, comparison_rows(results)))
-    report = write_report(Path(args.out), results, network, workload, traces, elapsed_s=elapsed, seed=args.seed)
+    try:
+        report = write_report(out, results, network, workload, traces, elapsed_s=elapsed, seed=args.seed)
+    except OSError as exc:
+        raise SpecError("--out", str(out), f"a directory westflow can write into ({exc.strerror or exc})",
+                        problem="Cannot write") from None
     print(f"\nreport: {report}  ({elapsed:.1f} s)")
     if any(n.startswith("azure") for n in names):
         print(f"Azure trace results: {SPLITWISE_CITATION}.")
