@@ -8,6 +8,8 @@ import pickle
 import random
 from typing import Any
 
+import pytest
+
 from tests.builders import make_spec, national
 from westflow.capacity import DCCapacity, static_capacity
 from westflow.errors import InfeasibleError
@@ -72,3 +74,31 @@ def test_a_full_dc_reads_how_many_were_asked_and_free() -> None:
     p = place(make_spec(accelerator="cuda:4"), n, caps)
     why = {r.data_center: r for r in p.rejected}["zhongwei"]
     assert why.reason is Reason.CAPACITY and why.detail.startswith("4 x cuda asked, 1 free")
+
+
+def _twins_network(coords: list[tuple[float, float]]) -> Any:
+    """DCs alike in everything but their place (so alike in score), and one city at (30, 110)."""
+    from westflow.config import build_network
+    dcs = [{"id": f"dc{i}", "name": f"DC {i}", "hub": "h", "region": "west", "lat": lat, "lon": lon, "pue": 1.2,
+            "price_cny_kwh": 0.4, "ray_cluster": "c0", "cpus": 64, "memory_gb": 512,
+            "accelerators": [{"family": "cuda", "model": "H20", "count": 64, "watts": 400}],
+            "utilisation_baseline": 0.5} for i, (lat, lon) in enumerate(coords)]
+    net = {"ray_clusters": [{"name": "c0"}], "data_centers": dcs,
+           "transfer": [{"from": a, "to": b, "bandwidth_gbps": 10, "cost_cny_per_gb": 0.3}
+                        for a in ("east", "west") for b in ("east", "west")],
+           "cities": [{"id": "here", "name": "Here", "lat": 30.0, "lon": 110.0}]}
+    tiers = {"tiers": [{"name": "realtime", "max_rtt_ms": 20}, {"name": "batch", "max_rtt_ms": None}]}
+    return build_network(net, tiers)
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_equal_scores_go_to_the_nearer_dc_then_to_the_one_listed_first(prune: bool) -> None:
+    spec_of = {"name": "s", "tier": "batch", "origin": "here", "accelerator": "cuda:1"}
+    far, near = (36.0, 104.0), (31.0, 111.0)
+    n = _twins_network([far, near, far, near])
+    p = WestflowPolicy(prune=prune).place(parse_spec(spec_of, n), n)
+    assert p.data_center == "dc1"
+    assert [(r.data_center, r.reason, r.detail.split(" (")[0]) for r in p.rejected] == [
+        (d, Reason.DEARER, "dearer by 0.00 CNY") for d in ("dc0", "dc2", "dc3")]
+    n = _twins_network([far, far, far])
+    assert WestflowPolicy(prune=prune).place(parse_spec(spec_of, n), n).data_center == "dc0"

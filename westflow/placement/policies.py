@@ -175,20 +175,26 @@ class WestflowPolicy(Policy):
     def _decide(self, ev: Evaluation, network: Network, snap: Capacity,
                 t: NetworkTables) -> tuple[Candidate, float, Deferred[Rejections]]:
         # min(candidates, key=_key) over the scores the filter computed, without a tuple per candidate:
-        # they come in inventory order, so the index tie-break is "keep the earlier one".
+        # they come in inventory order, so the index tie-break is "keep the earlier one". One lowest
+        # score (the common case) is found in C; a tie on it, or a NaN first (min() is then NaN),
+        # takes the loop, which skips NaN scores.
         eligible, scores = ev.eligible, ev.scores
-        at = k = 0
-        best_s = best_r = float("inf")
-        for fields, s in zip(eligible, scores, strict=True):
-            if s < best_s:
-                at, best_s, best_r = k, s, fields[3] or 0.0  # its rtt_ms
-            elif s == best_s:
-                r = fields[3] or 0.0
-                if r < best_r:
-                    at, best_r = k, r
-            k += 1
-        if at == 0:
-            best_s = scores[0]  # also when no score beat infinity (NaN): Placement.score is its own
+        best_s = min(scores)
+        if best_s == best_s and scores.count(best_s) == 1:
+            at = scores.index(best_s)
+        else:
+            at = k = 0
+            best_s = best_r = float("inf")
+            for fields, s in zip(eligible, scores, strict=True):
+                if s < best_s:
+                    at, best_s, best_r = k, s, fields[3] or 0.0  # its rtt_ms
+                elif s == best_s:
+                    r = fields[3] or 0.0
+                    if r < best_r:
+                        at, best_r = k, r
+                k += 1
+            if at == 0:
+                best_s = scores[0]  # also when no score beat infinity (NaN): Placement.score is its own
         best = candidate_of(eligible[at])
         return best, best_s, Deferred(explain_dearer, ev, best.index, snap, t, network.weights)
 

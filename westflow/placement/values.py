@@ -284,16 +284,26 @@ class Placement:
                  energy_kwh: float, energy_cost_cny: float, transfer_hours: float, transfer_cost_cny: float,
                  score: float, rejected: Sequence[Rejection] | Deferred[Rejections],
                  ray: RayRequest | Deferred[RayRequest]) -> None:
-        # The dataclass's own __init__ written out, fields in declaration order: one dict update
-        # where the generated one makes an object.__setattr__ call per field (it runs once per
-        # decision, by the thousand per second). The lazy fields go where LazyField keeps them.
-        self.__dict__.update({
-            "spec": spec, "policy": policy, "data_center": data_center, "ray_cluster": ray_cluster,
-            "region": region, "rtt_ms": rtt_ms, "within_tier": within_tier, "family": family,
-            "accelerator_model": accelerator_model, "energy_kwh": energy_kwh, "energy_cost_cny": energy_cost_cny,
-            "transfer_hours": transfer_hours, "transfer_cost_cny": transfer_cost_cny, "score": score,
-            "_lazy_rejected": rejected, "_lazy_ray": ray,
-        })
+        # The dataclass's own __init__ written out, fields in declaration order: stores into the
+        # instance dict where the generated one makes an object.__setattr__ call per field (it runs
+        # once per decision, by the thousand per second). The lazy fields go where LazyField keeps them.
+        d = self.__dict__
+        d["spec"] = spec
+        d["policy"] = policy
+        d["data_center"] = data_center
+        d["ray_cluster"] = ray_cluster
+        d["region"] = region
+        d["rtt_ms"] = rtt_ms
+        d["within_tier"] = within_tier
+        d["family"] = family
+        d["accelerator_model"] = accelerator_model
+        d["energy_kwh"] = energy_kwh
+        d["energy_cost_cny"] = energy_cost_cny
+        d["transfer_hours"] = transfer_hours
+        d["transfer_cost_cny"] = transfer_cost_cny
+        d["score"] = score
+        d["_lazy_rejected"] = rejected
+        d["_lazy_ray"] = ray
 
     @property
     def cost_cny(self) -> float:
