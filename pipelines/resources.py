@@ -29,7 +29,7 @@ from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import Dispatcher, entrypoint
 from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
 from ray_cluster.live import DashboardReader, NodeView, capacity_and_totals, live_capacity
-from ray_cluster.reservations import Reservations
+from ray_cluster.reservations import JournalError, Reservations
 from ray_cluster.retry import RetryPolicy
 from ray_cluster.shipping import DEFAULT_MAX_FILE_MB, CodeConfig, Shipment, check_module, ship
 from westflow.capacity import Capacity, DCCapacity
@@ -136,6 +136,10 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
 
         try:
             ticket, p = journal.reserve(caps, decide, owner=_owner(context, spec), totals=totals)
+        except JournalError as exc:
+            raise dg.Failure(description=f"westflow could not place {spec.name!r}: the host's reservation journal "
+                                         f"is corrupt: {exc}", metadata={md.FAILURE: str(exc)},
+                             allow_retries=False) from exc
         except InfeasibleError as exc:
             table = "\n".join(f"| {r.data_center} | {r.reason.value} | {r.detail} |" for r in exc.rejected)
             context.log.error(f"westflow: no data center can run {spec.name!r}:\n"
@@ -201,9 +205,11 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             session.report_launched({"extras": {"ray_job_id": job_id, "ray_address": access.dashboard_url}})
             try:
                 outcome = dispatcher.wait(job_id)
-            except dg.DagsterExecutionInterruptedError:
-                context.log.warning(f"westflow: run interrupted: stopping Ray job {job_id}")
-                dispatcher.stop(job_id)
+            except BaseException as exc:  # interrupted, or the job could not be followed: none of ours runs on
+                why = "run interrupted" if isinstance(exc, dg.DagsterExecutionInterruptedError) else (
+                    f"lost track of the job ({type(exc).__name__}: {str(exc)[:200]})")
+                context.log.warning(f"westflow: {why}: stopping Ray job {job_id}")
+                self._stop(context, dispatcher, job_id)
                 raise
         report: dict[str, Any] = {}
         if outcome.succeeded:
@@ -212,6 +218,15 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             outcome = dispatcher.explained(outcome, where=f"{p.data_center} ({access.dashboard_url})", code=code,
                                            python=self.python)
         return Attempt(p, outcome, report)
+
+    @staticmethod
+    def _stop(context: dg.AssetExecutionContext, dispatcher: Dispatcher, job_id: str) -> None:
+        """Stop a job of a failing step; a failure to stop is logged, never raised over the step's own."""
+        try:
+            dispatcher.stop(job_id)
+        except (WestflowError, RuntimeError, OSError) as exc:
+            context.log.error(f"westflow: could not stop Ray job {job_id}: {exc}. To fix: `ray job stop {job_id}` "
+                              f"against {dispatcher.access.dashboard_url}")
 
     def run(self, context: dg.AssetExecutionContext, *, module: str, args: Sequence[str] = ()) -> dg.MaterializeResult:
         """Place the executing asset's spec and run ``python -m module args`` there.
@@ -252,9 +267,14 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 meta[md.FAILOVERS] = md.failovers_markdown(exc.lost)
             raise dg.Failure(description=str(exc), metadata=meta) from exc
         a = done.attempt
+        try:  # bookkeeping after the job succeeded never fails the step
+            ran_in = dispatcher.ran_in(a.job_id)
+        except (WestflowError, RuntimeError, OSError) as exc:
+            ran_in = "unknown"
+            context.log.warning(f"westflow: could not read where Ray job {a.job_id} ran: {exc}")
         meta = {**a.result, **md.placement_metadata(a.placement, job_id=a.job_id,
                                                     job_url=dispatcher.access.job_url(a.job_id),
-                                                    ran_in=dispatcher.ran_in(a.job_id)),
+                                                    ran_in=ran_in),
                 md.CODE: code.describe()}
         if done.lost:
             meta[md.FAILOVERS] = md.failovers_markdown(done.lost)

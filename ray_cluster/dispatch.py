@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ray_cluster.access import ClusterAccess
-from ray_cluster.live import DashboardReader
+from ray_cluster.live import CapacityReader, DashboardReader
 from ray_cluster.retry import RetryPolicy, is_transient, retry_call
 from ray_cluster.shipping import Shipment, failure_line
 from westflow.errors import ClusterError
@@ -47,6 +47,7 @@ TERMINAL = frozenset({SUCCEEDED, "FAILED", "STOPPED"})
 _NODE_DIED_TYPES = frozenset({"JOB_SUPERVISOR_ACTOR_DIED"})
 _NODE_DIED_TEXT = "node has died"
 REATTACH = RetryPolicy(attempts=8, base_s=0.5, max_s=10.0)  # ~35 s of a silent Jobs API before giving up
+CONFIRM = RetryPolicy(attempts=6, base_s=0.5, max_s=2.0, jitter=0)  # node-loss reads: ~7 s window
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +92,14 @@ class Dispatcher:
     """Submits placed steps to one Ray cluster and follows them (see the module doc)."""
 
     def __init__(self, access: ClusterAccess, *, retry: RetryPolicy | None = None,
-                 reattach: RetryPolicy = REATTACH, poll_interval_s: float = 0.5,
-                 log_fn: Callable[[str], None] | None = None, client: Any = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 reattach: RetryPolicy = REATTACH, confirm: RetryPolicy = CONFIRM, confirm_reads: int = 2,
+                 poll_interval_s: float = 0.5, log_fn: Callable[[str], None] | None = None, client: Any = None,
+                 reader: CapacityReader | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.access = access
         self.retry = retry or RetryPolicy()
         self.reattach = reattach
+        self.confirm, self.confirm_reads = confirm, confirm_reads
+        self._reader = reader
         self.poll_interval_s = poll_interval_s
         self.log_fn = log_fn or log.warning
         self._client = client  # a JobSubmissionClient, made on first use (its constructor calls the server)
@@ -113,8 +116,9 @@ class Dispatcher:
                 what=f"connecting to the Ray Jobs API at {self.access.dashboard_url}", policy=self.retry)
         return self._client
 
-    def reader(self) -> DashboardReader:
-        return DashboardReader(self.access.dashboard_url, self.access.token)
+    def reader(self) -> CapacityReader:
+        """Ray's node state (the dashboard's; a given reader in tests)."""
+        return self._reader or DashboardReader(self.access.dashboard_url, self.access.token)
 
     def _call(self, fn: Callable[[], Any], *, what: str, policy: RetryPolicy) -> Any:
         return retry_call(fn, policy, what=what, log_fn=self.log_fn, transient=is_transient_ray, sleep=self._sleep)
@@ -208,27 +212,42 @@ class Dispatcher:
                 return n.dc
         return "unknown"
 
-    def _dc_alive(self, dc: str) -> bool:
+    def _dc_alive(self, dc: str) -> bool | None:
+        """Whether Ray shows a live node of ``dc`` (None: the dashboard did not answer)."""
         try:
             return any(n.dc == dc and n.alive for n in self.reader().nodes())
         except ClusterError:
-            return False
+            return None
 
     def node_loss_verdict(self, job_id: str, dc: str) -> str | None:
         """Why the job failed if its DC was lost, else None (the job failed on its own).
 
-        Lost: Ray's verdict (its supervisor actor died with the node, or "node has died"), or
-        the node state (no live node of ``dc`` any more).
+        Lost only when confirmed: Ray's own verdict (its supervisor actor died with the node, or
+        "node has died"), or Ray's node state showing no live node of ``dc`` in ``confirm_reads``
+        answers in a row, read over a bounded window (``confirm``). A dashboard that does not answer
+        is not a lost DC: with no confirmation in the window the failure is the job's own.
         """
         try:
             out = self.outcome(job_id)
             message, kind = out.message, out.error_type
-        except Exception:  # noqa: BLE001 - the job server itself may be what was lost
+        except ClusterError:  # the job server itself may be what was lost; the node state decides
             message, kind = "", ""
-        died = kind in _NODE_DIED_TYPES or _NODE_DIED_TEXT in message
-        if not died and self._dc_alive(dc):
-            return None
-        return f"Ray node of {dc} lost during the step ({message[:160] or 'the node stopped answering'})"
+        if kind in _NODE_DIED_TYPES or _NODE_DIED_TEXT in message:
+            return f"Ray node of {dc} lost during the step ({message[:160] or 'Ray: the node died'})"
+        dead = 0
+        for i in range(self.confirm.attempts):
+            alive = self._dc_alive(dc)
+            if alive:
+                return None
+            dead = dead + 1 if alive is False else 0
+            if dead >= self.confirm_reads:
+                return (f"Ray node of {dc} lost during the step (no live node of {dc} in {dead} reads of "
+                        f"Ray's node state{'; ' + message[:120] if message else ''})")
+            if i + 1 < self.confirm.attempts:
+                self._sleep(self.confirm.delay(i + 1))
+        self.log_fn(f"Ray job {job_id} failed and the loss of {dc} could not be confirmed (Ray's node state "
+                    f"did not show it dead {self.confirm_reads} times in a row): not failing over")
+        return None
 
 
 class _LogTail:

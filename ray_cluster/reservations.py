@@ -14,6 +14,10 @@ caller's ``decide(capacity)`` (the placement), record what the placement holds
 under a new ticket, and write the journal atomically (a temporary file in the
 same directory, fsync, ``os.replace``), so no reader ever sees half a journal.
 If ``decide`` raises (``InfeasibleError``: nothing fits), nothing is written.
+Exclusion survives the state dir being removed under a holder: the lock is
+taken again until the file locked is the one on disk, and a writer checks so
+right before it writes; if the lock file was replaced while it decided (another
+process made the dir again and booked there), it reads and decides again.
 :meth:`Reservations.release` (idempotent) drops a ticket when its work ends or
 fails.
 
@@ -71,6 +75,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from contextlib import contextmanager, suppress
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -255,27 +260,33 @@ class Reservations:
         journal is left as it was. Returns ``(ticket, placement)``; release the ticket when
         the work ends or fails.
         """
-        with self._locked(exclusive=True):
-            entries = self._read()
-            fresh = self._fresh(entries)
-            placement = decide(available(capacity, fresh, totals))
-            taken = {r.ticket for r in entries}
-            ticket = _new_ticket(taken)
-            pid = os.getpid()
-            entry = Reservation.of(ticket, owner, placement, pid=pid, pid_start=_pid_start(pid),
-                                   created=self._clock())
-            self._write([*fresh, entry])
-        return ticket, placement
+        while True:
+            with self._locked(exclusive=True) as still_held:
+                entries = self._read()
+                fresh = self._fresh(entries)
+                placement = decide(available(capacity, fresh, totals))
+                taken = {r.ticket for r in entries}
+                ticket = _new_ticket(taken)
+                pid = os.getpid()
+                entry = Reservation.of(ticket, owner, placement, pid=pid, pid_start=_pid_start(pid),
+                                       created=self._clock())
+                if not still_held():
+                    continue  # the lock file was replaced while deciding (state dir removed): decide again
+                self._write([*fresh, entry])
+            return ticket, placement
 
     def release(self, ticket: str) -> bool:
         """Drop ``ticket`` (and any stale entry); False if it was not held (released already, or stale)."""
-        with self._locked(exclusive=True):
-            entries = self._read()
-            fresh = self._fresh(entries)
-            keep = [r for r in fresh if r.ticket != ticket]
-            if len(keep) != len(entries):
-                self._write(keep)
-        return len(keep) != len(fresh)
+        while True:
+            with self._locked(exclusive=True) as still_held:
+                entries = self._read()
+                fresh = self._fresh(entries)
+                keep = [r for r in fresh if r.ticket != ticket]
+                if len(keep) != len(entries):
+                    if not still_held():
+                        continue
+                    self._write(keep)
+            return len(keep) != len(fresh)
 
     def held(self) -> tuple[Reservation, ...]:
         """The live reservations (stale ones are left out, not removed), oldest first."""
@@ -294,14 +305,24 @@ class Reservations:
 
     # -- under the lock -----------------------------------------------------------
     @contextmanager
-    def _locked(self, *, exclusive: bool) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+    def _locked(self, *, exclusive: bool) -> Iterator[Callable[[], bool]]:
+        """Hold the lock file; yields ``still_held()``: whether the file locked is still the one at the path.
+
+        A lock file can be replaced under a holder (its state dir removed and made again by another
+        process, which then locks a new file): the lock is taken again until the file locked is the one
+        on disk, and a writer checks ``still_held()`` right before it writes, deciding again if not.
+        """
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                still_held = partial(_same_file, self.lock_path, os.fstat(fd))
+                if still_held():
+                    yield still_held
+                    return
+            finally:
+                os.close(fd)  # closing the descriptor releases the lock
 
     def _read(self) -> list[Reservation]:
         try:
@@ -338,6 +359,14 @@ class Reservations:
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def _same_file(path: Path, locked: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (locked.st_dev, locked.st_ino)
 
 
 def _new_ticket(taken: Set[str]) -> str:

@@ -11,8 +11,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -22,6 +24,7 @@ from pipelines.resources import WestflowResource
 from ray_cluster.dispatch import Dispatcher
 from ray_cluster.live import live_capacity
 from ray_cluster.local import LocalNetwork
+from ray_cluster.reservations import Reservations
 from ray_cluster.shipping import CodeConfig, ship
 from westflow.config import load_network
 from westflow.placement import get_policy
@@ -245,3 +248,44 @@ def test_a_cluster_python_without_dagster_pipes_fails_the_step_in_one_line(
     line = md.value(failure.metadata, md.FAILURE)
     assert "\n" not in line and "has no dagster-pipes" in line and str(bare / "bin" / "python") in line
     assert "No module named 'dagster_pipes'" in md.value(failure.metadata, md.JOB_LOG_TAIL)
+
+
+def test_a_step_that_loses_track_of_its_job_stops_it(ray_network: LocalNetwork, wheel: Path,
+                                                     tmp_path: Path) -> None:
+    """The Jobs API fails while the step waits (after the job is RUNNING): the step fails and its job is stopped."""
+    from ray_cluster.access import ClusterAccess
+    from westflow.errors import ClusterError
+
+    root = _project(tmp_path, wheel)
+    (root / "ownjob.py").write_text("import time\nprint('sleeping', flush=True)\ntime.sleep(900)\n")
+    seen: list[str] = []
+
+    class LosesTrack(Dispatcher):
+        def wait(self, job_id: str, **kw: object) -> Any:
+            seen.append(job_id)
+            while str(self.client().get_job_status(job_id)) not in ("RUNNING", "JobStatus.RUNNING"):
+                time.sleep(0.2)  # the job really runs before the fault
+            raise ClusterError("Ray Jobs API at the dashboard did not answer (injected fault)")
+
+    class Resource(WestflowResource):
+        def dispatcher(self, log_fn: Any = None) -> Dispatcher:
+            return LosesTrack(ClusterAccess(ray_network.dashboard_url, ray_network.token_path.read_text().strip()),
+                              log_fn=log_fn)
+
+    result = dg.materialize([_asset(root)], resources={"westflow": Resource(
+        state_dir=str(ray_network.state_dir), requirements=[])}, instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False)
+    assert not result.success and len(seen) == 1
+    client = ray_network.job_client()
+    status = ""
+    for _ in range(300):  # Ray stops a job asynchronously; the job itself would sleep 15 minutes
+        status = str(getattr(client.get_job_status(seen[0]), "value", client.get_job_status(seen[0])))
+        if status in ("STOPPED", "FAILED", "SUCCEEDED"):
+            break
+        time.sleep(0.2)
+    assert status == "STOPPED"
+    running = [j.submission_id for j in client.list_jobs()
+               if str(getattr(j.status, "value", j.status)) in ("PENDING", "RUNNING")
+               and (j.metadata or {}).get("westflow.spec") == "own-step"]
+    assert running == []
+    assert Reservations(ray_network.state_dir / "reservations.json").held() == ()

@@ -16,6 +16,7 @@ import pytest
 from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import JOB_DC, Dispatcher, JobOutcome, entrypoint
 from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
+from ray_cluster.live import NodeView
 from ray_cluster.retry import RetryPolicy
 from tests.builders import make_spec, national
 from westflow.capacity import DCCapacity
@@ -260,3 +261,51 @@ def test_ray_says_the_node_died() -> None:
     assert d.wait(job_id).status == "FAILED"
     assert d.node_loss_verdict(job_id, p.data_center) == \
         f"Ray node of {p.data_center} lost during the step (The actor died)"
+
+
+class _Nodes:
+    """Ray's node state as a sequence of answers: True (the DC has a live node), False (none), or an error."""
+
+    def __init__(self, dc: str, answers: list[bool | None]) -> None:
+        self.dc, self.answers, self.reads = dc, list(answers), 0
+
+    def nodes(self) -> list[NodeView]:
+        self.reads += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if answer is None:
+            raise ClusterError("dashboard: 503 Service Unavailable")
+        return [NodeView("n-1", answer, {"CPU": 1.0}, {"CPU": 1.0}, {"westflow.io/dc": self.dc})]
+
+
+def _failed_job(answers: list[bool | None]) -> tuple[Dispatcher, _Nodes, str, str]:
+    fake = _FakeJobs(statuses=("FAILED",))
+    p = _place(frozenset())
+    nodes = _Nodes(p.data_center, answers)
+    d = Dispatcher(ClusterAccess(URL, "t"), client=fake, reader=nodes, retry=RetryPolicy(attempts=2, jitter=0),
+                   reattach=RetryPolicy(attempts=2, jitter=0), log_fn=lambda m: None, sleep=lambda s: None)
+    job_id = d.submit(p, "python -m jobs.etl", env={}, submission_id="s-1")
+    fake.jobs[job_id].message = "Job entrypoint command failed with exit code 1"
+    return d, nodes, job_id, p.data_center
+
+
+def test_a_momentary_dashboard_error_is_not_a_lost_dc() -> None:
+    d, nodes, job_id, dc = _failed_job([None, True])  # one 503, then the DC's node is alive
+    assert d.node_loss_verdict(job_id, dc) is None and nodes.reads == 2
+
+
+def test_a_dashboard_that_never_answers_does_not_confirm_a_loss() -> None:
+    d, nodes, job_id, dc = _failed_job([None])
+    assert d.node_loss_verdict(job_id, dc) is None and nodes.reads == d.confirm.attempts
+
+
+def test_a_single_dead_read_between_errors_is_not_confirmation() -> None:
+    d, nodes, job_id, dc = _failed_job([False, None, False, None, False, None])
+    assert d.node_loss_verdict(job_id, dc) is None
+
+
+def test_a_loss_is_confirmed_by_consecutive_dead_reads() -> None:
+    d, nodes, job_id, dc = _failed_job([None, False, False])
+    assert d.node_loss_verdict(job_id, dc) == (
+        f"Ray node of {dc} lost during the step (no live node of {dc} in 2 reads of Ray's node state; "
+        "Job entrypoint command failed with exit code 1)")
+    assert nodes.reads == 3

@@ -76,6 +76,43 @@ def test_the_last_accelerators_go_once_then_the_request_is_refused_with_reasons(
     assert [r.owner for r in journal.held()] == ["first"]
 
 
+def test_removing_the_state_dir_mid_decision_keeps_the_bookings_exclusive(tmp_path: Path) -> None:
+    """The state dir is removed while step A decides; step B then books in the recreated dir.
+
+    Before: A wrote its journal over B's, and both held the last 2 H20 GPUs of zhongwei.
+    """
+    import shutil
+    import threading
+
+    state = tmp_path / "state"
+    live = _caps(0)
+    live["zhongwei"] = DCCapacity(free={"H20": 2, "A800": 0}, free_cpus=64, free_memory_gb=512, utilisation=0.9)
+    other = next(d for d in national().data_centers if d.id != "zhongwei" and d.pools[0].family.value == "cuda")
+    live[other.id] = DCCapacity(free={other.pools[0].model: 2}, free_cpus=64, free_memory_gb=512, utilisation=0.95)
+    spec = make_spec(accelerator="cuda:2")
+    b_done = threading.Event()
+    calls: list[str] = []
+
+    def b() -> None:
+        Reservations(state / "reservations.json").reserve(live, _decide(spec), owner="B", totals=live)
+        b_done.set()
+
+    def a_decides(caps: Capacity) -> Placement:
+        calls.append("A")
+        if len(calls) == 1:  # the fault, at a fixed point: mid-decision, under A's lock
+            shutil.rmtree(state)
+            threading.Thread(target=b).start()
+            assert b_done.wait(30), "B did not book"
+        return POLICY.place(spec, national(), caps)
+
+    _, pa = Reservations(state / "reservations.json").reserve(live, a_decides, owner="A", totals=live)
+    held = Reservations(state / "reservations.json").held()
+    assert sorted(r.owner for r in held) == ["A", "B"]  # neither booking overwrote the other
+    booked = [(r.data_center, r.accelerator_model) for r in held]
+    assert len(set(booked)) == 2, booked  # never both on the last 2 H20s
+    assert calls == ["A", "A"] and (pa.data_center, pa.accelerator_model) in booked
+
+
 def test_sequential_reservations_fill_every_pool_exactly_once(tmp_path: Path) -> None:
     journal = Reservations(tmp_path / "reservations.json")
     live = _caps(2)

@@ -34,7 +34,7 @@ from ray_cluster.shipping import (
 )
 from westflow.capacity import Capacity
 from westflow.config import CONFIG_DIR, load_network
-from westflow.errors import SpecError
+from westflow.errors import SpecError, WestflowError
 from westflow.placement import POLICY_NAMES, Placement, get_policy
 from westflow.spec import load_spec
 from westflow.text import placement_text
@@ -145,10 +145,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"Ray job {job_id} at {p.data_center}: {access.job_url(job_id)}\n", flush=True)
         outcome = dispatcher.wait(job_id, on_log=lambda line: print(line, flush=True))
         job_id = ""
-    except KeyboardInterrupt:
+    except BaseException as exc:  # interrupted, or the job could not be followed: it does not run on
         if job_id:
-            print(f"\nwestflow: interrupted: stopping Ray job {job_id}", file=sys.stderr)
-            dispatcher.stop(job_id)
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"lost track of the job ({exc})"
+            print(f"\nwestflow: {why}: stopping Ray job {job_id}", file=sys.stderr)
+            try:
+                dispatcher.stop(job_id)
+            except (WestflowError, RuntimeError, OSError) as stop_exc:
+                print(f"westflow: could not stop Ray job {job_id}: {stop_exc}", file=sys.stderr)
         raise
     finally:
         journal.release(ticket)
