@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
 
-from ray_cluster.access import ADDRESS_ENV, RAY_ADDRESS_ENV, ClusterAccess
 from westflow.capacity import Capacity
 from westflow.config import CONFIG_DIR, load_network
-from westflow.errors import ClusterError, InfeasibleError
+from westflow.errors import InfeasibleError
 from westflow.inventory import Network
 from westflow.placement import POLICY_NAMES, get_policy
 from westflow.spec import load_spec
 from westflow.text import placement_text
+from westflow_cli.localnet import cluster_access, default_state_dir
 from westflow_cli.options import whole
 
 
@@ -26,31 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=whole(low=0, high=2**32 - 1), default=0, help="seed of the random policy")
     p.add_argument("--live", action="store_true",
                    help="place on the running local network's live capacity (default: the inventory)")
-    p.add_argument("--state-dir", default=".westflow",
-                   help="the local network's state dir (with --live; $WESTFLOW_RAY_ADDRESS wins)")
+    p.add_argument("--state-dir", default=default_state_dir(),
+                   help="the local network's state dir (with --live; default: $WESTFLOW_STATE_DIR, else the "
+                   "checkout's .westflow; $WESTFLOW_RAY_ADDRESS wins)")
     p.set_defaults(func=run)
-
-
-def _access(args: argparse.Namespace) -> ClusterAccess:
-    """The cluster to read: ``$WESTFLOW_RAY_ADDRESS``/``$RAY_ADDRESS`` (with the token from the environment)
-    when set, else the local network ``westflow up`` recorded in ``--state-dir``."""
-    if os.environ.get(ADDRESS_ENV) or os.environ.get(RAY_ADDRESS_ENV):
-        return ClusterAccess.resolve()
-    from ray_cluster.local.auth import TOKEN_FILE
-
-    state = Path(args.state_dir)
-    try:
-        url = json.loads((state / "ray.json").read_text())["dashboard_url"]
-    except (OSError, ValueError, KeyError):
-        raise ClusterError(f"No local network in {str(state)!r} and no ${ADDRESS_ENV}. "
-                           "To fix: run `westflow up`, or export the cluster's address and token.") from None
-    return ClusterAccess.resolve(dashboard_url=url, token_path=state / TOKEN_FILE)
 
 
 def _live_capacity(args: argparse.Namespace, network: Network) -> Capacity:
     from ray_cluster.live import DashboardReader, live_capacity
 
-    access = _access(args)
+    access = cluster_access(args.state_dir)
     return live_capacity(network, DashboardReader(access.dashboard_url, access.token))
 
 
