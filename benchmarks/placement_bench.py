@@ -10,8 +10,11 @@ A decision is one ``Policy.place(spec, network, capacity)`` call that returns a
 Placement. Three figures per policy: lazy (the losers' explanation and the Ray
 request are built on first read, and not read: the simulator's case); with text+ray
 (``Placement.rejected`` and ``Placement.ray`` read, as ``westflow plan`` and the
-Dagster resource always do; the capacity and dearer rejections carry their numbers
-and write their ``detail`` on read); and with every ``detail`` string read too.
+Dagster resource always do: reading ``rejected`` computes the explanation, which DCs
+lost, on what and by how much; the losers on score become Rejection objects on first
+read of an item, and the capacity and dearer rejections write their ``detail`` on
+read); and with every rejection and its ``detail`` string read too (what ``westflow
+plan`` prints).
 Both goals are checked for the lazy and the text+ray figures of westflow.
 
 The 1,000-DC explanation reads the capacity as numpy columns, kept per snapshot and

@@ -259,7 +259,9 @@ class Placement:
     """The decision: where the spec runs, what it costs, and why the others lost.
 
     ``rejected`` and ``ray`` may be given as :class:`Deferred`: they are built on
-    first read (a caller that needs only the choice never pays for them).
+    first read (a caller that needs only the choice never pays for them). ``rejected``
+    reads as a tuple of :class:`Rejection` (policies give a :class:`Rejections`, whose
+    losers on score become objects on first read of an item).
     """
 
     spec: WorkloadSpec
