@@ -23,8 +23,11 @@ _MODE, _PATH, _TOKEN = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"
 
 
 def ensure_token(state_dir: Path) -> Path:
-    """The token file of ``state_dir``, created (0600, 256 random bits) if missing."""
+    """The token file of ``state_dir``, created (0600, 256 random bits) if missing; an existing one is made
+    0600 again whatever mode it had (a token readable by others is a token shared with them)."""
     path = state_dir / TOKEN_FILE
+    if path.exists() and not path.is_symlink():
+        os.chmod(path, 0o600)
     if not path.exists() or not path.read_text(encoding="ascii").strip():
         state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -18,11 +18,11 @@ session logs).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -115,6 +115,15 @@ class _RayState(BaseModel):
     network_id: str | None = None
 
 
+def _private_dir(path: Path) -> bool:
+    """A real directory (not a link) owned by this user that no one else can read or write."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 def _ray_bin() -> str:
     exe = Path(sys.executable).with_name("ray")
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
@@ -188,15 +197,40 @@ class LocalNetwork:
         tmp.write_text(state.model_dump_json(indent=2))
         tmp.replace(self.state_dir / STATE_FILE)
 
-    def _temp_dir(self) -> Path:
-        """Ray's temp dir; short, because Ray's unix socket paths must fit 107 bytes."""
+    def _temp_dir(self, *, create: bool = False) -> Path:
+        """Ray's temp dir; short, because Ray's unix socket paths must fit 107 bytes.
+
+        Under the state dir when its path is short; else a private dir made by ``mkdtemp`` (a random
+        name, mode 0700: another local user cannot pre-create or read it), recorded as the symlink
+        ``<state>/ray-session``. A recorded dir that is not private to this user is never used.
+        """
         inside = self.state_dir / "ray-session"  # not "ray": a job's cwd must not shadow the package
         if len(str(inside)) <= 40:
             return inside
-        short = Path(tempfile.gettempdir()) / f"wf-{hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:10]}"
-        if not inside.is_symlink() and not inside.exists():
-            inside.symlink_to(short)  # so the session logs are still found under the state dir
+        if inside.is_symlink():
+            target = Path(os.readlink(inside))
+            if _private_dir(target) or not create:
+                return target
+            inside.unlink()
+        elif inside.exists() or not create:
+            return inside
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        short = Path(tempfile.mkdtemp(prefix="wf-"))
+        inside.symlink_to(short)  # so the session logs are still found under the state dir
         return short
+
+    def remove_session_dir(self) -> None:
+        """Delete Ray's private temp dir of a stopped network (logs included) and its link in the state dir."""
+        if self.is_up():
+            raise ClusterError(f"The local network in {str(self.state_dir)!r} is running; stop it first.")
+        inside = self.state_dir / "ray-session"
+        target = Path(os.readlink(inside)) if inside.is_symlink() else inside
+        if target != inside and _private_dir(target):
+            shutil.rmtree(target, ignore_errors=True)
+        if inside.is_symlink():
+            inside.unlink()
+        elif inside.is_dir():
+            shutil.rmtree(inside, ignore_errors=True)
 
     def _marker(self, state: _RayState | None = None) -> procs.Marker | None:
         """The environment entry that proves a process belongs to this network (None: nothing recorded)."""
@@ -280,7 +314,7 @@ class LocalNetwork:
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         # Job entrypoints (`python ...`) resolve to this interpreter, which has ray and westflow.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        temp = self._temp_dir()
+        temp = self._temp_dir(create=True)
         temp.mkdir(parents=True, exist_ok=True)
         running = self.recorded()
         head = self.profile.dc_ids[0]

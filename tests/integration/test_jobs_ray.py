@@ -27,8 +27,9 @@ def cluster() -> Iterator[Any]:
     """Three raylets on this machine: two nodes of dc 'zhongwei', one of 'qingyang'."""
     from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        pytest.skip("another Ray session is open in this process")
+    if ray.is_initialized():  # a loud failure, never a silent skip: tests/conftest.py orders this module first
+        pytest.fail("another Ray session is already open in this process, so this module's own cluster cannot "
+                    "start: run it before any test that connects this process to Ray (tests/conftest.py)")
     c = Cluster()
     c.add_node(num_cpus=1, num_gpus=1, resources={dc_resource("zhongwei"): 1000, NPU: 1})
     c.add_node(num_cpus=1, num_gpus=1, resources={dc_resource("zhongwei"): 1000})

@@ -34,8 +34,51 @@ def _ray_says_ran_in(net: LocalNetwork, job_id: str) -> str | None:
 def pipeline_run(ray_network: LocalNetwork) -> dg.ExecuteInProcessResult:
     westflow = WestflowResource(state_dir=str(ray_network.state_dir), ray_address=ray_network.dashboard_url,
                                 ray_auth_token_path=str(ray_network.token_path))
-    return materialize_pipeline(westflow, rows=40_000, epochs=2, requests=300,
-                                instance=dg.DagsterInstance.ephemeral())
+    # the persistent instance under the state dir: its event log storage is scanned for secrets below
+    return materialize_pipeline(westflow, rows=40_000, epochs=2, requests=300)
+
+
+def _holds(path: Path, needles: dict[str, bytes]) -> list[str]:
+    try:
+        data = path.read_bytes()
+    except OSError:  # a socket, a file gone meanwhile
+        return []
+    return [name for name, needle in needles.items() if needle in data]
+
+
+def test_the_ray_token_and_the_s3_secret_leak_nowhere(pipeline_run: dg.ExecuteInProcessResult,
+                                                      ray_network: LocalNetwork) -> None:
+    """Dagster's event log storage, Ray's job logs and session dir, and the state dir hold neither secret,
+    except in the files that are their home (0600)."""
+    import os
+
+    from storage import S3Config
+
+    assert pipeline_run.success
+    state = Path(ray_network.state_dir)
+    needles = {"ray token": ray_network.token_path.read_text().strip().encode(),
+               "S3 secret": S3Config.load(state).secret_key.encode()}
+    homes = {ray_network.token_path.resolve(), (state / "s3" / "credentials.json").resolve(),
+             (state / "s3" / "s3.json").resolve()}
+    for home in homes:
+        assert home.stat().st_mode & 0o077 == 0, home
+    found: list[str] = []
+    session = (state / "ray-session").resolve()
+    scanned = 0
+    for root in {state, session}:
+        for d, _, files in os.walk(root):
+            for f in files:
+                p = Path(d) / f
+                if p.resolve() in homes or not p.is_file() or p.stat().st_size > 512 * 2**20:
+                    continue
+                scanned += 1
+                found += [f"{what} in {p}" for what in _holds(p, needles)]
+    assert any((state / "dagster").rglob("*.db")), "the Dagster instance's storage was not scanned"
+    client = ray_network.job_client()
+    for job in client.list_jobs():
+        text = (client.get_job_logs(job.submission_id) + repr(job)).encode()
+        found += [f"{what} in Ray job {job.submission_id}" for what, n in needles.items() if n in text]
+    assert found == [] and scanned > 50
 
 
 def test_every_pipeline_succeeds_where_it_was_placed(pipeline_run: dg.ExecuteInProcessResult,

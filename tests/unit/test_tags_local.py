@@ -125,6 +125,39 @@ def test_token_is_private_and_never_in_export_lines(tmp_path: Any) -> None:
     assert env["RAY_AUTH_TOKEN_PATH"] == str(path) and "RAY_AUTH_TOKEN" not in env
 
 
+def test_a_token_file_others_can_read_is_made_private_again(tmp_path: Any) -> None:
+    import os
+
+    path = ensure_token(tmp_path)
+    token = path.read_text()
+    os.chmod(path, 0o644)
+    assert ensure_token(tmp_path).read_text() == token and (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_ray_temp_dir_is_private_and_not_predictable(tmp_path: Any) -> None:
+    import os
+    import stat
+    from pathlib import Path
+
+    from ray_cluster.local import LocalNetwork
+    from westflow.config import load_network
+
+    state = tmp_path / ("long-state-dir-" + "x" * 40)  # too long for Ray's socket paths: a dir in /tmp
+    net = LocalNetwork(state, load_profile(load_network()))
+    assert net._temp_dir() == state / "ray-session"  # nothing made before the network starts
+    made = net._temp_dir(create=True)
+    try:
+        st = os.lstat(made)
+        assert stat.S_ISDIR(st.st_mode) and (st.st_mode & 0o777) == 0o700 and st.st_uid == os.getuid()
+        assert net._temp_dir() == made == Path(os.readlink(state / "ray-session"))
+        os.chmod(made, 0o777)  # someone opened it up (or pre-created it): never used again
+        again = net._temp_dir(create=True)
+        assert again != made and (os.lstat(again).st_mode & 0o777) == 0o700
+        os.rmdir(again)
+    finally:
+        os.rmdir(made)
+
+
 def test_request_pins_dc_and_rt_for_realtime() -> None:
     p = get_policy("westflow").place(make_spec(tier="realtime", origin="beijing", accelerator={"cuda": 1}),
                                      national())
