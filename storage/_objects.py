@@ -1,30 +1,52 @@
 """Plain object work through boto3, every failure a typed StorageError.
 
 A thin seam over one boto3 client: JSON get/put (manifests, checkpoint
-markers), streamed uploads and downloads, listings and deletes.
+markers), streamed downloads, listings, deletes, and the multipart uploads in
+progress (listed and aborted). Writes of data go through :mod:`storage.uploads`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any
 
 from storage.s3_config import S3Config
 from storage.s3_failures import s3_errors
 from westflow.errors import StorageError
 
-__all__ = ["ObjectClient"]
+__all__ = ["ObjectClient", "StoredObject", "OpenUpload"]
 
 _CHUNK = 8 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One object in a listing."""
+
+    key: str
+    size: int
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUpload:
+    """A multipart upload begun and neither completed nor aborted."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
 
 
 class ObjectClient:
     """boto3 calls on one endpoint with westflow's errors."""
 
-    def __init__(self, config: S3Config) -> None:
+    def __init__(self, config: S3Config, client: Any = None) -> None:
+        """``client``: a boto3 S3 client to use (default: one built from ``config`` on first use)."""
         self.config = config
-        self._client: Any = None
+        self._client: Any = client
 
     @property
     def client(self) -> Any:
@@ -56,15 +78,6 @@ class ObjectClient:
             self.client.put_object(Bucket=bucket, Key=key, Body=body,
                                    ContentType="application/json")
 
-    def upload(self, bucket: str, key: str, fileobj: IO[bytes]) -> None:
-        """Stream a file object up (multipart when large); the key appears only when complete."""
-        from boto3.s3.transfer import TransferConfig
-
-        cfg = TransferConfig(multipart_threshold=_CHUNK, multipart_chunksize=_CHUNK,
-                             max_concurrency=4, use_threads=True)
-        with self._errors(bucket, key, "upload"):
-            self.client.upload_fileobj(fileobj, bucket, key, Config=cfg)
-
     def download(self, bucket: str, key: str, fileobj: IO[bytes]) -> None:
         """Stream an object into a file object."""
         with self._errors(bucket, key, "get_object"):
@@ -90,6 +103,42 @@ class ObjectClient:
             for page in pages:
                 for obj in page.get("Contents", []):
                     yield obj["Key"]
+
+    def objects(self, bucket: str, prefix: str) -> Iterator[StoredObject]:
+        """Every object under ``prefix`` with its size and last-modified time."""
+        with self._errors(bucket, prefix, "list_objects_v2"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield StoredObject(obj["Key"], int(obj["Size"]), obj["LastModified"])
+
+    def open_uploads(self, bucket: str, prefix: str = "") -> list[OpenUpload]:
+        """The multipart uploads in progress under ``prefix``."""
+        out = []
+        with self._errors(bucket, prefix, "list_multipart_uploads"):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    out.append(OpenUpload(up["Key"], up["UploadId"], up["Initiated"]))
+        return out
+
+    def abort_upload(self, bucket: str, upload: OpenUpload) -> None:
+        """Abort one upload in progress (its parts are dropped); gone already is fine."""
+        with self._errors(bucket, upload.key, "abort_multipart_upload"):
+            try:
+                self.client.abort_multipart_upload(Bucket=bucket, Key=upload.key,
+                                                   UploadId=upload.upload_id)
+            except self.client.exceptions.NoSuchUpload:
+                pass
+
+    def abort_uploads(self, bucket: str, prefix: str) -> int:
+        """Abort every upload in progress under ``prefix``; returns how many."""
+        uploads = self.open_uploads(bucket, prefix)
+        for upload in uploads:
+            self.abort_upload(bucket, upload)
+        return len(uploads)
 
     def subprefixes(self, bucket: str, prefix: str) -> list[str]:
         """The names one level below ``prefix`` ('a/' under 'p/' gives 'a')."""

@@ -7,7 +7,10 @@ Layout under ``<bucket>/<prefix>/``::
 
 A step counts only once its marker exists, and the marker is one PUT written
 after the arrays are fully uploaded, so a job killed mid-save leaves the
-previous step as the latest. Saving a step again replaces it atomically.
+previous step as the latest. Saving a step again replaces it atomically. A
+save that fails removes its arrays and aborts their upload
+(:class:`storage.uploads.StagedWrite`); arrays a killed job left, which no
+marker names, are removed by ``westflow storage gc``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import re
 import secrets
 import tempfile
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from storage._objects import ObjectClient
 from storage.s3_config import S3Config
+from storage.uploads import StagedWrite
 from westflow.errors import ObjectMissing, StorageError
 
 __all__ = ["CheckpointStore", "CHECKPOINT_FORMAT"]
@@ -31,20 +35,8 @@ __all__ = ["CheckpointStore", "CHECKPOINT_FORMAT"]
 CHECKPOINT_FORMAT = "westflow.checkpoint/1"
 _MARKER = re.compile(r"^step-(\d{12})\.json$")
 _SPOOL = 64 << 20   # arrays beyond this spill to a temp file instead of memory
+_CHUNK = 8 << 20
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,255}$")
-
-
-class _HashingReader:
-    """Read-through that hashes what boto3 uploads."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-        self.sha = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.sha.update(data)
-        return data
 
 
 class CheckpointStore:
@@ -79,23 +71,31 @@ class CheckpointStore:
                                bucket=self.bucket, key=self._marker(step)) from None
         old = self._marker_or_none(step)
         data_key = f"{self.prefix}data/{step:012d}-{secrets.token_hex(6)}.npz"
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
-            size = f.tell()
-            f.seek(0)
-            reader = _HashingReader(f)  # type: ignore[arg-type]
-            try:
-                self._objects.upload(self.bucket, data_key, reader)  # type: ignore[arg-type]
-            except BaseException:
-                self._objects.delete_prefix_quietly(self.bucket, data_key)
-                raise
-        marker = {
-            "format": CHECKPOINT_FORMAT, "step": step, "data_key": data_key, "size": size,
-            "sha256": reader.sha.hexdigest(), "arrays": sorted(arrays),
-            "meta": json.loads(meta_text),
-            "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
-        self._objects.put_json(self.bucket, self._marker(step), marker)  # the commit point
+
+        def published() -> bool:
+            current = self._marker_or_none(step)
+            return current is not None and current.get("data_key") == data_key
+
+        # The arrays are staged under their own key; if anything fails before the marker
+        # is written, the upload is aborted and the key deleted.
+        with StagedWrite(self._objects, self.bucket, data_key, published=published) as staged:
+            upload = staged.open(data_key)
+            sha = hashlib.sha256()
+            with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as f:
+                np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+                size = f.tell()
+                f.seek(0)
+                for chunk in iter(lambda: f.read(_CHUNK), b""):
+                    sha.update(chunk)
+                    upload.write(chunk)
+            upload.commit()
+            marker = {
+                "format": CHECKPOINT_FORMAT, "step": step, "data_key": data_key, "size": size,
+                "sha256": sha.hexdigest(), "arrays": sorted(arrays),
+                "meta": json.loads(meta_text),
+                "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            }
+            self._objects.put_json(self.bucket, self._marker(step), marker)  # the commit point
         if old and old.get("data_key") != data_key:
             self._objects.delete_prefix_quietly(self.bucket, old["data_key"])
         return self._marker(step)

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from storage._objects import ObjectClient
 from storage.s3_config import REGIONS, S3Config, bucket_for_region
 from storage.s3_failures import s3_errors
+from storage.uploads import PartUpload, StagedWrite
 from westflow.errors import BucketMissing, ObjectMissing, StorageError
 from westflow.inventory import Region
 from westflow.spec import DatasetRef
@@ -89,42 +90,44 @@ class DatasetInfo:
 
 
 class _ChecksumSink:
-    """File-like pass-through to an S3 stream that counts and CRC-32s what is written.
+    """File-like pass-through to one part's upload that counts and CRC-32s what is written.
 
     CRC-32 (as S3's own integrity checksums) costs ~1 % of a write here;
-    SHA-256 on this class of CPU (no SHA extensions) cost ~10 %.
+    SHA-256 on this class of CPU (no SHA extensions) cost ~10 %. Closing it
+    does not commit the part (pyarrow closes it on every path); ``discarding``
+    drops writes, so an abandoned Parquet writer can close without error.
     """
 
-    def __init__(self, stream: pa.NativeFile, running: int) -> None:
-        self.stream = stream
+    def __init__(self, upload: PartUpload, running: int) -> None:
+        self.upload = upload
         self.crc = 0
         self.running = running  # CRC-32 of every part so far, this one included
         self.size = 0
         self.closed = False
+        self.discarding = False
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
+        if self.discarding:
+            return view.nbytes
         self.crc = zlib.crc32(view, self.crc)
         self.running = zlib.crc32(view, self.running)
         self.size += view.nbytes
-        self.stream.write(view)
+        self.upload.write(view)
         return view.nbytes
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.stream.close()
+        self.closed = True
 
 
 class _PartWriter:
-    """Streams record batches into numbered Parquet parts under one run prefix."""
+    """Streams record batches into numbered Parquet parts, each one object of a staged write."""
 
-    def __init__(self, fs: pafs.S3FileSystem, bucket: str, run_prefix: str,
-                 schema: pa.Schema) -> None:
-        self.fs, self.bucket, self.run_prefix, self.schema = fs, bucket, run_prefix, schema
+    def __init__(self, staged: StagedWrite, schema: pa.Schema) -> None:
+        self.staged, self.schema = staged, schema
         self.parts: list[dict[str, Any]] = []
         self.num_rows = 0
         self._buffer: list[pa.RecordBatch] = []
@@ -146,9 +149,8 @@ class _PartWriter:
             self._flush()
 
     def _open(self) -> pq.ParquetWriter:
-        self._key = f"{self.run_prefix}part-{len(self.parts):05d}.parquet"
-        stream = self.fs.open_output_stream(f"{self.bucket}/{self._key}")
-        self._sink = _ChecksumSink(stream, self.crc32)
+        self._key = f"{self.staged.prefix}part-{len(self.parts):05d}.parquet"
+        self._sink = _ChecksumSink(self.staged.open(self._key), self.crc32)
         self._out = pa.BufferedOutputStream(pa.PythonFile(self._sink, mode="w"), STREAM_BUFFER)
         self._writer = pq.ParquetWriter(self._out, self.schema)
         return self._writer
@@ -166,7 +168,7 @@ class _PartWriter:
             return
         self._writer.close()
         self._out.close()
-        self._sink.close()  # completes the multipart upload: the part now exists, unlisted
+        self._sink.upload.commit()  # the part now exists, unlisted until the manifest names it
         self.parts.append({"key": self._key, "size": self._sink.size,
                            "crc32": f"{self._sink.crc:08x}"})
         self.crc32 = self._sink.running
@@ -181,22 +183,21 @@ class _PartWriter:
         return self.parts
 
     def abandon(self) -> None:
-        """Close open streams quietly; whatever they held stays unpublished under the run."""
+        """Drop the part being written: its upload is aborted, nothing more is sent."""
         writer, out, sink = self._writer, self._out, self._sink
         self._writer = self._out = self._sink = None
         self._buffer = []
-        if writer is not None:
-            try:
-                writer.close()
-            except Exception:  # the server may be gone: that is why we are here
-                pass
-            writer.is_open = False  # else its __del__ retries the close and raises unseen
-        for f in (out, sink):
+        if sink is not None:
+            sink.discarding = True
+            sink.upload.abort()
+        for f in (writer, out):
             if f is not None:
                 try:
                     f.close()
-                except Exception:
+                except Exception:  # noqa: BLE001 - whatever the writer's state, the part is gone
                     pass
+        if writer is not None:
+            writer.is_open = False  # else its __del__ retries the close
 
 
 def _batches(data: pa.Table | Iterable[pa.RecordBatch],
@@ -251,26 +252,33 @@ class DatasetStore:
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(4)
         run_prefix = f"{prefix}runs/{run_id}/"
         schema, batches = _batches(data, schema)
-        writer = _PartWriter(self.filesystem(), bucket, run_prefix, schema)
-        try:
-            for batch in batches:  # the caller's iterator: its own errors pass through as they are
+
+        def published() -> bool:
+            current = self._manifest_or_none(bucket, name)
+            return current is not None and current.get("run_id") == run_id
+
+        # A failure anywhere below (the caller's iterator included) aborts the part being
+        # uploaded and deletes the parts already written, unless the manifest went out.
+        with StagedWrite(self._objects, bucket, run_prefix, published=published) as staged:
+            writer = _PartWriter(staged, schema)
+            try:
+                for batch in batches:  # the caller's iterator: its own errors pass through as they are
+                    with s3_errors(self.config.endpoint_url, bucket, run_prefix, "write dataset part"):
+                        writer.add(batch)
                 with s3_errors(self.config.endpoint_url, bucket, run_prefix, "write dataset part"):
-                    writer.add(batch)
-            with s3_errors(self.config.endpoint_url, bucket, run_prefix, "write dataset part"):
-                parts = writer.finish()
-        except BaseException:
-            writer.abandon()
-            self._objects.delete_prefix_quietly(bucket, run_prefix)
-            raise
-        manifest = {
-            "format": MANIFEST_FORMAT, "name": name, "region": region, "bucket": bucket,
-            "run_id": run_id, "previous_run": old.get("run_id") if old else None,
-            "num_rows": writer.num_rows, "size_bytes": sum(p["size"] for p in parts),
-            "checksum": f"crc32:{writer.crc32:08x}", "schema": str(schema),
-            "schema_ipc": base64.b64encode(schema.serialize().to_pybytes()).decode(),
-            "parts": parts, "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
-        self._objects.put_json(bucket, prefix + "manifest.json", manifest)  # the publish step
+                    parts = writer.finish()
+            except BaseException:
+                writer.abandon()
+                raise
+            manifest = {
+                "format": MANIFEST_FORMAT, "name": name, "region": region, "bucket": bucket,
+                "run_id": run_id, "previous_run": old.get("run_id") if old else None,
+                "num_rows": writer.num_rows, "size_bytes": sum(p["size"] for p in parts),
+                "checksum": f"crc32:{writer.crc32:08x}", "schema": str(schema),
+                "schema_ipc": base64.b64encode(schema.serialize().to_pybytes()).decode(),
+                "parts": parts, "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            }
+            self._objects.put_json(bucket, prefix + "manifest.json", manifest)  # the publish step
         self._collect(bucket, prefix, keep={run_id, manifest["previous_run"]},
                       gone=old.get("previous_run") if old else None)
         return _info(manifest)

@@ -28,7 +28,8 @@ __all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_BAD_INPUT", "EXI
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_FAILURE = 0, 2, 3, 4
 
 # One module per command family under westflow_cli/commands/.
-COMMANDS = ["plan", "submit", "init", "network", "up", "down", "status", "render", "simulate", "demo", "ui"]
+COMMANDS = ["plan", "submit", "init", "network", "up", "down", "status", "render", "simulate", "demo", "ui",
+            "storage"]
 
 
 class _Parser(argparse.ArgumentParser):
