@@ -9,7 +9,11 @@ A write streams its parts under a fresh ``run_id`` (never under a name a reader
 looks at), then publishes them with one PUT of ``manifest.json``; an S3 PUT is
 all-or-nothing, so a reader sees the old version or the new one, never a mix,
 and a failed or killed write leaves no manifest pointing at it. Readers only
-open the files the manifest lists. The catalogue is the set of manifests, so
+open the files the manifest lists. Parts go up through
+:class:`storage.uploads.StagedWrite`: a write that fails (the caller's batches
+raising included) aborts the part in progress and deletes the parts it had
+finished, so nothing of it remains; what a killed process leaves (an upload in
+progress, finished parts) ``westflow storage gc`` removes. The catalogue is the set of manifests, so
 it lives in S3 itself and survives a restart of the server.
 
 After a new version is published, the parts of the version before the previous
