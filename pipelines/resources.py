@@ -26,7 +26,7 @@ from pydantic import Field
 from pipelines import metadata as md
 from pipelines.workload import declared_inputs, declared_project, declared_spec
 from ray_cluster.access import ClusterAccess
-from ray_cluster.dispatch import Dispatcher, entrypoint
+from ray_cluster.dispatch import Dispatcher, entrypoint, short_message
 from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
 from ray_cluster.live import DashboardReader, NodeView, capacity_and_totals, live_capacity
 from ray_cluster.reservations import JournalError, Reservations
@@ -261,7 +261,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             tail = dispatcher.logs(exc.outcome.job_id).splitlines()[-20:]
             meta: dict[str, Any] = {md.RAY_JOB_ID: exc.outcome.job_id,
                                     md.DASHBOARD: dg.MetadataValue.url(dispatcher.access.job_url(exc.outcome.job_id)),
-                                    md.FAILURE: exc.outcome.cause or exc.outcome.message[:300],
+                                    md.FAILURE: exc.outcome.cause or short_message(exc.outcome.message),
                                     md.JOB_LOG_TAIL: dg.MetadataValue.md("```\n" + "\n".join(tail) + "\n```")}
             if exc.lost:
                 meta[md.FAILOVERS] = md.failovers_markdown(exc.lost)

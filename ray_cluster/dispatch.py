@@ -30,12 +30,12 @@ from typing import Any
 from ray_cluster.access import ClusterAccess
 from ray_cluster.live import CapacityReader, DashboardReader
 from ray_cluster.retry import RetryPolicy, is_transient, retry_call
-from ray_cluster.shipping import Shipment, failure_line
+from ray_cluster.shipping import Shipment, failure_line, last_error_line
 from westflow.errors import ClusterError
 from westflow.placement import Placement
 
-__all__ = ["Dispatcher", "JobOutcome", "entrypoint", "JOB_DC", "JOB_SPEC", "JOB_SUBMISSION", "TERMINAL",
-           "SUCCEEDED", "is_transient_ray"]
+__all__ = ["Dispatcher", "JobOutcome", "entrypoint", "short_message", "JOB_DC", "JOB_SPEC", "JOB_SUBMISSION",
+           "TERMINAL", "SUCCEEDED", "is_transient_ray"]
 
 log = logging.getLogger("westflow.dispatch")
 
@@ -82,6 +82,12 @@ def entrypoint(python: str, module: str, args: Sequence[str], p: Placement) -> s
     """
     task = json.dumps(p.ray.task_options(), sort_keys=True)
     return shlex.join([python, "-m", module, *args, "--task-resources", task])
+
+
+def short_message(message: str) -> str:
+    """Ray's message without the log it appends (the log is read apart): one line."""
+    head = " ".join(message.split(", last available logs", 1)[0].split())
+    return (head[:300] + ("..." if len(head) > 300 else "")) or "no message from Ray"
 
 
 def _status(value: Any) -> str:
@@ -177,6 +183,8 @@ class Dispatcher:
         log_text = self.logs(outcome.job_id)
         cause = failure_line(error_type=outcome.error_type, message=outcome.message, log=log_text, where=where,
                              shipment=code, python=python)
+        if not cause and log_text.strip():  # the job's own error: its last error line, not the whole log
+            cause = f"{short_message(outcome.message)}; the job's last error at {where}: {last_error_line(log_text)}"
         return replace(outcome, cause=cause) if cause else outcome
 
     def wait(self, job_id: str, *, on_log: Callable[[str], None] | None = None,

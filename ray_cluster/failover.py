@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ray_cluster.dispatch import JobOutcome
+from ray_cluster.dispatch import JobOutcome, short_message
 from westflow.errors import ClusterError
 from westflow.placement import Placement
 
@@ -68,13 +68,7 @@ class JobFailed(ClusterError):
         why = f" after {len(lost)} failover(s)" if lost else ""
         cause = f"; {node_lost}, and no failover is left" if node_lost else ""
         super().__init__(f"Ray job {outcome.job_id} of {spec!r} at {data_center} ended {outcome.status}{why}"
-                         f"{cause}: {outcome.cause or _short(outcome.message)}")
-
-
-def _short(message: str) -> str:
-    """Ray's message without the log it appends (the log is read apart): one line."""
-    head = message.split(", last available logs", 1)[0].split("\n", 1)[0].strip()
-    return (head[:300] + ("..." if len(head) > 300 else "")) or "no message from Ray"
+                         f"{cause}: {outcome.cause or short_message(outcome.message)}")
 
 
 def run_with_failover(

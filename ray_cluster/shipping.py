@@ -33,7 +33,7 @@ from westflow.errors import CodeError, field_message
 
 __all__ = ["CodeConfig", "Shipment", "Installer", "INSTALLERS", "DEFAULT_EXCLUDES", "PROJECT_MARKERS",
            "DEFAULT_MAX_FILE_MB", "project_root", "project_requirements", "ship", "upload_limit_bytes",
-           "entry_module", "check_module", "failure_line", "requirements_file"]
+           "entry_module", "check_module", "failure_line", "requirements_file", "last_error_line"]
 
 Installer = Literal["pip", "uv"]
 INSTALLERS: tuple[Installer, ...] = ("pip", "uv")
@@ -303,7 +303,7 @@ def failure_line(*, error_type: str, message: str, log: str, where: str, shipmen
     if error_type == "RUNTIME_ENV_SETUP_FAILURE" or "runtime_env setup failed" in text.lower():
         m = _PIP_ERROR.search(text)
         reqs = ", ".join(shipment.requirements) if shipment and shipment.requirements else "none"
-        cause = m.group(1).strip() if m else _last_error_line(text)
+        cause = m.group(1).strip() if m else last_error_line(text)
         return (f"the step's code or requirements could not be set up at {where}: {cause} "
                 f"(requirements: {reqs}). To fix: correct the requirement, or make it installable from the "
                 "cluster's package index.")
@@ -320,7 +320,8 @@ def failure_line(*, error_type: str, message: str, log: str, where: str, shipmen
     return None
 
 
-def _last_error_line(text: str) -> str:
+def last_error_line(text: str) -> str:
+    """The last line of ``text`` that reads as an error (else its last line), at most 300 characters."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in reversed(lines):
         if "error" in ln.lower():

@@ -200,34 +200,35 @@ class LocalNetwork:
     def _temp_dir(self, *, create: bool = False) -> Path:
         """Ray's temp dir; short, because Ray's unix socket paths must fit 107 bytes.
 
-        Under the state dir when its path is short; else a private dir made by ``mkdtemp`` (a random
-        name, mode 0700: another local user cannot pre-create or read it), recorded as the symlink
+        Under the state dir when its path is short. Else ``r`` inside a private dir made by ``mkdtemp``
+        (a random name, mode 0700: another local user cannot pre-create it or enter it; Ray itself makes
+        its own temp dir 0777, so the privacy is the parent's), recorded as the symlink
         ``<state>/ray-session``. A recorded dir that is not private to this user is never used.
         """
         inside = self.state_dir / "ray-session"  # not "ray": a job's cwd must not shadow the package
         if len(str(inside)) <= 40:
             return inside
         if inside.is_symlink():
-            target = Path(os.readlink(inside))
-            if _private_dir(target) or not create:
-                return target
+            private = Path(os.readlink(inside))
+            if _private_dir(private) or not create:
+                return private / "r"
             inside.unlink()
         elif inside.exists() or not create:
             return inside
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        short = Path(tempfile.mkdtemp(prefix="wf-"))
-        inside.symlink_to(short)  # so the session logs are still found under the state dir
-        return short
+        private = Path(tempfile.mkdtemp(prefix="wf-"))
+        inside.symlink_to(private)  # so the session logs are still found under the state dir
+        return private / "r"
 
     def remove_session_dir(self) -> None:
         """Delete Ray's private temp dir of a stopped network (logs included) and its link in the state dir."""
         if self.is_up():
             raise ClusterError(f"The local network in {str(self.state_dir)!r} is running; stop it first.")
         inside = self.state_dir / "ray-session"
-        target = Path(os.readlink(inside)) if inside.is_symlink() else inside
-        if target != inside and _private_dir(target):
-            shutil.rmtree(target, ignore_errors=True)
         if inside.is_symlink():
+            private = Path(os.readlink(inside))
+            if _private_dir(private):
+                shutil.rmtree(private, ignore_errors=True)
             inside.unlink()
         elif inside.is_dir():
             shutil.rmtree(inside, ignore_errors=True)

@@ -146,16 +146,23 @@ def test_ray_temp_dir_is_private_and_not_predictable(tmp_path: Any) -> None:
     net = LocalNetwork(state, load_profile(load_network()))
     assert net._temp_dir() == state / "ray-session"  # nothing made before the network starts
     made = net._temp_dir(create=True)
+    private = made.parent
     try:
-        st = os.lstat(made)
+        st = os.lstat(private)
         assert stat.S_ISDIR(st.st_mode) and (st.st_mode & 0o777) == 0o700 and st.st_uid == os.getuid()
-        assert net._temp_dir() == made == Path(os.readlink(state / "ray-session"))
-        os.chmod(made, 0o777)  # someone opened it up (or pre-created it): never used again
+        assert private.name.startswith("wf-") and private == Path(os.readlink(state / "ray-session"))
+        made.mkdir(mode=0o777)  # Ray makes its own temp dir 0777: the private parent still guards it
+        os.chmod(made, 0o777)
+        assert net._temp_dir(create=True) == made and net._temp_dir() == made
+        os.chmod(private, 0o755)  # someone opened the parent up (or pre-created it): never used again
         again = net._temp_dir(create=True)
-        assert again != made and (os.lstat(again).st_mode & 0o777) == 0o700
-        os.rmdir(again)
+        assert again.parent != private and (os.lstat(again.parent).st_mode & 0o777) == 0o700
+        net.remove_session_dir()
+        assert not again.parent.exists() and not (state / "ray-session").exists()
     finally:
-        os.rmdir(made)
+        import shutil
+
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def test_request_pins_dc_and_rt_for_realtime() -> None:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from ray_cluster.dispatch import Dispatcher
+from ray_cluster.dispatch import Dispatcher, short_message
 from ray_cluster.live import DashboardReader, capacity_and_totals
 from ray_cluster.reservations import Reservations
 from ray_cluster.shipping import (
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
                                    python=args.python or "python")
     tail = dispatcher.logs(outcome.job_id).splitlines()[-15:]
     print(f"\nwestflow: Ray job {outcome.job_id} of {spec.name!r} at {p.data_center} ended {outcome.status}: "
-          f"{outcome.cause or outcome.message.split(', last available logs', 1)[0][:300]}", file=sys.stderr)
+          f"{outcome.cause or short_message(outcome.message)}", file=sys.stderr)
     if tail:
         print("its last lines:\n" + "\n".join(f"  {ln}" for ln in tail), file=sys.stderr)
     return EXIT_JOB_FAILED
