@@ -220,6 +220,11 @@ class LocalNetwork:
         inside.symlink_to(private)  # so the session logs are still found under the state dir
         return private / "r"
 
+    @property
+    def session_dir(self) -> Path:
+        """Ray's temp dir of this network (its ``session_*/logs``): see :meth:`_temp_dir`."""
+        return self._temp_dir()
+
     def remove_session_dir(self) -> None:
         """Delete Ray's private temp dir of a stopped network (logs included) and its link in the state dir."""
         if self.is_up():

@@ -60,7 +60,7 @@ def _assert_shipped(job_file: str, net: LocalNetwork, project: Path) -> None:
     """The job's module came through Ray: unpacked under the network's runtime resources, not read from the project."""
     path = Path(job_file).resolve()
     assert "runtime_resources" in path.parts, path
-    assert path.is_relative_to((net.state_dir / "ray-session").resolve()), path
+    assert path.is_relative_to(net.session_dir.resolve()), path
     assert not path.is_relative_to(project.resolve()), path
 
 

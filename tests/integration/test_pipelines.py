@@ -1,6 +1,7 @@
 """The Dagster pipelines end to end on the real local network (Ray nodes per DC + S3)."""
 
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -31,11 +32,17 @@ def _ray_says_ran_in(net: LocalNetwork, job_id: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(ray_network: LocalNetwork) -> dg.ExecuteInProcessResult:
+def pipeline_run(ray_network: LocalNetwork) -> Iterator[dg.ExecuteInProcessResult]:
     westflow = WestflowResource(state_dir=str(ray_network.state_dir), ray_address=ray_network.dashboard_url,
                                 ray_auth_token_path=str(ray_network.token_path))
-    # the persistent instance under the state dir: its event log storage is scanned for secrets below
-    return materialize_pipeline(westflow, rows=40_000, epochs=2, requests=300)
+    # a persistent (SQLite) instance under the state dir: its event log storage is scanned for secrets below
+    home = ray_network.state_dir / "dagster-pipelines"
+    home.mkdir(exist_ok=True)
+    instance = dg.DagsterInstance.local_temp(str(home))
+    try:
+        yield materialize_pipeline(westflow, rows=40_000, epochs=2, requests=300, instance=instance)
+    finally:
+        instance.dispose()
 
 
 def _holds(path: Path, needles: dict[str, bytes]) -> list[str]:
@@ -63,7 +70,7 @@ def test_the_ray_token_and_the_s3_secret_leak_nowhere(pipeline_run: dg.ExecuteIn
     for home in homes:
         assert home.stat().st_mode & 0o077 == 0, home
     found: list[str] = []
-    session = (state / "ray-session").resolve()
+    session = ray_network.session_dir.resolve()
     scanned = 0
     for root in {state, session}:
         for d, _, files in os.walk(root):
@@ -73,7 +80,7 @@ def test_the_ray_token_and_the_s3_secret_leak_nowhere(pipeline_run: dg.ExecuteIn
                     continue
                 scanned += 1
                 found += [f"{what} in {p}" for what in _holds(p, needles)]
-    assert any((state / "dagster").rglob("*.db")), "the Dagster instance's storage was not scanned"
+    assert any((state / "dagster-pipelines").rglob("*.db")), "the Dagster instance's storage was not scanned"
     client = ray_network.job_client()
     ours = [j for j in client.list_jobs() if (j.metadata or {}).get("westflow.dagster_run_id") == pipeline_run.run_id]
     assert len(ours) == 4  # the logs of jobs on nodes other tests restarted are files in the session dir above

@@ -209,7 +209,7 @@ def test_no_token_or_key_in_logs_job_env_or_repo(ray_driver: LocalNetwork, token
             texts[f"metrics :{node['MetricsExportPort']}"] = _http(url)[1]
     leaks = [f"{what} in {where}" for where, t in texts.items() for what, n in needles.items() if n in t]
 
-    session = (net.state_dir / "ray-session").resolve()
+    session = net.session_dir.resolve()
     assert any(session.glob("session_*/logs/*.out")), f"no Ray logs found under {session}"
     state_files = [*_files(net.state_dir / "logs"), *_files(session), net.state_dir / "s3" / "weed.log"]
     leaks += _leaks(iter(state_files), needles)
