@@ -136,14 +136,15 @@ def rss_bytes(pids: list[int]) -> int:
 
 
 def kill_members(pgids: list[int], marker: Marker, *, files_under: Path | None = None,
-                 grace_s: float = 8.0) -> None:
-    """SIGTERM our processes of every group, wait up to ``grace_s``, then SIGKILL what is left.
+                 grace_s: float = 8.0, sig: signal.Signals = signal.SIGTERM) -> None:
+    """Send ``sig`` (SIGTERM by default) to our processes of every group, wait up to ``grace_s``, then SIGKILL
+    what is left; ``sig=SIGKILL`` kills at once, with no chance to clean up (a node crash).
 
     Only processes that carry ``marker`` are signalled, one by one (never ``killpg``):
     a recorded group id that now names someone else's group is left alone.
     """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+    for step in dict.fromkeys((sig, signal.SIGKILL)):
+        deadline = time.monotonic() + (grace_s if step != signal.SIGKILL else 5.0)
         signalled: set[int] = set()
         while time.monotonic() < deadline:
             left = [pid for g in pgids for pid in members(g, marker, files_under=files_under)]
@@ -152,7 +153,7 @@ def kill_members(pgids: list[int], marker: Marker, *, files_under: Path | None =
             for pid in left:
                 if pid not in signalled:  # also catches workers spawned meanwhile
                     try:
-                        os.kill(pid, sig)
+                        os.kill(pid, step)
                     except (ProcessLookupError, PermissionError):
                         pass
                     signalled.add(pid)

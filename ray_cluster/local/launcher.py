@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -257,12 +258,12 @@ class LocalNetwork:
             return []
         return [p for g in self.recorded().values() for p in procs.members(g, marker, files_under=self._temp_dir())]
 
-    def _kill(self, pgids: list[int]) -> None:
+    def _kill(self, pgids: list[int], sig: signal.Signals = signal.SIGTERM) -> None:
         """Signal the processes of ``pgids`` that are provably this network's (none if it has no id):
         they carry its id, or write their logs under its Ray session dir."""
         marker = self._marker()
         if marker is not None and pgids:
-            procs.kill_members(pgids, marker, files_under=self._temp_dir())
+            procs.kill_members(pgids, marker, files_under=self._temp_dir(), sig=sig)
 
     def rss_bytes(self) -> int:
         """Resident memory of every process of the network (sum over processes)."""
@@ -365,12 +366,16 @@ class LocalNetwork:
         raise ClusterError(f"Ray nodes of {sorted(want - have)} did not join within {timeout_s:g} s; "
                            f"see logs in {self.state_dir / 'logs'}.")
 
-    def stop_node(self, dc: str) -> None:
-        """Stop one DC's node (its process group), as if the site went dark."""
+    def stop_node(self, dc: str, *, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop one DC's node (its process group), as if the site went dark.
+
+        ``sig``: SIGTERM (default; what is left after a grace period is killed) or SIGKILL (at once: a crash,
+        no process of the node gets to clean up or tell the GCS).
+        """
         group = self.recorded().get(dc)
         if group is None:
             raise ClusterError(f"No running node recorded for DC {dc!r}; running: {sorted(self.recorded())}.")
-        self._kill([group])
+        self._kill([group], sig)
 
     def down(self) -> list[str]:
         """Stop exactly the nodes ``up`` recorded (workers first); return their DCs."""
