@@ -21,8 +21,10 @@ from westflow.inventory import (
     Family,
     Network,
     PolicyWeights,
+    RayCluster,
     Region,
     Tier,
+    TokenSource,
     Transfer,
 )
 from westflow.latency import floor_ms, great_circle_km, modelled_ms
@@ -90,10 +92,18 @@ class _Transfer(_Strict):
     cost_cny_per_gb: float = Field(ge=0)
 
 
+class _Token(_Strict):
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = Field(default=None, min_length=1)
+    secret: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    key: str = Field(default="auth_token", pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class _RayCluster(_Strict):
     name: str = Field(pattern=_ID)
     description: str = ""
-    address: str | None = None
+    dashboard_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(:\d+)?/?$")
+    token: _Token | None = None
 
 
 class _Defaults(_Strict):
@@ -192,6 +202,11 @@ def build_network(
     _unique(nf.ray_clusters, lambda c: c.name, f, "ray_clusters")
     _unique(tf.tiers, lambda t: t.name, files[1], "tiers")
     clusters = {c.name for c in nf.ray_clusters}
+    for i, c in enumerate(nf.ray_clusters):
+        given = [k for k in ("env", "file", "secret") if c.token is not None and getattr(c.token, k)]
+        if c.token is not None and len(given) != 1:
+            raise ConfigError(f, f"ray_clusters.{i}.token", given or "{}", "exactly one of env, file, secret",
+                              fix="name where the token comes from, never the token itself.")
     dc_ids = [d.id for d in nf.data_centers]
     city_ids = [c.id for c in nf.cities]
     if "batch" not in {t.name for t in tf.tiers} or "realtime" not in {t.name for t in tf.tiers}:
@@ -258,6 +273,9 @@ def build_network(
         transfer=transfer,
         weights=PolicyWeights(fill_bonus=pf.fill_bonus, hour_value_cny=pf.hour_value_cny),
         source=f,
+        clusters=tuple(RayCluster(c.name, c.description, c.dashboard_url.rstrip("/") if c.dashboard_url else None,
+                                  TokenSource(c.token.env, c.token.file, c.token.secret, c.token.key)
+                                  if c.token else None) for c in nf.ray_clusters),
     )
 
 

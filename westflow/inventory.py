@@ -6,7 +6,7 @@ downstream reads a raw dict.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "Transfer",
     "PolicyWeights",
     "Network",
+    "TokenSource",
+    "RayCluster",
     "REALTIME",
     "BATCH",
 ]
@@ -78,6 +80,38 @@ class DataCenter:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSource:
+    """Where a Ray cluster's auth token comes from, never the token itself: exactly one of an environment
+    variable, a file, or a Kubernetes Secret (``secret``/``key``, for the rendered manifests)."""
+
+    env: str | None = None
+    file: str | None = None
+    secret: str | None = None
+    key: str = "auth_token"
+
+    def describe(self) -> str:
+        if self.env:
+            return f"${self.env}"
+        if self.file:
+            return f"file {self.file}"
+        return f"Secret {self.secret}/{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class RayCluster:
+    """One independent Ray cluster (its own head, GCS, Jobs API and token) and how to reach it.
+
+    ``dashboard_url`` is its dashboard / Jobs API (``http(s)://host:port``); None means westflow has no
+    way to reach it in this deployment (its DCs get no live capacity).
+    """
+
+    name: str
+    description: str = ""
+    dashboard_url: str | None = None
+    token: TokenSource | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class City:
     id: str
     name: str
@@ -121,6 +155,7 @@ class Network:
     transfer: dict[tuple[Region, Region], Transfer]
     weights: PolicyWeights = field(default_factory=PolicyWeights)
     source: str = ""
+    clusters: tuple[RayCluster, ...] = ()
 
     def __hash__(self) -> int:
         return id(self)
@@ -154,6 +189,22 @@ class Network:
         return tuple(
             c.id for c in self.cities if bound is None or self.rtt_ms[(dc_id, c.id)] <= bound
         )
+
+    def cluster(self, name: str) -> RayCluster:
+        """The Ray cluster ``name`` (one without access details if the inventory does not list it)."""
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        return RayCluster(name)
+
+    def regrouped(self, groups: dict[str, str], clusters: tuple[RayCluster, ...]) -> Network:
+        """This network with DC ``d`` in Ray cluster ``groups[d]`` (others keep theirs) and ``clusters``
+        (by name) replacing the inventory's: how a deployment (the local federation) maps onto the inventory."""
+        by_name = {c.name: c for c in (*self.clusters, *clusters)}
+        dcs = tuple(replace(d, ray_cluster=groups.get(d.id, d.ray_cluster)) for d in self.data_centers)
+        used = dict.fromkeys(d.ray_cluster for d in dcs)
+        return replace(self, data_centers=dcs, clusters=tuple(by_name[n] if n in by_name else RayCluster(n)
+                                                               for n in used))
 
     def ray_clusters(self) -> dict[str, tuple[DataCenter, ...]]:
         out: dict[str, list[DataCenter]] = {}
