@@ -202,9 +202,9 @@ def build_network(
     _unique(nf.ray_clusters, lambda c: c.name, f, "ray_clusters")
     _unique(tf.tiers, lambda t: t.name, files[1], "tiers")
     clusters = {c.name for c in nf.ray_clusters}
-    for i, c in enumerate(nf.ray_clusters):
-        given = [k for k in ("env", "file", "secret") if c.token is not None and getattr(c.token, k)]
-        if c.token is not None and len(given) != 1:
+    for i, rc in enumerate(nf.ray_clusters):
+        given = [k for k in ("env", "file", "secret") if rc.token is not None and getattr(rc.token, k)]
+        if rc.token is not None and len(given) != 1:
             raise ConfigError(f, f"ray_clusters.{i}.token", given or "{}", "exactly one of env, file, secret",
                               fix="name where the token comes from, never the token itself.")
     dc_ids = [d.id for d in nf.data_centers]
@@ -273,9 +273,9 @@ def build_network(
         transfer=transfer,
         weights=PolicyWeights(fill_bonus=pf.fill_bonus, hour_value_cny=pf.hour_value_cny),
         source=f,
-        clusters=tuple(RayCluster(c.name, c.description, c.dashboard_url.rstrip("/") if c.dashboard_url else None,
-                                  TokenSource(c.token.env, c.token.file, c.token.secret, c.token.key)
-                                  if c.token else None) for c in nf.ray_clusters),
+        clusters=tuple(RayCluster(rc.name, rc.description, rc.dashboard_url.rstrip("/") if rc.dashboard_url else None,
+                                  TokenSource(rc.token.env, rc.token.file, rc.token.secret, rc.token.key)
+                                  if rc.token else None) for rc in nf.ray_clusters),
     )
 
 
