@@ -17,7 +17,8 @@ from westflow.text import rejections_markdown, why
 
 __all__ = [
     "DATA_CENTER", "RAN_IN", "REGION", "RAY_CLUSTER", "TIER", "ORIGIN", "RTT_MS", "ACCELERATOR", "ENERGY_KWH",
-    "COST_CNY", "TRANSFER_HOURS", "POLICY", "RAY_JOB_ID", "DASHBOARD", "WHY", "REJECTED", "FAILOVERS",
+    "COST_CNY", "TRANSFER_HOURS", "POLICY", "RAY_JOB_ID", "DASHBOARD", "CLUSTER_DASHBOARD", "WHY", "REJECTED",
+    "FAILOVERS",
     "FAILOVER_FROM", "FAILOVER_TO", "FAILOVER_REASON", "SPEC", "INPUTS", "PROJECT", "CODE", "FAILURE",
     "JOB_LOG_TAIL", "PLACEMENT_KEYS",
     "placement_metadata", "failover_metadata", "failovers_markdown", "value",
@@ -37,11 +38,12 @@ COST_CNY = "westflow/cost_cny"
 TRANSFER_HOURS = "westflow/transfer_hours"
 POLICY = "westflow/policy"
 RAY_JOB_ID = "westflow/ray_job_id"
-DASHBOARD = "westflow/dashboard"
+DASHBOARD = "westflow/dashboard"  # the Ray job's page in its cluster's dashboard
+CLUSTER_DASHBOARD = "westflow/cluster_dashboard"  # the dashboard of the Ray cluster that ran it
 WHY = "westflow/why"
 REJECTED = "westflow/rejected"  # also on the failure of a step no DC can take
 PLACEMENT_KEYS = (DATA_CENTER, RAN_IN, REGION, RAY_CLUSTER, TIER, ORIGIN, RTT_MS, ACCELERATOR, ENERGY_KWH, COST_CNY,
-                  TRANSFER_HOURS, POLICY, RAY_JOB_ID, DASHBOARD, WHY, REJECTED)
+                  TRANSFER_HOURS, POLICY, RAY_JOB_ID, DASHBOARD, CLUSTER_DASHBOARD, WHY, REJECTED)
 # after a data center was lost
 FAILOVERS = "westflow/failovers"  # on the materialisation
 FAILOVER_FROM, FAILOVER_TO, FAILOVER_REASON = (  # on an AssetObservation per failover
@@ -56,7 +58,8 @@ FAILURE = "westflow/failure"  # the one-line cause of a failed step
 JOB_LOG_TAIL = "westflow/job_log_tail"  # the last lines of the failed job's log
 
 
-def placement_metadata(p: Placement, *, job_id: str, job_url: str, ran_in: str) -> dict[str, Any]:
+def placement_metadata(p: Placement, *, job_id: str, job_url: str, ran_in: str, cluster_url: str = "",
+                       ) -> dict[str, Any]:
     """What every materialisation records about where and why it ran."""
     return {
         DATA_CENTER: p.data_center,
@@ -73,6 +76,7 @@ def placement_metadata(p: Placement, *, job_id: str, job_url: str, ran_in: str) 
         POLICY: p.policy,
         RAY_JOB_ID: job_id,
         DASHBOARD: dg.MetadataValue.url(job_url),
+        CLUSTER_DASHBOARD: dg.MetadataValue.url(cluster_url or job_url.split("/#/")[0]),
         WHY: why(p),
         REJECTED: dg.MetadataValue.md(rejections_markdown(p)),
     }

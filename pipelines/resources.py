@@ -1,12 +1,14 @@
 """The westflow resource: place a step, run it as a Ray Job through Dagster Pipes.
 
-Thin: it composes the Ray side. Cluster access is a
-:class:`~ray_cluster.access.ClusterAccess` (the resource's ``ray_address`` and
-token, else the environment); placement is ``westflow.placement`` on live
-capacity, reserved in the host's journal (:mod:`ray_cluster.reservations`:
-steps run in separate processes and the dashboard's usage lags); submitting,
-waiting, stopping and the node-loss verdict are a
-:class:`~ray_cluster.dispatch.Dispatcher`; failover is
+Thin: it composes the Ray side. The Ray clusters are a
+:class:`~ray_cluster.federation.Federation` (:meth:`WestflowResource.federation`:
+the resource's ``ray_address`` and token, else ``$WESTFLOW_RAY_ADDRESS``, else
+the local clusters ``westflow up`` recorded, or with ``clusters="inventory"``
+every cluster of configs/network.yaml); placement is ``westflow.placement`` on
+the live capacity of all clusters, read concurrently, reserved in the host's
+journal (:mod:`ray_cluster.reservations`: steps run in separate processes and
+the dashboard's usage lags); submitting, waiting, stopping and the node-loss
+verdict are the placed cluster's :class:`~ray_cluster.dispatch.Dispatcher`; failover is
 :func:`~ray_cluster.failover.run_with_failover`. What is Dagster's stays here:
 the Pipes session (context in, messages and logs back from the job's log), the
 log lines, the metadata (:mod:`pipelines.metadata`), and stopping the Ray job
@@ -25,10 +27,11 @@ from pydantic import Field
 
 from pipelines import metadata as md
 from pipelines.workload import declared_inputs, declared_project, declared_spec
-from ray_cluster.access import ClusterAccess
-from ray_cluster.dispatch import Dispatcher, entrypoint, short_message
+from ray_cluster.access import ADDRESS_ENV, RAY_ADDRESS_ENV, ClusterAccess
+from ray_cluster.dispatch import LOST, ClusterLost, Dispatcher, JobOutcome, entrypoint, short_message
 from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
-from ray_cluster.live import DashboardReader, NodeView, capacity_and_totals, live_capacity
+from ray_cluster.federation import DEFAULT_TIMEOUT_S, Federation
+from ray_cluster.live import NodeView
 from ray_cluster.reservations import JournalError, Reservations
 from ray_cluster.retry import RetryPolicy
 from ray_cluster.shipping import DEFAULT_MAX_FILE_MB, CodeConfig, Shipment, check_module, ship
@@ -70,32 +73,58 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
     max_failovers: int = Field(default=2, ge=0, description="re-placements after a data center is lost")
     submit_attempts: int = Field(default=4, ge=1, description="tries of a refused Ray Job submission")
     poll_interval_s: float = Field(default=0.5, gt=0)
+    clusters: str = Field(default="auto", description="auto: ray_address, else $WESTFLOW_RAY_ADDRESS, else the "
+                          "local clusters `westflow up` recorded; inventory: every cluster of network.yaml")
+    cluster_timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, description="bound on each cluster's "
+                                     "live capacity read; a cluster slower than this is unreachable for placement")
+    cluster_lost_after_s: float = Field(default=20.0, gt=0, description="how long a cluster's Jobs API must stay "
+                                        "unreachable while it runs a step before the step moves to another cluster")
 
     # -- the systems it composes ----------------------------------------------
     def access(self) -> ClusterAccess:
+        """One cluster's access, from the resource's fields or the environment (the single-cluster case)."""
         return ClusterAccess.resolve(dashboard_url=self.ray_address, token=self.ray_auth_token,
                                      token_path=self.ray_auth_token_path)
 
-    def dispatcher(self, log_fn: Any = None) -> Dispatcher:
-        return Dispatcher(self.access(), retry=RetryPolicy(attempts=self.submit_attempts),
-                          poll_interval_s=self.poll_interval_s, log_fn=log_fn)
+    def federation(self, log_fn: Any = None) -> Federation:
+        """The Ray clusters steps go to (see the module doc), with this resource's dispatcher settings."""
+        import os
 
-    def network(self) -> Network:
-        return load_network(self.config_dir)
+        def make(access: ClusterAccess) -> Dispatcher:
+            return Dispatcher(access, retry=RetryPolicy(attempts=self.submit_attempts),
+                              poll_interval_s=self.poll_interval_s, log_fn=log_fn,
+                              lost_after_s=self.cluster_lost_after_s)
 
-    def reader(self) -> DashboardReader:
-        access = self.access()
-        return DashboardReader(access.dashboard_url, access.token)
+        kw: dict[str, Any] = {"timeout_s": self.cluster_timeout_s, "make_dispatcher": make}
+        if self.clusters not in ("auto", "inventory"):
+            raise WestflowError(f"Invalid WestflowResource.clusters {self.clusters!r}; must be auto or inventory.")
+        if self.clusters == "inventory":
+            return Federation.of_network(load_network(self.config_dir), **kw)
+        explicit = self.ray_address or self.ray_auth_token or self.ray_auth_token_path
+        if not explicit and not (os.environ.get(ADDRESS_ENV) or os.environ.get(RAY_ADDRESS_ENV)):
+            local = Federation.local(self._state(), **kw)
+            if local is not None:
+                return local
+        return Federation.single(self.access(), **kw)
+
+    def dispatcher(self, log_fn: Any = None, cluster: str | None = None) -> Dispatcher:
+        """The dispatcher of ``cluster`` (default: the only or first cluster)."""
+        fed = self.federation(log_fn)
+        return fed.dispatcher(cluster or fed.names[0])
+
+    def network(self, federation: Federation | None = None) -> Network:
+        """The inventory with each DC in the Ray cluster that runs it here."""
+        return (federation or self.federation()).grouped(load_network(self.config_dir))
 
     def nodes(self) -> list[NodeView]:
-        return self.reader().nodes()
+        """Every reachable cluster's Ray nodes."""
+        return [n for r in self.federation().read().values() for n in r.nodes]
 
-    def capacity(self, network: Network) -> dict[str, DCCapacity]:
-        return live_capacity(network, self.reader())
-
-    def capacity_and_totals(self, network: Network) -> tuple[dict[str, DCCapacity], dict[str, DCCapacity]]:
-        """What is free per live DC, and what each would have free if empty (one read of the nodes)."""
-        return capacity_and_totals(network, self.reader())
+    def capacity_and_totals(self, network: Network, federation: Federation | None = None,
+                            ) -> tuple[dict[str, DCCapacity], dict[str, DCCapacity]]:
+        """What is free per DC, and what each would have free if empty (one concurrent read of every cluster;
+        a DC of an unreachable cluster is out, with its reason)."""
+        return (federation or self.federation()).capacity_and_totals(network)
 
     def _state(self) -> Path:
         return Path(self.state_dir).resolve()
@@ -121,12 +150,12 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         return spec.copy(inputs=tuple(refs))
 
     def place(self, context: dg.AssetExecutionContext, spec: WorkloadSpec, network: Network,
-              *, exclude: Set[str] = frozenset()) -> tuple[str, Placement]:
+              *, exclude: Set[str] = frozenset(), federation: Federation | None = None) -> tuple[str, Placement]:
         """Place on live capacity (less the DCs in ``exclude``) and reserve it: ``(ticket, placement)``.
 
         An impossible spec fails the step with every DC's reason and reserves nothing.
         """
-        live, totals = self.capacity_and_totals(network)
+        live, totals = self.capacity_and_totals(network, federation)
         caps = {dc: c for dc, c in live.items() if dc not in exclude}
         policy = get_policy(self.policy)
         journal = self.reservations()
@@ -201,10 +230,14 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             env = {**self.job_env(p), **session.get_bootstrap_env_vars()}
             job_id = dispatcher.submit(p, self._entrypoint(module, args, p), env=env, submission_id=sid,
                                        metadata={JOB_DAGSTER_RUN: context.run_id}, code=code)
-            context.log.info(f"westflow: Ray job {job_id} submitted to {access.dashboard_url}")
+            context.log.info(f"westflow: Ray job {job_id} submitted to Ray cluster {p.ray_cluster} "
+                             f"({access.dashboard_url})")
             session.report_launched({"extras": {"ray_job_id": job_id, "ray_address": access.dashboard_url}})
             try:
                 outcome = dispatcher.wait(job_id)
+            except ClusterLost as exc:  # the whole cluster is gone: nothing there to stop; the caller fails over
+                context.log.warning(f"westflow: {exc}")
+                outcome = JobOutcome(job_id, LOST, str(exc))
             except BaseException as exc:  # interrupted, or the job could not be followed: none of ours runs on
                 why = "run interrupted" if isinstance(exc, dg.DagsterExecutionInterruptedError) else (
                     f"lost track of the job ({type(exc).__name__}: {str(exc)[:200]})")
@@ -214,7 +247,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         report: dict[str, Any] = {}
         if outcome.succeeded:
             report = dict(dg.PipesClientCompletedInvocation(session).get_materialize_result().metadata or {})
-        else:
+        elif outcome.status != LOST:
             outcome = dispatcher.explained(outcome, where=f"{p.data_center} ({access.dashboard_url})", code=code,
                                            python=self.python)
         return Attempt(p, outcome, report)
@@ -243,23 +276,31 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             raise dg.Failure(description=f"westflow cannot ship {spec.name!r}: {exc}",
                              metadata={md.FAILURE: str(exc)}, allow_retries=False) from exc
         context.log.info(f"westflow: shipping {code.describe()}")
-        dispatcher = self.dispatcher(log_fn=context.log.warning)
+        fed = self.federation(log_fn=context.log.warning)
+        network = fed.grouped(network)
 
         def on_failover(lost: Lost, to: Placement) -> None:
             context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=md.failover_metadata(lost, to)))
-            context.log.warning(f"westflow: failover of {spec.name}: {lost.data_center} -> {to.data_center}: "
-                                f"{lost.reason}")
+            context.log.warning(f"westflow: failover of {spec.name}: {lost.data_center} -> {to.data_center} "
+                                f"(Ray cluster {to.ray_cluster}): {lost.reason}")
+
+        def verdict(a: Attempt[dict[str, Any]]) -> str | None:
+            if a.outcome.status == LOST:
+                return f"Ray cluster {a.placement.ray_cluster} lost during the step ({a.outcome.message[:240]})"
+            return fed.dispatcher(a.placement.ray_cluster).node_loss_verdict(a.job_id, a.placement.data_center)
 
         try:
             done = run_with_failover(
-                place=lambda exclude: self.place(context, spec, network, exclude=exclude),
+                place=lambda exclude: self.place(context, spec, network, exclude=exclude, federation=fed),
                 release=lambda ticket: self.release(context, ticket),
-                run=lambda p, n: self.launch(context, dispatcher, module, args, p, n, code),
-                verdict=lambda a: dispatcher.node_loss_verdict(a.job_id, a.placement.data_center),
-                max_failovers=self.max_failovers, on_failover=on_failover)
+                run=lambda p, n: self.launch(context, fed.dispatcher(p.ray_cluster), module, args, p, n, code),
+                verdict=verdict, max_failovers=self.max_failovers, on_failover=on_failover)
         except JobFailed as exc:
-            tail = dispatcher.logs(exc.outcome.job_id).splitlines()[-20:]
+            dispatcher = fed.dispatcher(network.dc(exc.data_center).ray_cluster)
+            lost_cluster = exc.outcome.status == LOST
+            tail = [] if lost_cluster else dispatcher.logs(exc.outcome.job_id).splitlines()[-20:]
             meta: dict[str, Any] = {md.RAY_JOB_ID: exc.outcome.job_id,
+                                    md.RAY_CLUSTER: network.dc(exc.data_center).ray_cluster,
                                     md.DASHBOARD: dg.MetadataValue.url(dispatcher.access.job_url(exc.outcome.job_id)),
                                     md.FAILURE: exc.outcome.cause or short_message(exc.outcome.message),
                                     md.JOB_LOG_TAIL: dg.MetadataValue.md("```\n" + "\n".join(tail) + "\n```")}
@@ -267,6 +308,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 meta[md.FAILOVERS] = md.failovers_markdown(exc.lost)
             raise dg.Failure(description=str(exc), metadata=meta) from exc
         a = done.attempt
+        dispatcher = fed.dispatcher(a.placement.ray_cluster)
         try:  # bookkeeping after the job succeeded never fails the step
             ran_in = dispatcher.ran_in(a.job_id)
         except (WestflowError, RuntimeError, OSError) as exc:
@@ -274,6 +316,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             context.log.warning(f"westflow: could not read where Ray job {a.job_id} ran: {exc}")
         meta = {**a.result, **md.placement_metadata(a.placement, job_id=a.job_id,
                                                     job_url=dispatcher.access.job_url(a.job_id),
+                                                    cluster_url=dispatcher.access.dashboard_url,
                                                     ran_in=ran_in),
                 md.CODE: code.describe()}
         if done.lost:

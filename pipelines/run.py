@@ -31,6 +31,7 @@ class StepReport:
     cost_cny: float
     job_id: str
     why: str
+    cluster: str = ""  # the Ray cluster that ran it
 
 
 def dagster_instance(state_dir: Path) -> dg.DagsterInstance:
@@ -64,7 +65,8 @@ def step_reports(result: dg.ExecuteInProcessResult) -> list[StepReport]:
             tier=str(md.value(meta, md.TIER)),
             rtt_ms=f"{rtt:.1f} ms to {md.value(meta, md.ORIGIN)}" if isinstance(rtt, float) else str(rtt),
             accelerator=str(md.value(meta, md.ACCELERATOR)), cost_cny=float(md.value(meta, md.COST_CNY)),
-            job_id=str(md.value(meta, md.RAY_JOB_ID)), why=str(md.value(meta, md.WHY))))
+            job_id=str(md.value(meta, md.RAY_JOB_ID)), why=str(md.value(meta, md.WHY)),
+            cluster=str(md.value(meta, md.RAY_CLUSTER))))
     return out
 
 

@@ -34,20 +34,31 @@ from ray_cluster.shipping import Shipment, failure_line, last_error_line
 from westflow.errors import ClusterError
 from westflow.placement import Placement
 
-__all__ = ["Dispatcher", "JobOutcome", "entrypoint", "short_message", "JOB_DC", "JOB_SPEC", "JOB_SUBMISSION",
-           "TERMINAL", "SUCCEEDED", "is_transient_ray"]
+__all__ = ["Dispatcher", "JobOutcome", "ClusterLost", "entrypoint", "short_message", "JOB_DC", "JOB_SPEC",
+           "JOB_SUBMISSION", "TERMINAL", "SUCCEEDED", "LOST", "is_transient_ray"]
 
 log = logging.getLogger("westflow.dispatch")
 
 # Ray job metadata keys westflow writes (the dashboard shows them; tests and `westflow status` read them).
 JOB_DC, JOB_SPEC, JOB_SUBMISSION = "westflow.dc", "westflow.spec", "westflow.submission_id"
 SUCCEEDED = "SUCCEEDED"
+LOST = "LOST"  # not Ray's: the job's whole cluster stopped answering while westflow followed it
 TERMINAL = frozenset({SUCCEEDED, "FAILED", "STOPPED"})
 # Ray's own verdict that a job died with its node (JobErrorType / the supervisor's message).
 _NODE_DIED_TYPES = frozenset({"JOB_SUPERVISOR_ACTOR_DIED"})
 _NODE_DIED_TEXT = "node has died"
 REATTACH = RetryPolicy(attempts=8, base_s=0.5, max_s=10.0)  # ~35 s of a silent Jobs API before giving up
 CONFIRM = RetryPolicy(attempts=6, base_s=0.5, max_s=2.0, jitter=0)  # node-loss reads: ~7 s window
+
+
+class ClusterLost(ClusterError):
+    """The Jobs API of the cluster running a job stopped answering for the whole confirmation window."""
+
+    def __init__(self, dashboard_url: str, job_id: str, waited_s: float, cause: BaseException) -> None:
+        self.dashboard_url, self.job_id, self.waited_s = dashboard_url, job_id, waited_s
+        super().__init__(f"Ray cluster at {dashboard_url} lost: its Jobs API did not answer for {waited_s:.0f} s "
+                         f"while following job {job_id} (last error: {type(cause).__name__}: "
+                         f"{' '.join(str(cause).split())[:160]})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +111,12 @@ class Dispatcher:
     def __init__(self, access: ClusterAccess, *, retry: RetryPolicy | None = None,
                  reattach: RetryPolicy = REATTACH, confirm: RetryPolicy = CONFIRM, confirm_reads: int = 2,
                  poll_interval_s: float = 0.5, log_fn: Callable[[str], None] | None = None, client: Any = None,
-                 reader: CapacityReader | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 reader: CapacityReader | None = None, sleep: Callable[[float], None] = time.sleep,
+                 lost_after_s: float | None = None) -> None:
         self.access = access
         self.retry = retry or RetryPolicy()
-        self.reattach = reattach
+        # A Jobs API that does not answer for this whole window while a job is followed: the cluster is lost.
+        self.reattach = RetryPolicy.spanning(lost_after_s) if lost_after_s is not None else reattach
         self.confirm, self.confirm_reads = confirm, confirm_reads
         self._reader = reader
         self.poll_interval_s = poll_interval_s
@@ -192,15 +205,21 @@ class Dispatcher:
         """Follow ``job_id`` until it ends; ``on_log`` gets each line of its driver's output as it comes.
 
         A fault of the Jobs API while waiting re-attaches to the same job (bounded by ``reattach``);
-        it never submits again.
+        it never submits again. A Jobs API that gives no answer for that whole window raises
+        :class:`ClusterLost` (the cluster is gone: its head, or the way to it).
         """
         tail = _LogTail(self.client(), job_id, on_log) if on_log else None
         try:
             while True:
-                status = _status(self._call(lambda: self.client().get_job_status(job_id),
-                                            what=f"following Ray job {job_id}", policy=self.reattach))
-                if status in TERMINAL:
-                    return self.outcome(job_id)
+                try:
+                    status = _status(self._call(lambda: self.client().get_job_status(job_id),
+                                                what=f"following Ray job {job_id}", policy=self.reattach))
+                    if status in TERMINAL:
+                        return self.outcome(job_id)
+                except Exception as exc:
+                    if is_transient_ray(exc):
+                        raise ClusterLost(self.access.dashboard_url, job_id, self.reattach.total_s(), exc) from exc
+                    raise
                 self._sleep(self.poll_interval_s)
         finally:
             if tail:

@@ -73,6 +73,20 @@ class RetryPolicy:
         if self.base_s < 0 or self.max_s < 0 or self.factor < 1:
             raise ValueError("Invalid backoff: base_s and max_s must be >= 0 and factor >= 1.")
 
+    @classmethod
+    def spanning(cls, seconds: float, *, base_s: float = 0.5, max_s: float = 4.0) -> RetryPolicy:
+        """The fewest attempts whose backoff (without jitter) waits at least ``seconds`` in all."""
+        policy = cls(attempts=1, base_s=base_s, max_s=max_s, jitter=0.0)
+        waited, n = 0.0, 1
+        while waited < seconds:
+            waited += policy.delay(n)
+            n += 1
+        return cls(attempts=n, base_s=base_s, max_s=max_s, jitter=0.0)
+
+    def total_s(self) -> float:
+        """How long all the retries wait, without jitter."""
+        return sum(self.delay(n) for n in range(1, self.attempts))
+
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (1-based)."""
         d = min(self.max_s, self.base_s * self.factor ** (retry - 1))

@@ -85,6 +85,7 @@ class DCCapacity:
     free_memory_gb: float
     utilisation: float
     alive: bool = True
+    why: str = ""  # why a DC that is not alive is out (e.g. "cluster unreachable: west: ..."); "" = no live node
 
     def resources(self) -> Resources:
         """What is free, as an amount (e.g. a DC's totals, read as the snapshot of it empty)."""

@@ -1,4 +1,5 @@
-"""CLI support for ``westflow up``, ``down`` and ``status``: the LocalNetwork the flags describe."""
+"""CLI support for ``westflow up``, ``down`` and ``status``: the local federation the flags describe, and the
+clusters every other command dispatches to."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import os
 from pathlib import Path
 
 from ray_cluster.access import ADDRESS_ENV, RAY_ADDRESS_ENV, ClusterAccess
-from ray_cluster.local import LocalNetwork, NetworkStatus, load_profile
+from ray_cluster.federation import Federation
+from ray_cluster.local import FederationStatus, LocalFederation, NetworkStatus, load_profile
 from westflow.capacity import DCUsage, Resources, UtilisationRow, utilisation_report
 from westflow.config import CONFIG_DIR, load_network
 from westflow.errors import ClusterError
 from westflow.inventory import Network
 from westflow.text import table
 
-__all__ = ["add_args", "cluster_access", "default_state_dir", "STATE_DIR_ENV", "network_of",
+__all__ = ["add_args", "cluster_access", "federation_of", "default_state_dir", "STATE_DIR_ENV", "network_of",
            "status_text", "utilisation_of", "s3_line", "reservations_text"]
 
 
@@ -51,11 +53,22 @@ def cluster_access(state_dir: str | Path) -> ClusterAccess:
     return ClusterAccess.resolve(dashboard_url=url, token_path=state / TOKEN_FILE)
 
 
-def network_of(args: argparse.Namespace) -> LocalNetwork:
+def federation_of(state_dir: str | Path, network: Network) -> Federation:
+    """The clusters to dispatch to: the one ``$WESTFLOW_RAY_ADDRESS``/``$RAY_ADDRESS`` names, else every cluster
+    of the local federation ``westflow up`` recorded in ``state_dir``, else its single-cluster network."""
+    if not (os.environ.get(ADDRESS_ENV) or os.environ.get(RAY_ADDRESS_ENV)):
+        local = Federation.local(state_dir)
+        if local is not None:
+            return local
+    return Federation.single(cluster_access(state_dir), network)
+
+
+def network_of(args: argparse.Namespace) -> LocalFederation:
+    """The local federation of the profile the flags name (default configs/local.yaml)."""
     cfg = args.config_dir or CONFIG_DIR
     net = load_network(cfg)
     profile = load_profile(net, args.profile) if args.profile else load_profile(net, f"{cfg}/local.yaml")
-    return LocalNetwork(args.state_dir, profile)
+    return LocalFederation(args.state_dir, profile)
 
 
 def utilisation_of(st: NetworkStatus, network: Network) -> dict[str, UtilisationRow]:
@@ -71,11 +84,20 @@ def utilisation_of(st: NetworkStatus, network: Network) -> dict[str, Utilisation
     return {row.dc: row for row in utilisation_report(network, usage)}
 
 
-def status_text(st: NetworkStatus, network: Network | None = None) -> str:
-    """The ``westflow status`` report (with ``network``: each DC's use against its own target);
-    never contains the token itself."""
-    if not st.running:
+def status_text(fst: FederationStatus, network: Network | None = None) -> str:
+    """The ``westflow status`` report, one section per Ray cluster (with ``network``: each DC's use against its
+    own target); never contains a token itself."""
+    if not fst.running:
         return "local network: down (run `westflow up`)"
+    out = [_cluster_text(name, st, network) for name, st in fst.clusters]
+    out.append(f"memory       {fst.rss_bytes / 2**30:.2f} GiB RSS over all Ray processes of "
+               f"{len(fst.clusters)} cluster(s)")
+    return "\n\n".join(out)
+
+
+def _cluster_text(name: str, st: NetworkStatus, network: Network | None) -> str:
+    if not st.running:
+        return f"Ray cluster {name}: DOWN (run `westflow up`); missing DCs: {', '.join(st.missing)}"
     util = utilisation_of(st, network) if network is not None else {}
     rows = []
     for r in st.dcs:
@@ -83,16 +105,17 @@ def status_text(st: NetworkStatus, network: Network | None = None) -> str:
         use = "" if u is None else f"{u.utilisation:.0%} ({'below' if u.below else 'meets'} {u.target:.0%})"
         rows.append((r.dc + (" (head)" if r.head else ""), "alive" if r.alive else "DEAD",
                      f"{r.cpus_used:g}/{r.cpus_total:g}", r.accel, f"{r.accel_used:g}/{r.accel_total:g}", use))
-    out = [table(["DC", "node", "CPUs used/total", "accelerator", "used/total", "use (target)"], rows), ""]
+    head = next((r.dc for r in st.dcs if r.head), "-")
+    out = [f"Ray cluster {name}: head {head}, Ray address {st.address}, dashboard {st.dashboard_url}",
+           table(["DC", "node", "CPUs used/total", "accelerator", "used/total", "use (target)"], rows)]
     if st.missing:
         out.append(f"missing DCs: {', '.join(st.missing)}")
-    out += [f"Ray address  {st.address}", f"dashboard    {st.dashboard_url}",
-            f"memory       {st.rss_bytes / 2**30:.2f} GiB RSS over all Ray processes", "",
-            "for `ray job submit` and the dashboard by hand:", *st.exports]
+    out += [f"memory       {st.rss_bytes / 2**30:.2f} GiB RSS", f"for `ray job submit` to {name} and its dashboard:",
+            *st.exports]
     return "\n".join(out)
 
 
-def s3_line(net: LocalNetwork) -> str:
+def s3_line(net: LocalFederation) -> str:
     """The embedded S3 server's state (never its credentials)."""
     from storage import SeaweedServer
 
@@ -103,7 +126,7 @@ def s3_line(net: LocalNetwork) -> str:
             f"westflow-west; credentials in {net.state_dir / 's3' / 'credentials.json'})")
 
 
-def reservations_text(net: LocalNetwork) -> str:
+def reservations_text(net: LocalFederation) -> str:
     """Placements held by running westflow steps (the host's reservation journal)."""
     from ray_cluster.reservations import Reservations
 

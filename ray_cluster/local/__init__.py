@@ -1,6 +1,13 @@
 """The national network on this machine: profile, token auth, Ray nodes."""
 
 from ray_cluster.local.auth import client_env, ensure_token, export_lines
+from ray_cluster.local.federation import (
+    FEDERATION_FILE,
+    FederationStatus,
+    LocalFederation,
+    RecordedCluster,
+    recorded_clusters,
+)
 from ray_cluster.local.launcher import (
     DCStatus,
     LocalNetwork,
@@ -9,10 +16,11 @@ from ray_cluster.local.launcher import (
     start_services,
     stop_services,
 )
-from ray_cluster.local.profile import LocalDC, LocalProfile, Ports, load_profile, parse_profile
+from ray_cluster.local.profile import LocalCluster, LocalDC, LocalProfile, Ports, load_profile, parse_profile
 
 __all__ = [
     "LocalNetwork", "NetworkStatus", "DCStatus", "LocalProfile", "LocalDC", "Ports", "load_profile",
     "parse_profile", "free_port", "start_services", "stop_services", "client_env", "ensure_token",
-    "export_lines",
+    "export_lines", "LocalFederation", "FederationStatus", "RecordedCluster", "recorded_clusters", "FEDERATION_FILE",
+    "LocalCluster",
 ]

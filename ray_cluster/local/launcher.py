@@ -57,18 +57,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_services(net: LocalNetwork) -> None:
+def start_services(state_dir: Path) -> None:
     """Companion services ``up`` starts after Ray: the embedded S3 server (idempotent)."""
     from storage import SeaweedServer
 
-    SeaweedServer(net.state_dir).start()
+    SeaweedServer(state_dir).start()
 
 
-def stop_services(net: LocalNetwork) -> None:
+def stop_services(state_dir: Path) -> None:
     """Stop what :func:`start_services` started (called by ``down`` before Ray stops)."""
     from storage import SeaweedServer
 
-    SeaweedServer(net.state_dir).stop()
+    SeaweedServer(state_dir).stop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +138,14 @@ class LocalNetwork:
     """
 
     def __init__(self, state_dir: Path | str, profile: LocalProfile, *, ports: Ports | None = None,
-                 workdir: Path | str | None = None) -> None:
+                 workdir: Path | str | None = None, services: bool = True) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.profile = profile if ports is None else profile.with_ports(ports)
+        if len(self.profile.clusters) > 1:
+            raise ClusterError(f"A LocalNetwork is one Ray cluster; the profile has "
+                               f"{list(self.profile.cluster_names)}. To fix: use LocalFederation, or "
+                               "profile.cluster(name) / profile.as_one_cluster().")
+        self.services = services  # the embedded S3 server (a federation runs one for all its clusters)
         # Ray processes (and so job entrypoints without a working_dir) run here.
         self.workdir = Path(workdir or Path.cwd()).resolve()
 
@@ -343,7 +348,8 @@ class LocalNetwork:
             batch = [(d, *self._start_node(d, False, env, temp)) for d in todo[i:i + START_BATCH]]
             self._wait_started(batch, timeout_s)
         self._wait_alive(timeout_s)
-        start_services(self)
+        if self.services:
+            start_services(self.state_dir)
         return self.status()
 
     def _views(self, *, allow_down: bool = False) -> list[NodeView]:
@@ -379,7 +385,8 @@ class LocalNetwork:
 
     def down(self) -> list[str]:
         """Stop exactly the nodes ``up`` recorded (workers first); return their DCs."""
-        stop_services(self)
+        if self.services:
+            stop_services(self.state_dir)
         running = self.recorded()
         head = self.profile.dc_ids[0]
         workers = [g for d, g in running.items() if d != head]

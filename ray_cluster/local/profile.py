@@ -1,7 +1,9 @@
-"""The local profile (``configs/local.yaml``): which DCs run as Ray nodes here.
+"""The local profile (``configs/local.yaml``): which DCs run as Ray nodes here, in which Ray clusters.
 
 Schema first (unknown keys rejected), then cross-checks against the inventory,
-then a frozen :class:`LocalProfile`.
+then a frozen :class:`LocalProfile`. A profile lists ``clusters`` (each an
+independent Ray cluster with its own head, ports and token: the local federation)
+or, the single-cluster form, one ``data_centers`` list with top-level ``ports``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from westflow.config import CONFIG_DIR, load_yaml, pydantic_to_fields
 from westflow.errors import ConfigError
-from westflow.inventory import Network
+from westflow.inventory import Network, RayCluster
 from westflow.tags import NodeTags, node_tags
 
-__all__ = ["Ports", "LocalDC", "LocalProfile", "load_profile", "parse_profile", "LOCAL_FILE"]
+__all__ = ["Ports", "LocalDC", "LocalCluster", "LocalProfile", "load_profile", "parse_profile", "LOCAL_FILE"]
 
 LOCAL_FILE = CONFIG_DIR / "local.yaml"
 
@@ -45,13 +47,20 @@ class _DC(_Strict):
     cpus: int | None = Field(default=None, ge=1, le=64)
 
 
+class _Cluster(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    ports: _Ports
+    data_centers: list[_DC] = Field(min_length=1)
+
+
 class _File(_Strict):
-    ray_cluster: str = "local"
+    ray_cluster: str = Field(default="local", pattern=r"^[a-z][a-z0-9_]*$")
     host: str = "127.0.0.1"
     first_node_ip: str = "127.0.0.2"
     ports: _Ports = Field(default_factory=_Ports)
     node: _Node = Field(default_factory=_Node)
-    data_centers: list[_DC] = Field(min_length=1)
+    data_centers: list[_DC] | None = Field(default=None, min_length=1)
+    clusters: list[_Cluster] | None = Field(default=None, min_length=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +82,21 @@ class LocalDC:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalCluster:
+    """One local Ray cluster: its name, fixed ports and DCs (the first hosts its head)."""
+
+    name: str
+    ports: Ports
+    dc_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class LocalProfile:
-    """A validated local profile; the first DC hosts the head node."""
+    """A validated local profile: one Ray cluster (the first DC hosts the head node), or several (``clusters``).
+
+    ``data_centers`` lists every DC, each cluster's together, so node addresses are unique over all
+    clusters; :meth:`cluster` gives the single-cluster profile of one of them.
+    """
 
     network: Network
     data_centers: tuple[LocalDC, ...]
@@ -84,6 +106,42 @@ class LocalProfile:
     ports: Ports = Ports()
     memory_gb: float = 64.0
     object_store_mb: int = 100
+    clusters: tuple[LocalCluster, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.clusters:
+            object.__setattr__(self, "clusters", (LocalCluster(self.ray_cluster, self.ports, self.dc_ids),))
+
+    @property
+    def cluster_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.clusters)
+
+    def cluster_of(self, dc_id: str) -> str:
+        """The name of the local Ray cluster ``dc_id`` is in."""
+        return next(c.name for c in self.clusters if dc_id in c.dc_ids)
+
+    def cluster(self, name: str) -> LocalProfile:
+        """The single-cluster profile of cluster ``name`` (its DCs keep their node addresses)."""
+        c = next((x for x in self.clusters if x.name == name), None)
+        if c is None:
+            raise ConfigError("local profile", "clusters", name, list(self.cluster_names), problem="Unknown")
+        first = ipaddress.IPv4Address(self.first_node_ip) + self.dc_ids.index(c.dc_ids[0])
+        return replace(self, data_centers=tuple(d for d in self.data_centers if d.id in c.dc_ids),
+                       ray_cluster=c.name, first_node_ip=str(first), ports=c.ports,
+                       clusters=(LocalCluster(c.name, c.ports, c.dc_ids),))
+
+    def as_one_cluster(self) -> LocalProfile:
+        """Every DC in one Ray cluster (the single-cluster option), on the first cluster's ports."""
+        return replace(self, ray_cluster=self.ray_cluster if len(self.clusters) == 1 else "local",
+                       ports=self.clusters[0].ports, clusters=())
+
+    @property
+    def grouped_network(self) -> Network:
+        """The inventory with each local DC in its local Ray cluster (what placement names as its cluster)."""
+        return self.network.regrouped({d: c.name for c in self.clusters for d in c.dc_ids},
+                                      tuple(RayCluster(c.name, f"local Ray cluster {c.name}",
+                                                       f"http://{self.host}:{c.ports.dashboard}")
+                                            for c in self.clusters))
 
     @property
     def dc_ids(self) -> tuple[str, ...]:
@@ -108,15 +166,21 @@ class LocalProfile:
                          accelerators=d.accelerators, memory_bytes=int(self.memory_gb * 2**30))
 
     def with_ports(self, ports: Ports) -> LocalProfile:
-        return replace(self, ports=ports)
+        """A single-cluster profile on ``ports``."""
+        return replace(self.as_one_cluster() if len(self.clusters) > 1 else self, ports=ports, clusters=())
+
+    def with_cluster_ports(self, ports: dict[str, Ports]) -> LocalProfile:
+        """The same clusters on other fixed ports (tests pass free ones)."""
+        return replace(self, clusters=tuple(replace(c, ports=ports.get(c.name, c.ports)) for c in self.clusters))
 
     def subset(self, dc_ids: tuple[str, ...]) -> LocalProfile:
-        """The same profile with only ``dc_ids`` (in that order; the first is the head)."""
+        """One cluster of only ``dc_ids`` (in that order; the first is the head)."""
         by_id = {d.id: d for d in self.data_centers}
         unknown = [i for i in dc_ids if i not in by_id]
         if unknown:
             raise ConfigError("local profile", "data_centers", unknown, sorted(by_id), problem="Unknown")
-        return replace(self, data_centers=tuple(by_id[i] for i in dc_ids))
+        one = self.as_one_cluster()
+        return replace(one, data_centers=tuple(by_id[i] for i in dc_ids), clusters=())
 
 
 def parse_profile(data: Any, network: Network, *, file: str = "local.yaml") -> LocalProfile:
@@ -128,29 +192,51 @@ def parse_profile(data: Any, network: Network, *, file: str = "local.yaml") -> L
     except ValidationError as exc:
         field, value, allowed = pydantic_to_fields(exc)
         raise ConfigError(file, field, value, allowed) from None
+    if (f.data_centers is None) == (f.clusters is None):
+        raise ConfigError(file, "clusters", "both" if f.clusters else "neither",
+                          "exactly one of clusters (several Ray clusters) or data_centers (one)")
+    if f.clusters is not None:
+        names = [c.name for c in f.clusters]
+        for j, c in enumerate(f.clusters):
+            if names.index(c.name) != j:
+                raise ConfigError(file, f"clusters.{j}.name", c.name, "unique", problem="Duplicate")
+        used = [(j, k, v) for j, c in enumerate(f.clusters) for k, v in c.ports.model_dump().items()]
+        seen_ports: set[int] = set()
+        for j, k, v in used:
+            if v in seen_ports:
+                raise ConfigError(file, f"clusters.{j}.ports.{k}", v, "a port no other cluster uses",
+                                  problem="Duplicate")
+            seen_ports.add(v)
+        entries = [(f"clusters.{j}.data_centers.{i}", d) for j, c in enumerate(f.clusters)
+                   for i, d in enumerate(c.data_centers)]
+    else:
+        entries = [(f"data_centers.{i}", d) for i, d in enumerate(f.data_centers or [])]
     dcs: list[LocalDC] = []
     seen: set[str] = set()
-    for i, d in enumerate(f.data_centers):
+    for at, d in entries:
         if d.id not in network.dc_ids:
-            raise ConfigError(file, f"data_centers.{i}.id", d.id, network.dc_ids, problem="Unknown")
+            raise ConfigError(file, f"{at}.id", d.id, network.dc_ids, problem="Unknown")
         if d.id in seen:
-            raise ConfigError(file, f"data_centers.{i}.id", d.id, "unique", problem="Duplicate")
+            raise ConfigError(file, f"{at}.id", d.id, "unique", problem="Duplicate")
         seen.add(d.id)
         models = [p.model for p in network.dc(d.id).pools]
         for model, count in d.accelerators.items():
             if model not in models:
-                raise ConfigError(file, f"data_centers.{i}.accelerators", model, models or ["none (CPU only)"],
+                raise ConfigError(file, f"{at}.accelerators", model, models or ["none (CPU only)"],
                                   problem="Unknown", fix=f"declare only models {d.id} has in network.yaml.")
             if count < 0:
-                raise ConfigError(file, f"data_centers.{i}.accelerators.{model}", count, ">= 0")
+                raise ConfigError(file, f"{at}.accelerators.{model}", count, ">= 0")
         dcs.append(LocalDC(d.id, d.cpus or f.node.cpus, dict(d.accelerators)))
     _check_loopback(file, "host", f.host)
     first = _check_loopback(file, "first_node_ip", f.first_node_ip, last_offset=len(dcs) - 1)
     p = f.ports
-    return LocalProfile(network=network, data_centers=tuple(dcs), ray_cluster=f.ray_cluster, host=f.host,
+    clusters = tuple(LocalCluster(c.name, Ports(c.ports.gcs, c.ports.dashboard, c.ports.client_server),
+                                  tuple(d.id for d in c.data_centers)) for c in f.clusters or [])
+    return LocalProfile(network=network, data_centers=tuple(dcs),
+                        ray_cluster=clusters[0].name if clusters else f.ray_cluster, host=f.host,
                         first_node_ip=first,
-                        ports=Ports(p.gcs, p.dashboard, p.client_server), memory_gb=f.node.memory_gb,
-                        object_store_mb=f.node.object_store_mb)
+                        ports=clusters[0].ports if clusters else Ports(p.gcs, p.dashboard, p.client_server),
+                        memory_gb=f.node.memory_gb, object_store_mb=f.node.object_store_mb, clusters=clusters)
 
 
 def _check_loopback(file: str, field: str, value: str, *, last_offset: int | None = None) -> str:

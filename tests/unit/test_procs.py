@@ -127,7 +127,7 @@ def test_a_recorded_group_is_ours_only_with_the_network_id(
         tmp_path: Path, reaped: list[subprocess.Popen[bytes]]) -> None:
     ours = _spawn(FAMILY, {ENV_NETWORK_ID: "net-1"})
     reaped.append(ours)
-    net = LocalNetwork(tmp_path, load_profile(national()))
+    net = LocalNetwork(tmp_path, load_profile(national()).as_one_cluster())
     head = net.profile.dc_ids[0]
     _wait_for(lambda: len(procs.members(ours.pid, (ENV_NETWORK_ID, "net-1"))) == 2)
     for network_id, expected in (("net-1", {head: ours.pid}), ("net-2", {})):
@@ -144,7 +144,7 @@ def test_down_with_a_stale_state_file_kills_nothing_of_others(
         tmp_path: Path, reaped: list[subprocess.Popen[bytes]]) -> None:
     other = _spawn(FAMILY)  # holds the pgid the stale ray.json names
     reaped.append(other)
-    net = LocalNetwork(tmp_path, load_profile(national()))
+    net = LocalNetwork(tmp_path, load_profile(national()).as_one_cluster())
     head = net.profile.dc_ids[0]
     (tmp_path / STATE_FILE).write_text(json.dumps(
         {"network_id": "an-old-network", "nodes": [{"dc": head, "pgid": other.pid, "log": "x"}]}))

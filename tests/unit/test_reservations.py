@@ -466,7 +466,7 @@ def test_status_lists_what_running_steps_hold(tmp_path: Path) -> None:
     from ray_cluster.local import LocalNetwork, load_profile
     from westflow_cli.localnet import reservations_text
 
-    net = LocalNetwork(tmp_path, load_profile(national()))
+    net = LocalNetwork(tmp_path, load_profile(national()).as_one_cluster())
     assert reservations_text(net).startswith("reserved     nothing")
     journal = Reservations(tmp_path / "reservations.json")
     ticket, p = journal.reserve(_caps(), _decide(make_spec(**ANY2)), owner="dagster run r1 step s1 spec x")

@@ -143,7 +143,7 @@ def test_ray_temp_dir_is_private_and_not_predictable(tmp_path: Any) -> None:
     from westflow.config import load_network
 
     state = tmp_path / ("long-state-dir-" + "x" * 40)  # too long for Ray's socket paths: a dir in /tmp
-    net = LocalNetwork(state, load_profile(load_network()))
+    net = LocalNetwork(state, load_profile(load_network()).as_one_cluster())
     assert net._temp_dir() == state / "ray-session"  # nothing made before the network starts
     made = net._temp_dir(create=True)
     private = made.parent

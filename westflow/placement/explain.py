@@ -17,7 +17,7 @@ import numpy as np
 
 from westflow.capacity import Capacity
 from westflow.inventory import Family, Network, PolicyWeights, Region
-from westflow.placement.filters import Evaluation, evaluate, in_order, transfer
+from westflow.placement.filters import Evaluation, down, evaluate, in_order, transfer
 from westflow.placement.score import score
 from westflow.placement.tables import Floats, NetworkTables, Objects
 from westflow.placement.values import (
@@ -116,6 +116,10 @@ def explain_dearer_columns(spec: WorkloadSpec, network: Network, caps: Capacity,
         return None
     out = np.empty(len(alive), dtype=object)
     out[dead] = tables.unavailable_column[dead]
+    for i in np.flatnonzero(dead).tolist():  # a DC out with a reason (its cluster unreachable) says so
+        cap = caps.get(tables.ids[i])
+        if cap is not None and cap.why:
+            out[i] = down(tables.unavailable[i], cap)
     late_alive = late & alive
     out[late_alive] = late_why[late_alive]
     checked = open_ & ~fits

@@ -13,14 +13,14 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import NamedTuple
 
-from westflow.capacity import Capacity
+from westflow.capacity import Capacity, DCCapacity
 from westflow.inventory import AcceleratorPool, Network, PolicyWeights, Region
 from westflow.placement.score import score
 from westflow.placement.tables import NetworkTables, Ranked, Row, wanted
 from westflow.placement.values import Candidate, CandidateFields, Reason, Rejection, ShortRejection, candidate_of
 from westflow.spec import WorkloadSpec
 
-__all__ = ["Evaluation", "evaluate", "transfer", "in_order"]
+__all__ = ["Evaluation", "evaluate", "transfer", "in_order", "down"]
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
@@ -88,7 +88,7 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
     for i, dc, dc_id, rtt, cpu_watts, pue, price, pools, target, no_pool in rows:
         cap = get(dc_id)
         if cap is None or not cap.alive:
-            reject((i, tables.unavailable[i]))
+            reject((i, down(tables.unavailable[i], cap)))
             continue
         if pools is None:  # a CPU-only request
             kw = 0.0
@@ -127,6 +127,13 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
     return _evaluation((cands, late, rejected, scores))
 
 
+def down(unavailable: Rejection, cap: DCCapacity | None) -> Rejection:
+    """A DC that is not alive: "no live Ray node", or what its capacity says (its cluster unreachable)."""
+    if cap is None or not cap.why:
+        return unavailable
+    return Rejection(unavailable.data_center, Reason.UNAVAILABLE, cap.why)
+
+
 def in_order(late: Sequence[Ranked], rest: Sequence[Ranked], caps: Capacity,
              unavailable: Sequence[Rejection]) -> tuple[Rejection, ...]:
     """The latency and other rejections merged into inventory order.
@@ -141,7 +148,7 @@ def in_order(late: Sequence[Ranked], rest: Sequence[Ranked], caps: Capacity,
     get = caps.get
     for i, r in late:
         cap = get(r.data_center)
-        add((i, r) if cap is not None and cap.alive else (i, unavailable[i]))
+        add((i, r) if cap is not None and cap.alive else (i, down(unavailable[i], cap)))
     if rest:
         both.extend(rest)
         both.sort(key=_FIRST)

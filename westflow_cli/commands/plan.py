@@ -12,7 +12,7 @@ from westflow.inventory import Network
 from westflow.placement import POLICY_NAMES, get_policy
 from westflow.spec import load_spec
 from westflow.text import placement_text
-from westflow_cli.localnet import cluster_access, default_state_dir
+from westflow_cli.localnet import default_state_dir, federation_of
 from westflow_cli.options import whole
 
 
@@ -30,17 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _live_capacity(args: argparse.Namespace, network: Network) -> Capacity:
-    from ray_cluster.live import DashboardReader, live_capacity
-
-    access = cluster_access(args.state_dir)
-    return live_capacity(network, DashboardReader(access.dashboard_url, access.token))
+def _live(args: argparse.Namespace, network: Network) -> tuple[Network, Capacity]:
+    """The network grouped into the running clusters, and their live capacity (one concurrent read)."""
+    fed = federation_of(args.state_dir, network)
+    grouped = fed.grouped(network)
+    return grouped, fed.capacity_and_totals(grouped)[0]
 
 
 def run(args: argparse.Namespace) -> int:
     network = load_network(args.config_dir or CONFIG_DIR)
     policy = get_policy(args.policy, seed=args.seed)
-    capacity = _live_capacity(args, network) if args.live else None
+    capacity: Capacity | None = None
+    if args.live:
+        network, capacity = _live(args, network)
     results = []
     for path in args.spec:
         spec = load_spec(path, network)

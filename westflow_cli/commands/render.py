@@ -1,4 +1,9 @@
-"""``westflow render {kuberay,launcher} --out DIR``: production manifests, one file per Ray cluster."""
+"""``westflow render {kuberay,launcher} --out DIR``: production manifests, one file per Ray cluster.
+
+``kuberay`` also writes ``westflow-dispatcher.yaml``: the dispatcher's cluster config (a ConfigMap naming each
+cluster's Jobs API Service and token variable) and a Deployment stub of the code location that runs it
+(docs/federation.md). ``launcher`` writes Ray cluster-launcher YAML.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ _RENDERERS = {"kuberay": render_kuberay, "launcher": render_launcher}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("render", help="write KubeRay or cluster-launcher YAML per named Ray cluster")
+    p = sub.add_parser("render", help="write KubeRay YAML (and the dispatcher's config) or cluster-launcher YAML "
+                                      "per named Ray cluster")
     p.add_argument("kind", choices=sorted(_RENDERERS))
     p.add_argument("--out", required=True, type=out_dir(), help="output directory")
     p.set_defaults(func=run)

@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from ray_cluster.dispatch import Dispatcher, short_message
-from ray_cluster.live import DashboardReader, capacity_and_totals
+from ray_cluster.dispatch import short_message
 from ray_cluster.reservations import Reservations
 from ray_cluster.shipping import (
     DEFAULT_MAX_FILE_MB,
@@ -38,7 +37,7 @@ from westflow.errors import SpecError, WestflowError
 from westflow.placement import POLICY_NAMES, Placement, get_policy
 from westflow.spec import load_spec
 from westflow.text import placement_text
-from westflow_cli.localnet import cluster_access, default_state_dir
+from westflow_cli.localnet import default_state_dir, federation_of
 
 EXIT_JOB_FAILED = 1
 TASK_RESOURCES_ENV = "WESTFLOW_TASK_RESOURCES"  # the placement's pins, for a command that starts Ray tasks
@@ -122,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
     module = entry_module(command)
     if module:
         check_module(code, module)
-    access = cluster_access(args.state_dir)
-    live, totals = capacity_and_totals(network, DashboardReader(access.dashboard_url, access.token))
+    fed = federation_of(args.state_dir, network)
+    network = fed.grouped(network)
+    live, totals = fed.capacity_and_totals(network)
     policy = get_policy(args.policy)
     journal = Reservations(Path(args.state_dir) / "reservations.json")
 
@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
     owner = f"westflow submit (pid {os.getpid()}) spec {spec.name}"
     ticket, p = journal.reserve(live, decide, owner=owner, totals=totals)  # InfeasibleError: exit 3, nothing sent
-    dispatcher = Dispatcher(access)
+    dispatcher = fed.dispatcher(p.ray_cluster)
+    access = dispatcher.access
     job_id = ""
     try:
         print(placement_text(p), flush=True)
@@ -142,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         sid = f"westflow-submit-{spec.name}-{secrets.token_hex(4)}"
         job_id = dispatcher.submit(p, shlex.join(command), env=env, submission_id=sid, code=code,
                                    metadata={"westflow.submitted_by": "westflow submit"})
-        print(f"Ray job {job_id} at {p.data_center}: {access.job_url(job_id)}\n", flush=True)
+        print(f"Ray job {job_id} at {p.data_center} (Ray cluster {p.ray_cluster}): {access.job_url(job_id)}\n",
+              flush=True)
         outcome = dispatcher.wait(job_id, on_log=lambda line: print(line, flush=True))
         job_id = ""
     except BaseException as exc:  # interrupted, or the job could not be followed: it does not run on

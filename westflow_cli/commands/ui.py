@@ -25,9 +25,11 @@ def run(args: argparse.Namespace) -> int:
     state = Path(args.state_dir).resolve()
     home = state / "dagster"
     home.mkdir(parents=True, exist_ok=True)
-    # The local network's access (dashboard URL, token file) reaches the resource through the environment.
-    env = network_of(args).client_env({**os.environ, "DAGSTER_HOME": str(home), "WESTFLOW_STATE_DIR": str(state)})
-    env["WESTFLOW_RAY_ADDRESS"] = env["RAY_ADDRESS"]
+    # The resource finds every local cluster (dashboard URL, token file) through the state dir `up` recorded.
+    env = {**os.environ, "DAGSTER_HOME": str(home), "WESTFLOW_STATE_DIR": str(state)}
+    network_of(args)  # the profile must be valid
+    for name in ("WESTFLOW_RAY_ADDRESS", "RAY_ADDRESS"):  # one cluster named here would win over the federation
+        env.pop(name, None)
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
            "-p", str(args.port)]
     print(f"Dagster UI on http://127.0.0.1:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops it.", flush=True)

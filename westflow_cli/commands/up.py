@@ -8,7 +8,7 @@ from westflow_cli.localnet import add_args, network_of, s3_line, status_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("up", help="start the local Ray network (one node per DC of the local profile)")
+    p = sub.add_parser("up", help="start the local Ray clusters (one node per DC of the local profile) and S3")
     add_args(p)
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for every node")
     p.set_defaults(func=run)

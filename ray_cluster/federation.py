@@ -1,0 +1,218 @@
+"""Several independent Ray clusters, one dispatcher over their Jobs APIs.
+
+A :class:`Federation` knows every cluster's :class:`~ray_cluster.access.ClusterAccess`
+(its dashboard / Jobs API URL and its own token) and which DCs each runs:
+
+- :meth:`Federation.grouped` puts every DC in its cluster, so a placement names
+  the cluster it runs in (``Placement.ray_cluster``);
+- :meth:`Federation.capacity_and_totals` reads every cluster's nodes
+  concurrently, each read bounded by ``timeout_s``: a cluster that does not
+  answer in time makes its DCs ineligible with the reason
+  ``cluster unreachable: <name>: <error>`` and never stalls placement longer;
+- :meth:`Federation.dispatcher` is the :class:`~ray_cluster.dispatch.Dispatcher`
+  of one cluster (submit, wait, logs, stop, node-loss verdict with its token).
+
+Where the clusters come from: :meth:`Federation.local` (what ``westflow up``
+recorded in the state dir), :meth:`Federation.of_network` (``configs/network.yaml``:
+each cluster's ``dashboard_url`` and token source), :meth:`Federation.single`
+(one cluster running every DC, e.g. ``$WESTFLOW_RAY_ADDRESS``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ray_cluster.access import ClusterAccess
+from ray_cluster.dispatch import Dispatcher
+from ray_cluster.live import DashboardReader, NodeView, snapshot
+from ray_cluster.local.federation import recorded_clusters
+from westflow.capacity import DCCapacity
+from westflow.errors import ClusterError
+from westflow.inventory import Network, RayCluster, TokenSource
+
+__all__ = ["Member", "ClusterRead", "Federation", "DEFAULT_TIMEOUT_S", "TOKEN_SECRET_ENV", "token_of",
+           "unreachable_reason"]
+
+DEFAULT_TIMEOUT_S = 1.0
+TOKEN_SECRET_ENV = "WESTFLOW_RAY_TOKEN_{name}"  # where a Kubernetes Secret's token reaches the dispatcher
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One cluster of the federation; ``data_centers`` empty means every DC the inventory puts in it."""
+
+    name: str
+    access: ClusterAccess
+    data_centers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRead:
+    """One cluster's nodes as read now, or why it could not be read (``error``), and how long it took."""
+
+    name: str
+    nodes: tuple[NodeView, ...] = ()
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def reachable(self) -> bool:
+        return not self.error
+
+
+def unreachable_reason(name: str, error: str) -> str:
+    """The rejection detail of a DC whose cluster did not answer."""
+    return f"cluster unreachable: {name}: {error}"
+
+
+def token_of(cluster: RayCluster, source: TokenSource, env: Mapping[str, str]) -> str:
+    """The token ``source`` names, read now (a Secret arrives as ``$WESTFLOW_RAY_TOKEN_<NAME>``)."""
+    if source.file:
+        return ClusterAccess.resolve(dashboard_url=cluster.dashboard_url or "http://unset",
+                                     token_path=source.file, env={}).token
+    var = source.env or TOKEN_SECRET_ENV.format(name=cluster.name.upper())
+    value = env.get(var, "").strip()
+    if not value:
+        raise ClusterError(f"No Ray auth token for cluster {cluster.name!r}: ${var} is empty or unset "
+                           f"(its token source is {source.describe()}). To fix: set {var} "
+                           "(the rendered dispatcher Deployment sets it from the cluster's Secret).")
+    return value
+
+
+class Federation:
+    """The clusters westflow dispatches to (see the module doc)."""
+
+    def __init__(self, members: Sequence[Member], *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 make_dispatcher: Callable[[ClusterAccess], Dispatcher] | None = None) -> None:
+        if not members:
+            raise ClusterError("A federation needs at least one Ray cluster. To fix: run `westflow up`, or give "
+                               "each cluster a dashboard_url and token in configs/network.yaml.")
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ClusterError(f"Duplicate Ray cluster names in the federation: {names}.")
+        self.members = {m.name: m for m in members}
+        self.timeout_s = timeout_s
+        self._make = make_dispatcher or (lambda access: Dispatcher(access))
+        self._dispatchers: dict[str, Dispatcher] = {}
+        self._lock = threading.Lock()
+
+    # -- where the clusters come from ----------------------------------------
+    @classmethod
+    def local(cls, state_dir: Path | str, **kwargs: Any) -> Federation | None:
+        """The local clusters ``westflow up`` recorded in ``state_dir`` (None if it recorded none)."""
+        recorded = recorded_clusters(state_dir)
+        if not recorded:
+            return None
+        return cls([Member(c.name, ClusterAccess.resolve(dashboard_url=c.dashboard_url, token_path=c.token_path,
+                                                         env={}), c.data_centers) for c in recorded], **kwargs)
+
+    @classmethod
+    def of_network(cls, network: Network, env: Mapping[str, str] | None = None, **kwargs: Any) -> Federation:
+        """Every cluster of the inventory that says how to reach it (``dashboard_url`` and ``token``)."""
+        env = os.environ if env is None else env
+        members = [Member(c.name, ClusterAccess(c.dashboard_url, token_of(c, c.token, env)))
+                   for c in network.clusters if c.dashboard_url and c.token]
+        return cls(members, **kwargs)
+
+    @classmethod
+    def single(cls, access: ClusterAccess, network: Network, name: str = "default", **kwargs: Any) -> Federation:
+        """One cluster that runs every DC of ``network`` (a single Ray cluster given by its address)."""
+        return cls([Member(name, access, network.dc_ids)], **kwargs)
+
+    # -- the clusters --------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.members)
+
+    def access(self, name: str) -> ClusterAccess:
+        try:
+            return self.members[name].access
+        except KeyError:
+            raise ClusterError(f"No Ray cluster {name!r} in this federation; it has {sorted(self.members)}. "
+                               "To fix: `westflow up` (local), or give the cluster a dashboard_url and token "
+                               "in configs/network.yaml.") from None
+
+    def dispatcher(self, name: str) -> Dispatcher:
+        """Cluster ``name``'s dispatcher (one per cluster, made on first use)."""
+        with self._lock:
+            if name not in self._dispatchers:
+                self._dispatchers[name] = self._make(self.access(name))
+            return self._dispatchers[name]
+
+    def grouped(self, network: Network) -> Network:
+        """``network`` with each DC in the cluster that runs it here (and each cluster's URL)."""
+        groups = {dc: m.name for m in self.members.values() for dc in m.data_centers}
+        clusters = tuple(replace(network.cluster(m.name), dashboard_url=m.access.dashboard_url)
+                         for m in self.members.values())
+        return network.regrouped(groups, clusters)
+
+    def cluster_of(self, network: Network, dc: str) -> str:
+        """The cluster that runs ``dc`` (``network`` grouped by :meth:`grouped`)."""
+        return network.dc(dc).ray_cluster
+
+    # -- live capacity ---------------------------------------------------------
+    def read(self) -> dict[str, ClusterRead]:
+        """Every cluster's nodes, read concurrently; each read bounded by ``timeout_s`` (an unanswered one is
+        reported as unreachable when its time is up, never waited for longer)."""
+        out: dict[str, ClusterRead] = {}
+        done = threading.Condition()
+
+        def one(m: Member) -> None:
+            t0 = time.perf_counter()
+            try:
+                nodes = DashboardReader(m.access.dashboard_url, m.access.token, timeout_s=self.timeout_s).nodes()
+                r = ClusterRead(m.name, tuple(nodes), seconds=time.perf_counter() - t0)
+            except (ClusterError, OSError, ValueError, KeyError, TypeError) as exc:
+                r = ClusterRead(m.name, error=_short(exc), seconds=time.perf_counter() - t0)
+            with done:
+                out.setdefault(m.name, r)
+                done.notify_all()
+
+        for m in self.members.values():
+            threading.Thread(target=one, args=(m,), daemon=True, name=f"westflow-read-{m.name}").start()
+        deadline = time.monotonic() + self.timeout_s
+        with done:
+            while len(out) < len(self.members):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                done.wait(left)
+            for name in self.members:
+                out.setdefault(name, ClusterRead(name, error=f"no answer within {self.timeout_s:g} s",
+                                                 seconds=self.timeout_s))
+            return {name: out[name] for name in self.members}
+
+    def capacity_and_totals(self, network: Network, reads: Mapping[str, ClusterRead] | None = None,
+                            ) -> tuple[dict[str, DCCapacity], dict[str, DCCapacity]]:
+        """What is free per DC of every cluster, and what each would have free if empty (as
+        :func:`ray_cluster.live.capacity_and_totals`), over one concurrent read of all clusters.
+
+        ``network`` is grouped (:meth:`grouped`). A DC of an unreachable cluster is present, not alive,
+        with the reason ``cluster unreachable: <name>: <error>``.
+        """
+        reads = self.read() if reads is None else reads
+        caps: dict[str, DCCapacity] = {}
+        totals: dict[str, DCCapacity] = {}
+        for name, r in reads.items():
+            mine = {d.id for d in network.data_centers if d.ray_cluster == name}
+            if r.reachable:
+                nodes = [n for n in r.nodes if n.dc in mine]
+                caps.update(snapshot(network, nodes))
+                totals.update(snapshot(network, [replace(n, available=dict(n.total)) for n in nodes]))
+                continue
+            out = DCCapacity({}, 0.0, 0.0, 1.0, alive=False, why=unreachable_reason(name, r.error))
+            for dc in sorted(mine):
+                caps[dc] = totals[dc] = out
+        return caps, totals
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of an error, without westflow's "To fix" advice (the table names the cluster)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text.split(" To fix:")[0][:200]
