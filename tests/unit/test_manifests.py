@@ -1,37 +1,141 @@
-"""Rendered KubeRay and cluster-launcher YAML parse back with every DC's tags."""
+"""Rendered KubeRay, dispatcher and cluster-launcher YAML: typed, tagged, and agreeing with the inventory."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
-from ray_cluster.manifests import render_kuberay, render_launcher
+from ray_cluster.kuberay_schema import ConfigMapDoc, DeploymentDoc, EnvVar, RayClusterDoc, validate_document
+from ray_cluster.manifests import (
+    DISPATCHER,
+    DISPATCHER_FILE,
+    NAMESPACE,
+    DispatcherConfig,
+    render_kuberay,
+    render_launcher,
+)
 from tests.builders import national
+from tests.unit.test_cli_fuzz import write_small_config
+from westflow.config import load_network
+from westflow.errors import ConfigError
+from westflow.inventory import Network
 from westflow.tags import LABEL_DC, dc_resource
+
+
+def _render(n: Network, out: Path) -> tuple[dict[str, RayClusterDoc], ConfigMapDoc, DeploymentDoc]:
+    """Every rendered document through its typed model: RayClusters by cluster name, the dispatcher's two."""
+    rays: dict[str, RayClusterDoc] = {}
+    others: list[Any] = []
+    for path in render_kuberay(n, out):
+        for doc in yaml.safe_load_all(path.read_text()):
+            typed = validate_document(doc)
+            if isinstance(typed, RayClusterDoc):
+                assert path.name == f"kuberay-{typed.metadata.labels['app.kubernetes.io/instance'][9:]}.yaml"
+                rays[path.stem.removeprefix("kuberay-")] = typed
+            else:
+                assert path.name == DISPATCHER_FILE
+                others.append(typed)
+    cm, dep = others
+    assert isinstance(cm, ConfigMapDoc) and isinstance(dep, DeploymentDoc)
+    return rays, cm, dep
+
+
+def _secrets(env: list[EnvVar], var: str) -> set[tuple[str, str]]:
+    return {(e.valueFrom.secretKeyRef.name, e.valueFrom.secretKeyRef.key) for e in env
+            if e.name == var and e.valueFrom is not None}
 
 
 def test_kuberay_one_file_per_cluster_with_each_dc_tagged(tmp_path: Path) -> None:
     n = national()
-    paths = render_kuberay(n, tmp_path)
-    assert sorted(p.name for p in paths) == sorted(f"kuberay-{c}.yaml" for c in n.ray_clusters())
+    rays, _, _ = _render(n, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"kuberay-{c}.yaml" for c in n.ray_clusters()] + [DISPATCHER_FILE])
     seen = set()
-    for path in paths:
-        doc = yaml.safe_load(path.read_text())
-        assert doc["kind"] == "RayCluster" and doc["apiVersion"] == "ray.io/v1"
-        for g in doc["spec"]["workerGroupSpecs"]:
-            params = g["rayStartParams"]
+    for cluster, doc in rays.items():
+        for g in doc.spec.workerGroupSpecs:
+            params = g.rayStartParams
             res = json.loads(params["resources"].strip('"').replace('\\"', '"'))
             labels = dict(kv.split("=", 1) for kv in params["labels"].split(","))
             dc = labels[LABEL_DC]
             seen.add(dc)
-            assert n.dc(dc).ray_cluster == path.stem.removeprefix("kuberay-")
+            assert n.dc(dc).ray_cluster == cluster
             assert res[dc_resource(dc)] > 0 and res[f"region:{n.dc(dc).region.value}"] > 0
-            assert g["template"]["metadata"]["labels"][LABEL_DC] == dc
-            env = {e["name"] for e in g["template"]["spec"]["containers"][0]["env"]}
+            assert g.template.metadata.labels[LABEL_DC] == dc
+            env = {e.name for e in g.template.spec.containers[0].env}
             assert {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "WESTFLOW_DC"} <= env
     assert seen == set(n.dc_ids)
+
+
+@pytest.mark.parametrize("config", ["national", "small"])
+def test_each_cluster_reads_its_own_token_secret(tmp_path: Path, config: str) -> None:
+    """Head and workers of a cluster: token mode, the token from that cluster's Secret only (none shared)."""
+    n = national() if config == "national" else load_network(write_small_config(tmp_path / "cfg"))
+    rays, _, _ = _render(n, tmp_path / "out")
+    used: dict[tuple[str, str], str] = {}
+    for cluster, doc in rays.items():
+        source = n.cluster(cluster).token
+        expected = ((source.secret, source.key) if source and source.secret
+                    else (f"westflow-{cluster}-ray-token", "auth_token"))
+        pods = [doc.spec.headGroupSpec.template] + [g.template for g in doc.spec.workerGroupSpecs]
+        for pod in pods:
+            env = pod.spec.containers[0].env
+            assert [e.value for e in env if e.name == "RAY_AUTH_MODE"] == ["token"]
+            assert _secrets(env, "RAY_AUTH_TOKEN") == {expected}
+        assert used.setdefault(expected, cluster) == cluster, f"{cluster} and {used[expected]} share {expected}"
+    assert len(used) == len(rays) == len(n.ray_clusters())
+
+
+def test_network_yaml_dashboard_urls_are_the_rendered_head_services(tmp_path: Path) -> None:
+    """configs/network.yaml reaches each cluster at the head Service KubeRay makes for the rendered RayCluster."""
+    n = national()
+    rays, cm, _ = _render(n, tmp_path)
+    fed = {c.name: c for c in DispatcherConfig.model_validate(yaml.safe_load(cm.data["federation.yaml"])).clusters}
+    for cluster, doc in rays.items():
+        url = n.cluster(cluster).dashboard_url
+        assert url is not None, f"network.yaml gives no dashboard_url for {cluster}"
+        parts = urlsplit(url)
+        assert (parts.scheme, parts.hostname, parts.port) == (
+            "http", f"{doc.head_service()}.{doc.metadata.namespace}.svc.cluster.local", doc.dashboard_port())
+        assert doc.metadata.namespace == NAMESPACE
+        assert fed[cluster].jobs_api == url
+
+
+@pytest.mark.parametrize("config", ["national", "small"])
+def test_dispatcher_config_and_deployment_agree_with_the_clusters(tmp_path: Path, config: str) -> None:
+    n = national() if config == "national" else load_network(write_small_config(tmp_path / "cfg"))
+    rays, cm, dep = _render(n, tmp_path / "out")
+    fed = DispatcherConfig.model_validate(yaml.safe_load(cm.data["federation.yaml"]))
+    assert [c.name for c in fed.clusters] == list(n.ray_clusters())
+    pod = dep.spec.template.spec
+    env = pod.containers[0].env
+    for c in fed.clusters:
+        assert c.data_centers == [d.id for d in n.ray_clusters()[c.name]]
+        assert c.token_env == f"WESTFLOW_RAY_TOKEN_{c.name.upper()}"
+        ray_secret = _secrets(rays[c.name].spec.headGroupSpec.template.spec.containers[0].env, "RAY_AUTH_TOKEN")
+        assert _secrets(env, c.token_env) == ray_secret == {(c.token_secret.name, c.token_secret.key)}
+        assert urlsplit(c.jobs_api).hostname == f"{rays[c.name].head_service()}.{NAMESPACE}.svc.cluster.local"
+    # The ConfigMap reaches the pod, and dagster.yaml (PostgreSQL storage) reads only variables the pod sets.
+    assert {v.configMap.name for v in pod.volumes or () if v.configMap} == {cm.metadata.name} == {DISPATCHER}
+    dagster = yaml.safe_load(cm.data["dagster.yaml"])
+    db = dagster["storage"]["postgres"]["postgres_db"]
+    assert set(db) == {"hostname", "username", "password", "db_name", "port"}
+    assert {v["env"] for v in db.values() if isinstance(v, dict)} <= {e.name for e in env}
+    assert dep.spec.replicas == 1 and dep.spec.strategy is not None and dep.spec.strategy.type == "Recreate"
+
+
+def test_render_writes_nothing_when_a_manifest_would_be_invalid(tmp_path: Path) -> None:
+    """A cluster name whose head Service KubeRay would cut: a typed error naming it, and no file at all."""
+    long = "x" * 40
+    n = national().regrouped({"zhangjiakou": long}, ())
+    with pytest.raises(ConfigError) as err:
+        render_kuberay(n, tmp_path / "out")
+    assert f"ray_clusters.{long}" in str(err.value) and "too long" in str(err.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_launcher_node_types_per_dc(tmp_path: Path) -> None:
@@ -48,3 +152,4 @@ def test_launcher_node_types_per_dc(tmp_path: Path) -> None:
             pools = n.dc(dc).pools
             assert t["resources"].get("GPU", 0) or t["resources"].get("NPU", 0) or not pools
     assert seen == set(n.dc_ids)
+
