@@ -267,7 +267,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         If the data center running it is lost, the step is placed again without it (its tier and
         accelerator needs still hold) and the job resumes from its last checkpoint.
         """
-        network = self.network()
+        network = load_network(self.config_dir)  # the spec is checked before any cluster is contacted
         spec = self._with_inputs(declared_spec(context, network), declared_inputs(context))
         try:
             code = self.code(context)

@@ -31,7 +31,7 @@ from typing import Any
 from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import Dispatcher
 from ray_cluster.live import DashboardReader, NodeView, snapshot
-from ray_cluster.local.federation import recorded_clusters
+from ray_cluster.local.clusters import recorded_clusters
 from westflow.capacity import DCCapacity
 from westflow.errors import ClusterError
 from westflow.inventory import Network, RayCluster, TokenSource

@@ -1,7 +1,7 @@
 """The national network on this machine: profile, token auth, Ray nodes."""
 
 from ray_cluster.local.auth import client_env, ensure_token, export_lines
-from ray_cluster.local.federation import (
+from ray_cluster.local.clusters import (
     FEDERATION_FILE,
     FederationStatus,
     LocalFederation,

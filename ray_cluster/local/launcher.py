@@ -48,6 +48,7 @@ ENV_NETWORK_ID = "WESTFLOW_NETWORK_ID"  # in the environment of every process a 
 # Worker nodes start one at a time: they share the session dir, and concurrent raylets race for
 # the same socket names (plasma_store.N: "Address already in use").
 START_BATCH = 1
+GCS_RECONNECT_S = 10
 
 
 def free_port() -> int:
@@ -324,6 +325,9 @@ class LocalNetwork:
         env = self.client_env()
         env.pop("RAY_ADDRESS", None)
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # A node whose head is gone (its GCS killed) exits after this long instead of Ray's 60 s, taking its
+        # jobs with it: a step that failed over to another cluster leaves no twin running here.
+        env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(GCS_RECONNECT_S)
         # Job entrypoints (`python ...`) resolve to this interpreter, which has ray and westflow.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         temp = self._temp_dir(create=True)

@@ -381,12 +381,28 @@ class _Ctx:
         self.events.append(event)
 
 
+class _Federation:
+    """The clusters, as the resource composes them: one dispatcher for every cluster, the network as it is."""
+
+    dispatcher_obj: Any = None
+
+    def grouped(self, network: Any) -> Any:
+        return network
+
+    def dispatcher(self, name: str) -> Any:
+        return self.dispatcher_obj
+
+
 def _resource(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, live: dict[str, DCCapacity]) -> WestflowResource:
     from pipelines.resources import WestflowResource
 
-    monkeypatch.setattr(WestflowResource, "capacity_and_totals", lambda self, network: (live, live))
-    monkeypatch.setattr(WestflowResource, "network", lambda self: national())
+    monkeypatch.setattr(WestflowResource, "capacity_and_totals", lambda self, network, federation=None: (live, live))
+    monkeypatch.setattr(WestflowResource, "network", lambda self, federation=None: national())
+    monkeypatch.setattr(WestflowResource, "federation", lambda self, log_fn=None: _FED)
     return WestflowResource(state_dir=str(tmp_path))
+
+
+_FED = _Federation()
 
 
 def test_the_resource_reserves_each_placement_for_its_run_and_step(monkeypatch: pytest.MonkeyPatch,
@@ -440,7 +456,7 @@ def test_run_releases_before_failover_and_when_the_job_ends(monkeypatch: pytest.
             return "the job's log"
 
     dispatcher = _Dispatcher()
-    monkeypatch.setattr(WestflowResource, "dispatcher", lambda self, log_fn=None: dispatcher)
+    monkeypatch.setattr(_FED, "dispatcher_obj", dispatcher)
     seen: list[list[str]] = []
 
     def launch(self: WestflowResource, context: Any, d: Any, module: str, args: Any, p: Placement,
