@@ -2,8 +2,9 @@
 
 Each cluster of the profile (``configs/local.yaml`` ``clusters``) is a
 :class:`~ray_cluster.local.launcher.LocalNetwork` of its own, in
-``<state>/clusters/<name>/``: its own head (GCS, dashboard, Jobs API on its own
-127.0.0.1 ports), token, recorded process groups and Ray session dir. The
+``<state>/clusters/<name>/`` (a single-cluster profile's in ``<state>`` itself):
+its own head (GCS, dashboard, Jobs API on its own 127.0.0.1 ports), token,
+recorded process groups and Ray session dir. The
 federation's state dir holds what all share: the embedded S3 server, the
 reservation journal, and ``federation.json``, which records how to reach every
 cluster (dashboard URL and token file, never the token) for the dispatcher
@@ -80,9 +81,10 @@ class LocalFederation:
                  workdir: Path | str | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.profile = profile.with_cluster_ports(ports) if ports else profile
+        one = len(self.profile.clusters) == 1  # a single cluster lives in the state dir itself, as it always has
         self.clusters: dict[str, LocalNetwork] = {
-            name: LocalNetwork(self.state_dir / "clusters" / name, self.profile.cluster(name), workdir=workdir,
-                               services=False)
+            name: LocalNetwork(self.state_dir if one else self.state_dir / "clusters" / name,
+                               self.profile.cluster(name), workdir=workdir, services=False)
             for name in self.profile.cluster_names}
 
     def cluster(self, name: str) -> LocalNetwork:
@@ -104,15 +106,19 @@ class LocalFederation:
         tmp.write_text(rec.model_dump_json(indent=2))
         tmp.replace(self.state_dir / FEDERATION_FILE)
 
-    def _legacy(self) -> LocalNetwork:
-        """A single-cluster network an older westflow started in the state dir itself (its ``ray.json``)."""
-        return LocalNetwork(self.state_dir, self.profile.as_one_cluster(), services=False)
+    def _legacy(self) -> list[LocalNetwork]:
+        """With several clusters: a single-cluster network started in the state dir itself (its ``ray.json``),
+        by an older westflow or the single-cluster profile; it would hold the same ports."""
+        if len(self.clusters) == 1:
+            return []
+        return [LocalNetwork(self.state_dir, self.profile.as_one_cluster(), services=False)]
 
     def up(self, *, timeout_s: float = 180.0) -> FederationStatus:
         """Start every cluster that is not running (idempotent; a lost cluster comes back without touching the
         others), then the S3 server; record how to reach each cluster."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._legacy().down()  # it would hold the same ports
+        for old in self._legacy():
+            old.down()
         self._record()
         for c in self.clusters.values():
             c.up(timeout_s=timeout_s)
@@ -122,7 +128,7 @@ class LocalFederation:
     def down(self) -> list[str]:
         """Stop exactly what ``up`` started in every cluster, and the S3 server; return the DCs stopped."""
         stop_services(self.state_dir)
-        stopped = [dc for c in self.clusters.values() for dc in c.down()] + self._legacy().down()
+        stopped = [dc for c in [*self.clusters.values(), *self._legacy()] for dc in c.down()]
         (self.state_dir / FEDERATION_FILE).unlink(missing_ok=True)
         return sorted(stopped)
 

@@ -182,8 +182,9 @@ def _serving(shell: Shell, command: str, log: Path) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def walkthrough_profile(ray_network: LocalNetwork, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """configs/local.yaml with the test network's ports (a reader's network has the profile's own)."""
-    data = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
+    """The single-cluster profile (the session's network) with the test network's ports (a reader's network has
+    the default profile's own)."""
+    data = yaml.safe_load((ROOT / "configs" / "local-one-cluster.yaml").read_text())
     ports = ray_network.profile.ports
     data["ports"] = {"gcs": ports.gcs, "dashboard": ports.dashboard, "client_server": ports.client_server}
     path = tmp_path_factory.mktemp("profile") / "local.yaml"
