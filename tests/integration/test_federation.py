@@ -11,7 +11,6 @@ guian, zhongwei), each with its own head, Jobs API, token and nodes; one S3 serv
 - ``westflow down`` leaves no process and no listening port of either cluster.
 """
 
-from __future__ import annotations
 
 import json
 import signal
