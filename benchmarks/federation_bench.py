@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     state = Path(tempfile.mkdtemp(prefix="wf-fedbench-"))
     profile = load_profile(load_network())
     local = LocalFederation(state, profile, workdir=ROOT,
-                            ports={n: Ports(free_port(), free_port(), 0) for n in profile.cluster_names})
+                            ports={n: Ports(free_port(), free_port(), free_port()) for n in profile.cluster_names})
     try:
         t0 = time.perf_counter()
         local.up()

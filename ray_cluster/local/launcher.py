@@ -328,6 +328,9 @@ class LocalNetwork:
         # A node whose head is gone (its GCS killed) exits after this long instead of Ray's 60 s, taking its
         # jobs with it: a step that failed over to another cluster leaves no twin running here.
         env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(GCS_RECONNECT_S)
+        # Two malloc arenas per process, not 8 per core: the many threads of Ray's Python daemons
+        # (dashboard, agents) otherwise hold hundreds of MB of mostly empty arenas (the 4 GiB budget).
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         # Job entrypoints (`python ...`) resolve to this interpreter, which has ray and westflow.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         temp = self._temp_dir(create=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from westflow.config import CONFIG_DIR, load_yaml, pydantic_to_fields
 from westflow.errors import ConfigError
@@ -32,14 +32,7 @@ class _Strict(BaseModel):
 class _Ports(_Strict):
     gcs: int = Field(default=6379, ge=1024, le=65535)
     dashboard: int = Field(default=8265, ge=1024, le=65535)
-    client_server: int = Field(default=10001, ge=0, le=65535)  # 0: no Ray Client server
-
-    @field_validator("client_server")
-    @classmethod
-    def _off_or_unprivileged(cls, v: int) -> int:
-        if 0 < v < 1024:
-            raise ValueError("must be 0 (no Ray Client server) or a port >= 1024")
-        return v
+    client_server: int = Field(default=10001, ge=1024, le=65535)
 
 
 class _Node(_Strict):
@@ -72,7 +65,7 @@ class _File(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class Ports:
-    """The fixed ports of a local network (the rest are picked free at ``up``); ``client_server`` 0: none."""
+    """The fixed ports of a local network (the rest are picked free at ``up``)."""
 
     gcs: int = 6379
     dashboard: int = 8265
@@ -210,8 +203,6 @@ def parse_profile(data: Any, network: Network, *, file: str = "local.yaml") -> L
         used = [(j, k, v) for j, c in enumerate(f.clusters) for k, v in c.ports.model_dump().items()]
         seen_ports: set[int] = set()
         for j, k, v in used:
-            if v == 0:
-                continue
             if v in seen_ports:
                 raise ConfigError(file, f"clusters.{j}.ports.{k}", v, "a port no other cluster uses",
                                   problem="Duplicate")
