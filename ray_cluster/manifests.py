@@ -354,11 +354,24 @@ def _secret_hint(ref: SecretRef) -> str:
             f"--from-literal={ref.key}=\"$(openssl rand -hex 32)\"\n")
 
 
+def _own_secrets(network: Network) -> None:
+    """No two clusters read one token Secret: a token taken from one would open the other."""
+    seen: dict[SecretRef, str] = {}
+    for name in network.ray_clusters():
+        ref = token_secret(network, name)
+        if ref in seen:
+            raise ConfigError(_source(network), f"ray_clusters.{name}.token.secret", ref.name,
+                              f"a Secret (or key) no other cluster uses; {seen[ref]!r} reads it",
+                              problem="Shared", fix="give each Ray cluster its own token Secret.")
+        seen[ref] = name
+
+
 def render_kuberay(network: Network, out_dir: Path) -> list[Path]:
     """A RayCluster YAML per named Ray cluster and the dispatcher's YAML; returns the files written.
 
     Every document is built and checked before the first file is written.
     """
+    _own_secrets(network)
     files: dict[str, str] = {}
     head = _HEADER.format(kind="kuberay", source=_source(network))
     for name, dcs in network.ray_clusters().items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -10,21 +12,26 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from ray_cluster.federation import Federation
 from ray_cluster.kuberay_schema import ConfigMapDoc, DeploymentDoc, EnvVar, RayClusterDoc, validate_document
 from ray_cluster.manifests import (
     DISPATCHER,
     DISPATCHER_FILE,
     NAMESPACE,
     DispatcherConfig,
+    k8s_name,
     render_kuberay,
     render_launcher,
 )
 from tests.builders import national
 from tests.unit.test_cli_fuzz import write_small_config
-from westflow.config import load_network
+from westflow.config import CONFIG_DIR, load_network, load_yaml
 from westflow.errors import ConfigError
 from westflow.inventory import Network
+from westflow.latency import great_circle_km, modelled_ms
 from westflow.tags import LABEL_DC, dc_resource
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _render(n: Network, out: Path) -> tuple[dict[str, RayClusterDoc], ConfigMapDoc, DeploymentDoc]:
@@ -35,7 +42,7 @@ def _render(n: Network, out: Path) -> tuple[dict[str, RayClusterDoc], ConfigMapD
         for doc in yaml.safe_load_all(path.read_text()):
             typed = validate_document(doc)
             if isinstance(typed, RayClusterDoc):
-                assert path.name == f"kuberay-{typed.metadata.labels['app.kubernetes.io/instance'][9:]}.yaml"
+                assert typed.metadata.name == k8s_name(path.stem.removeprefix("kuberay-"))
                 rays[path.stem.removeprefix("kuberay-")] = typed
             else:
                 assert path.name == DISPATCHER_FILE
@@ -153,3 +160,53 @@ def test_launcher_node_types_per_dc(tmp_path: Path) -> None:
             assert t["resources"].get("GPU", 0) or t["resources"].get("NPU", 0) or not pools
     assert seen == set(n.dc_ids)
 
+
+def test_the_dispatcher_resolves_every_cluster_from_the_rendered_deployment_env(tmp_path: Path) -> None:
+    """What the dispatcher pod gets (each token variable the Deployment fills from a Secret) is what the
+    dispatcher reads: :meth:`Federation.of_network` over configs/network.yaml reaches every cluster at the
+    rendered Jobs API with that cluster's own token."""
+    n = national()
+    _, cm, dep = _render(n, tmp_path)
+    config = {c.name: c for c in DispatcherConfig.model_validate(yaml.safe_load(cm.data["federation.yaml"])).clusters}
+    env = {e.name: f"token-of-{e.valueFrom.secretKeyRef.name}" for e in dep.spec.template.spec.containers[0].env
+           if e.valueFrom is not None}
+    fed = Federation.of_network(n, env=env)
+    assert set(fed.names) == set(config) == set(n.ray_clusters())
+    for name, c in config.items():
+        access = fed.access(name)
+        assert access.dashboard_url == c.jobs_api
+        assert access.token == f"token-of-{c.token_secret.name}"
+
+
+def test_federation_doc_rtt_table_is_the_latency_model() -> None:
+    """docs/federation.md's DC-to-DC RTTs are what westflow.latency gives for configs/network.yaml."""
+    n = national()
+    latency = load_yaml(CONFIG_DIR / "network.yaml")["latency"]
+    lines = (ROOT / "docs" / "federation.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("<!-- rtt-table"))
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines[start + 1:])
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    header, body = rows[0][1:], rows[2:]
+    assert sorted(header) == sorted(n.dc_ids) and [r[0].split(" ")[0] for r in body] == header
+    for row in body:
+        a, cluster = row[0].split(" ")
+        assert cluster == f"({n.dc(a).ray_cluster})"
+        for b, cell in zip(header, row[1:], strict=True):
+            if a == b:
+                continue
+            da, db = n.dc(a), n.dc(b)
+            km = great_circle_km(da.lat, da.lon, db.lat, db.lon)
+            want = modelled_ms(km, latency["route_inflation"], latency["equipment_overhead_ms"])
+            assert cell == f"{want:.1f}", (a, b)
+
+
+def test_two_clusters_cannot_share_a_token_secret(tmp_path: Path) -> None:
+    n = national()
+    jjj, yrd = n.cluster("jjj"), n.cluster("yrd")
+    assert jjj.token is not None and yrd.token is not None
+    shared = dataclasses.replace(n, clusters=tuple(dataclasses.replace(c, token=jjj.token) if c.name == "yrd" else c
+                                                   for c in n.clusters))
+    with pytest.raises(ConfigError) as err:
+        render_kuberay(shared, tmp_path / "out")
+    assert "ray_clusters.yrd.token.secret 'westflow-jjj-ray-token'" in str(err.value) and "'jjj'" in str(err.value)
+    assert not (tmp_path / "out").exists()
