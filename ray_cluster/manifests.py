@@ -234,6 +234,8 @@ def dispatcher_deployment(network: Network) -> dict[str, Any]:
     labels = {**_PART_OF, "app.kubernetes.io/name": DISPATCHER}
     fed = dispatcher_config(network)
     env: list[dict[str, Any]] = [{"name": "DAGSTER_HOME", "value": DAGSTER_HOME},
+                                 # pipelines/deployments.py: every cluster of the inventory, tokens from the env
+                                 {"name": "WESTFLOW_DEPLOYMENT", "value": "federation"},
                                  {"name": ENV_STATE_DIR, "value": STATE_DIR}]
     env += [_secret_env(c.token_env, c.token_secret) for c in fed.clusters]
     env += [{"name": "DAGSTER_PG_HOSTNAME", "value": f"postgres.{NAMESPACE}.svc.cluster.local"},  # placeholder

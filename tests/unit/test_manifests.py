@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from pipelines.deployments import westflow_resource
 from ray_cluster.federation import Federation
 from ray_cluster.kuberay_schema import ConfigMapDoc, DeploymentDoc, EnvVar, RayClusterDoc, validate_document
 from ray_cluster.manifests import (
@@ -210,3 +211,11 @@ def test_two_clusters_cannot_share_a_token_secret(tmp_path: Path) -> None:
         render_kuberay(shared, tmp_path / "out")
     assert "ray_clusters.yrd.token.secret 'westflow-jjj-ray-token'" in str(err.value) and "'jjj'" in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_code_location_runs_the_federation_deployment(tmp_path: Path) -> None:
+    """The Deployment's plain variables select the pipelines' ``federation`` deployment (every inventory cluster)."""
+    _, _, dep = _render(national(), tmp_path)
+    env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env if e.value is not None}
+    resource = westflow_resource(env)
+    assert resource.clusters == "inventory" and resource.state_dir == env["WESTFLOW_STATE_DIR"]
