@@ -36,11 +36,16 @@ from westflow.capacity import DCCapacity
 from westflow.errors import ClusterError
 from westflow.inventory import Network, RayCluster, TokenSource
 
-__all__ = ["Member", "ClusterRead", "Federation", "DEFAULT_TIMEOUT_S", "TOKEN_SECRET_ENV", "token_of",
+__all__ = ["Member", "ClusterRead", "Federation", "DEFAULT_TIMEOUT_S", "TOKEN_ENV_PREFIX", "token_env", "token_of",
            "unreachable_reason"]
 
 DEFAULT_TIMEOUT_S = 1.0
-TOKEN_SECRET_ENV = "WESTFLOW_RAY_TOKEN_{name}"  # where a Kubernetes Secret's token reaches the dispatcher
+TOKEN_ENV_PREFIX = "WESTFLOW_RAY_TOKEN_"  # where a Kubernetes Secret's token reaches the dispatcher
+
+
+def token_env(cluster: str) -> str:
+    """The variable the dispatcher finds ``cluster``'s token in when it comes from a Secret."""
+    return TOKEN_ENV_PREFIX + cluster.upper()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +81,7 @@ def token_of(cluster: RayCluster, source: TokenSource, env: Mapping[str, str]) -
     if source.file:
         return ClusterAccess.resolve(dashboard_url=cluster.dashboard_url or "http://unset",
                                      token_path=source.file, env={}).token
-    var = source.env or TOKEN_SECRET_ENV.format(name=cluster.name.upper())
+    var = source.env or token_env(cluster.name)
     value = env.get(var, "").strip()
     if not value:
         raise ClusterError(f"No Ray auth token for cluster {cluster.name!r}: ${var} is empty or unset "

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ray_cluster.federation import TOKEN_ENV_PREFIX, token_env
 from ray_cluster.kuberay_schema import DASHBOARD_PORT_NAME, HEAD_SERVICE_SUFFIX, validate_document
 from storage.s3_config import ENV_ACCESS_KEY, ENV_ENDPOINT, ENV_SECRET_KEY, ENV_STATE_DIR
 from westflow.errors import ConfigError
@@ -55,7 +56,6 @@ DISPATCHER = "westflow-dispatcher"
 DISPATCHER_FILE = f"{DISPATCHER}.yaml"
 # Placeholder: an image of this project (`pip install .` plus dagster-postgres) on rayproject/ray:<RAY_VERSION>.
 DISPATCHER_IMAGE = "REPLACE-WITH-YOUR-REGISTRY/westflow:latest"
-TOKEN_ENV_PREFIX = "WESTFLOW_RAY_TOKEN_"
 DEFAULT_TOKEN_KEY = "auth_token"  # the key KubeRay's own token Secrets use (RAY_AUTH_TOKEN_SECRET_KEY)
 PORTS = {"gcs-server": 6379, DASHBOARD_PORT_NAME: 8265, "client": 10001}  # the head's, as KubeRay names them
 CODE_SERVER_PORT = 4000  # the Dagster code location's gRPC port
@@ -105,11 +105,6 @@ class SecretRef(BaseModel):
 def k8s_name(cluster: str) -> str:
     """The RayCluster's name: ``westflow-<cluster>`` (``_`` is not allowed in Kubernetes names)."""
     return f"westflow-{cluster}".replace("_", "-")
-
-
-def token_env(cluster: str) -> str:
-    """The variable the dispatcher finds ``cluster``'s token in: ``WESTFLOW_RAY_TOKEN_<CLUSTER>``."""
-    return TOKEN_ENV_PREFIX + cluster.upper()
 
 
 def token_secret(network: Network, cluster: str) -> SecretRef:
