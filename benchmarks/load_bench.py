@@ -1,18 +1,28 @@
-"""Reservation throughput under load (issue 5): 1,000 placements submitted at once.
+"""Load (issues 5 and 12): 1,000 steps submitted at once, through the production path.
 
-The production path: every request is one :meth:`ray_cluster.reservations.Reservations.reserve`
-on one journal (as the Dagster resource places a step), from several processes
-with several threads each, all released at once, over the capacity of an empty
-local network (``configs/local.yaml``: fewer free accelerators than asked for).
-Prints the decisions per second of that concurrent phase and how many were
-placed, left waiting (they fit the empty network, not the current one) and
-refused (they fit no DC at all); then releases every reservation round by round,
-placing the waiting requests again, until none is left, and prints how long that took.
+``--mode jobs`` (the default, :mod:`benchmarks.load_jobs_bench`): against a
+local network (started in a temp state dir, or the running one with
+``--attach``), every step reads live capacity through the dashboard, reserves
+on one journal and, when placed, becomes a Ray Job through
+``Dispatcher.submit``, from several processes with several threads each, all
+released at once. Prints steps/s, the p50/p99 time from submission to the Ray
+job RUNNING, and the ratio against the same jobs submitted with the bare
+``JobSubmissionClient.submit_job`` in the same process.
+
+``--mode reserve`` (issue 5): the reservation path alone, no Ray. Every request
+is one :meth:`ray_cluster.reservations.Reservations.reserve` on one journal over
+the capacity of an empty local network (``configs/local.yaml``: fewer free
+accelerators than asked for). Prints the decisions per second of that concurrent
+phase and how many were placed, left waiting (they fit the empty network, not
+the current one) and refused (they fit no DC at all); then releases every
+reservation round by round, placing the waiting requests again, until none is
+left, and prints how long that took.
 
 ``tests/integration/test_load.py`` runs the same load against the live Ray
-network, holding every placement in Ray and checking Ray's own accounting.
+network and checks Ray's own accounting.
 
-    .venv/bin/python -m benchmarks.load_bench [--requests 1000] [--processes 4] [--threads 8]
+    .venv/bin/python -m benchmarks.load_bench [--mode jobs|reserve] [--requests 1000] [--processes 4]
+        [--threads 8] [--attach]
 """
 
 from __future__ import annotations
@@ -188,12 +198,8 @@ class Submitters:
         return [a for a in out if a is not None], elapsed
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--processes", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=8)
-    args = ap.parse_args()
+def _reserve_only(args: argparse.Namespace) -> int:
+    """The reservation path alone, over an empty network's capacity (no Ray)."""
     network = load_network()
     empty = empty_capacity(load_profile(network))
     specs = [s for _, s in make_specs(args.requests)]
@@ -217,6 +223,24 @@ def main() -> int:
                   f"{time.perf_counter() - t0:.2f} s; left waiting: "
                   f"{sum(a.outcome is Outcome.WAITING for a in attempts)}; held: {len(journal.held())}")
     return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--mode", choices=("jobs", "reserve"), default="jobs",
+                    help="jobs: through the Ray Jobs API on a local network (default); reserve: reservations only")
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--processes", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--attach", action="store_true", help="jobs mode: use the running network "
+                    "($WESTFLOW_RAY_ADDRESS, $RAY_AUTH_TOKEN_PATH, as `westflow up` prints) instead of starting one")
+    args = ap.parse_args()
+    if args.mode == "reserve":
+        return _reserve_only(args)
+    from benchmarks.load_jobs_bench import run_jobs_bench
+
+    return run_jobs_bench(requests=args.requests, processes=args.processes, threads=args.threads,
+                          attach=args.attach)
 
 
 if __name__ == "__main__":
