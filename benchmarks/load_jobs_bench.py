@@ -1,7 +1,9 @@
 """``load_bench --mode jobs``: steps/s through the production path and time to a RUNNING Ray job.
 
-Against a local network (started here in a temp state dir, or the running one
-with ``--attach``), two phases from the same worker processes and threads:
+Against a local network of one Ray cluster (every local DC; started here in a
+temp state dir, or the running one with ``--attach``: a single-cluster network
+such as ``westflow up --profile configs/local-one-cluster.yaml`` starts, since
+every job goes to the one Jobs API in ``$WESTFLOW_RAY_ADDRESS``), two phases from the same worker processes and threads:
 
 1. production: every step reads live capacity through the dashboard, reserves
    on one journal and, when placed, is submitted by ``Dispatcher.submit`` as a
@@ -82,7 +84,7 @@ def run_jobs_bench(*, requests: int, processes: int, threads: int, attach: bool)
     if attach:
         access = ClusterAccess.resolve()
     else:
-        net = LocalNetwork(tmp / "state", load_profile(network), workdir=ROOT,
+        net = LocalNetwork(tmp / "state", load_profile(network).as_one_cluster(), workdir=ROOT,
                            ports=Ports(gcs=free_port(), dashboard=free_port(), client_server=free_port()))
         t = time.perf_counter()
         net.up()
