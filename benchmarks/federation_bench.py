@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         local.up()
         print(f"federation up: {', '.join(local.clusters)} in {time.perf_counter() - t0:.0f} s")
         time.sleep(5)
-        print(f"RSS, idle: {local.rss_bytes() / 2**30:.2f} GiB over {len(local.pids())} processes")
+        print(f"memory, idle: {local.rss_bytes() / 2**30:.2f} GiB RSS, {local.pss_bytes() / 2**30:.2f} GiB PSS, "
+              f"over {len(local.pids())} processes")
         fed = Federation.local(state)
         assert fed is not None
         network = fed.grouped(load_network())

@@ -11,6 +11,7 @@ from hostprocs.processes import (
     carries,
     kill_members,
     members,
+    pss_bytes,
     rss_bytes,
     running,
     start_time,
@@ -19,4 +20,5 @@ from hostprocs.processes import (
 )
 
 __all__ = ["ProcStat", "Marker", "carries", "writes_under", "stat", "start_time", "running", "members", "rss_bytes",
+           "pss_bytes",
            "kill_members"]

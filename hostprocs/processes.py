@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["ProcStat", "stat", "start_time", "running", "carries", "writes_under", "members", "rss_bytes",
+__all__ = ["ProcStat", "stat", "start_time", "running", "carries", "writes_under", "members", "rss_bytes", "pss_bytes",
            "kill_members"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -122,6 +122,18 @@ def members(pgid: int, marker: Marker, *, files_under: Path | None = None) -> li
         if carries(p.pid, marker) or (files_under is not None and writes_under(p.pid, files_under)):
             out.append(p.pid)
     return out
+
+
+def pss_bytes(pids: list[int]) -> int:
+    """Sum of proportional set sizes of ``pids``: a page shared by n processes counts 1/n in each, so the sum is
+    what they hold together (RSS sums count Ray's forked dashboard modules' shared pages once per process)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += int(getattr(psutil.Process(pid).memory_full_info(), "pss", 0))
+        except _GONE:
+            continue
+    return total
 
 
 def rss_bytes(pids: list[int]) -> int:

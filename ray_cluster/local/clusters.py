@@ -155,5 +155,9 @@ class LocalFederation:
     def rss_bytes(self) -> int:
         return sum(c.rss_bytes() for c in self.clusters.values())
 
+    def pss_bytes(self) -> int:
+        """Memory of every process of every cluster, pages shared between processes counted once."""
+        return sum(c.pss_bytes() for c in self.clusters.values())
+
     def status(self) -> FederationStatus:
         return FederationStatus(tuple((n, c.status()) for n, c in self.clusters.items()))

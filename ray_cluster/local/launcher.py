@@ -275,6 +275,10 @@ class LocalNetwork:
         """Resident memory of every process of the network (sum over processes)."""
         return procs.rss_bytes(self.pids())
 
+    def pss_bytes(self) -> int:
+        """Memory of every process of the network, pages shared between them counted once."""
+        return procs.pss_bytes(self.pids())
+
     def is_up(self) -> bool:
         head = self.profile.dc_ids[0]
         return head in self.recorded()

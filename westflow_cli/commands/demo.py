@@ -123,14 +123,16 @@ def run(args: argparse.Namespace) -> int:
         ips = [net.profile.node_ip(d.dc) for d in st.dcs]
         print(f"Ray cluster {name}: {len(st.dcs)} nodes alive ({', '.join(d.dc for d in st.dcs)}) on "
               f"{', '.join(ips)}; dashboard {st.dashboard_url}")
-    print(f"{fst.rss_bytes / 2**30:.2f} GiB RSS over all Ray processes")
+    print(f"{fst.rss_bytes / 2**30:.2f} GiB RSS over all Ray processes ({net.pss_bytes() / 2**30:.2f} GiB PSS: "
+          "pages they share counted once)")
     _say("3. Ray tasks placed by westflow, and where Ray ran them")
     _tasks(args)
     if args.skip_pipelines:
         return 0
     _say("4. Dagster pipelines across the clusters: where each step ran and why")
     rc = _pipelines(args)
-    print(f"local network: {net.rss_bytes() / 2**30:.2f} GiB RSS over all Ray processes after the pipelines")
+    print(f"local network after the pipelines: {net.rss_bytes() / 2**30:.2f} GiB RSS over all Ray processes "
+          f"({net.pss_bytes() / 2**30:.2f} GiB PSS)")
     _say("next")
     print("westflow status            # per-DC use, dashboard URL, export lines, what running steps hold\n"
           "westflow ui                # Dagster UI + daemon on http://127.0.0.1:3000 (schedules fire)\n"
