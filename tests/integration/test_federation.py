@@ -240,6 +240,9 @@ def _listening(ports: set[int]) -> set[int]:
 
 def test_down_leaves_no_process_or_port_of_either_cluster(ray_federation: LocalFederation) -> None:
     ray_federation.up()
+    rss, pss = ray_federation.rss_bytes(), ray_federation.pss_bytes()
+    print(f"local federation after the tests: {rss / 2**30:.2f} GiB RSS, {pss / 2**30:.2f} GiB PSS")
+    assert pss < 4 * 2**30, f"the federation holds {pss / 2**30:.2f} GiB (PSS)"
     pids = ray_federation.pids()
     ports = {p for c in ray_federation.profile.clusters for p in (c.ports.gcs, c.ports.dashboard,
                                                                   c.ports.client_server) if p}
