@@ -105,7 +105,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             local = Federation.local(self._state(), **kw)
             if local is not None:
                 return local
-        return Federation.single(self.access(), **kw)
+        return Federation.single(self.access(), load_network(self.config_dir), **kw)
 
     def dispatcher(self, log_fn: Any = None, cluster: str | None = None) -> Dispatcher:
         """The dispatcher of ``cluster`` (default: the only or first cluster)."""
