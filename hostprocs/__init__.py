@@ -10,6 +10,7 @@ from hostprocs.processes import (
     ProcStat,
     carries,
     kill_members,
+    marked,
     members,
     pss_bytes,
     rss_bytes,
@@ -19,6 +20,6 @@ from hostprocs.processes import (
     writes_under,
 )
 
-__all__ = ["ProcStat", "Marker", "carries", "writes_under", "stat", "start_time", "running", "members", "rss_bytes",
-           "pss_bytes",
+__all__ = ["ProcStat", "Marker", "carries", "writes_under", "stat", "start_time", "running", "members", "marked",
+           "rss_bytes", "pss_bytes",
            "kill_members"]

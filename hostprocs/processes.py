@@ -147,10 +147,26 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+def marked(marker: Marker, also: Marker) -> list[int]:
+    """Live (non-zombie) pids of any process group that carry both ``marker`` and ``also``."""
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.status() in _DEAD:
+                continue
+        except _GONE:
+            continue
+        if carries(p.pid, marker) and carries(p.pid, also):
+            out.append(p.pid)
+    return out
+
+
 def kill_members(pgids: list[int], marker: Marker, *, files_under: Path | None = None,
-                 grace_s: float = 8.0, sig: signal.Signals = signal.SIGTERM) -> None:
+                 grace_s: float = 8.0, sig: signal.Signals = signal.SIGTERM, also: Marker | None = None) -> None:
     """Send ``sig`` (SIGTERM by default) to our processes of every group, wait up to ``grace_s``, then SIGKILL
-    what is left; ``sig=SIGKILL`` kills at once, with no chance to clean up (a node crash).
+    what is left; ``sig=SIGKILL`` kills at once, with no chance to clean up (a node crash). ``also``: processes
+    of any group that carry ``marker`` and ``also`` are signalled with them (Ray runs each worker and job
+    driver in a process group of its own).
 
     Only processes that carry ``marker`` are signalled, one by one (never ``killpg``):
     a recorded group id that now names someone else's group is left alone.
@@ -160,6 +176,7 @@ def kill_members(pgids: list[int], marker: Marker, *, files_under: Path | None =
         signalled: set[int] = set()
         while time.monotonic() < deadline:
             left = [pid for g in pgids for pid in members(g, marker, files_under=files_under)]
+            left += [pid for pid in (marked(marker, also) if also else []) if pid not in left]
             if not left:
                 return
             for pid in left:

@@ -264,12 +264,14 @@ class LocalNetwork:
             return []
         return [p for g in self.recorded().values() for p in procs.members(g, marker, files_under=self._temp_dir())]
 
-    def _kill(self, pgids: list[int], sig: signal.Signals = signal.SIGTERM) -> None:
+    def _kill(self, pgids: list[int], sig: signal.Signals = signal.SIGTERM, dc: str | None = None) -> None:
         """Signal the processes of ``pgids`` that are provably this network's (none if it has no id):
-        they carry its id, or write their logs under its Ray session dir."""
+        they carry its id, or write their logs under its Ray session dir; with ``dc``, also that DC's
+        processes outside the groups (its Ray workers and job drivers)."""
         marker = self._marker()
         if marker is not None and pgids:
-            procs.kill_members(pgids, marker, files_under=self._temp_dir(), sig=sig)
+            procs.kill_members(pgids, marker, files_under=self._temp_dir(), sig=sig,
+                               also=(ENV_DC, dc) if dc else None)
 
     def rss_bytes(self) -> int:
         """Resident memory of every process of the network (sum over processes)."""
@@ -387,12 +389,14 @@ class LocalNetwork:
         """Stop one DC's node (its process group), as if the site went dark.
 
         ``sig``: SIGTERM (default; what is left after a grace period is killed) or SIGKILL (at once: a crash,
-        no process of the node gets to clean up or tell the GCS).
+        no process of the node gets to clean up or tell the GCS). Ray runs each worker and job driver in a
+        process group of its own; they carry the node's DC in their environment and go with it (a SIGKILL of
+        the group alone left them running: a "lost" DC finished its job).
         """
         group = self.recorded().get(dc)
         if group is None:
             raise ClusterError(f"No running node recorded for DC {dc!r}; running: {sorted(self.recorded())}.")
-        self._kill([group], sig)
+        self._kill([group], sig, dc)
 
     def down(self) -> list[str]:
         """Stop exactly the nodes ``up`` recorded (workers first); return their DCs."""
