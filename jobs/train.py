@@ -38,25 +38,33 @@ from jobs.training import EpochStats, TrainConfig, fit
 
 __all__ = ["parser", "body", "main"]
 
-# Test hook, hidden from --help and off unless given: "--test-hold-after-epoch EPOCH:DIR" holds the job
-# after that epoch's checkpoint until DIR/go exists (tests kill a node at a known point with it).
+# Test hook, hidden from --help and off unless given: "--test-hold-after-epoch EPOCH[,EPOCH...]:DIR" holds the
+# job after each of those epochs' checkpoint until DIR/go exists (tests kill a node at a known point with it),
+# and keeps DIR/trained-<job> up to date: the epochs this job trained (a test counts them over every attempt).
 HOLD_FLAG = "--test-hold-after-epoch"
 HOLD_BOUND_S = 600.0
 
 
-def _hold_point(text: str) -> tuple[int, Path]:
-    """``EPOCH:DIR`` of ``--test-hold-after-epoch`` as ``(epoch, directory)``."""
-    epoch, _, where = text.partition(":")
-    if not epoch.isdigit() or int(epoch) < 1 or not where:
-        raise JobArgumentError(HOLD_FLAG, text, "EPOCH:DIR (a test hook)")
-    return int(epoch), Path(where)
+def _hold_point(text: str) -> tuple[tuple[int, ...], Path]:
+    """``EPOCH[,EPOCH...]:DIR`` of ``--test-hold-after-epoch`` as ``(epochs, directory)``."""
+    epochs, _, where = text.partition(":")
+    parts = epochs.split(",")
+    if not where or not all(p.isascii() and p.isdigit() and int(p) >= 1 for p in parts):
+        raise JobArgumentError(HOLD_FLAG, text, "EPOCH[,EPOCH...]:DIR with epochs >= 1 (a test hook)")
+    return tuple(int(p) for p in parts), Path(where)
 
 
-def _hold(epoch: int, where: Path, ctx: JobContext) -> None:
-    """Write ``<where>/held`` (the epoch) after its checkpoint, then wait for ``<where>/go`` (bounded)."""
-    tmp = where / f"held.{os.getpid()}.tmp"
-    tmp.write_text(str(epoch))
-    os.replace(tmp, where / "held")
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _hold(epoch: int, trained: list[int], where: Path, ctx: JobContext) -> None:
+    """After ``epoch``'s checkpoint: write ``<where>/held-<epoch>`` (the epochs this job trained, comma-separated)
+    and ``<where>/held`` (the epoch), then wait for ``<where>/go`` (bounded)."""
+    _write(where / f"held-{epoch}", ",".join(map(str, trained)))
+    _write(where / "held", str(epoch))
     ctx.reporter.warning(f"{HOLD_FLAG}: holding after epoch {epoch} until {where / 'go'} exists "
                          f"(at most {HOLD_BOUND_S:.0f}s)")
     deadline = time.monotonic() + HOLD_BOUND_S
@@ -94,13 +102,18 @@ def body(args: argparse.Namespace, ctx: JobContext) -> dict[str, Any]:
     ctx.reporter.info(f"loaded {len(data.y):,} rows x {len(data.features)} features in {load_s:.1f}s "
                       f"({len(data.train_idx):,} train / {len(data.eval_idx):,} eval); {model}")
     ckpts = RegionalCheckpoints(ctx.stores, ctx.region, checkpoint_prefix(args.model, args.run_id))
-    hold: tuple[int, Path] | None = args.hold
+    hold: tuple[tuple[int, ...], Path] | None = args.hold
+    trained: list[int] = []
+    this_job = f"trained-{os.getpid()}-{time.time_ns()}"
 
     def on_epoch(s: EpochStats) -> None:
         ctx.reporter.info(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f} train acc "
                           f"{s.accuracy:.4f} eval acc {s.eval_accuracy:.4f} ({s.seconds:.2f}s)")
-        if hold is not None and s.epoch == hold[0]:  # called after the epoch's checkpoint is saved
-            _hold(s.epoch, hold[1], ctx)
+        trained.append(s.epoch)
+        if hold is not None:  # called after the epoch's checkpoint is saved
+            _write(hold[1] / this_job, ",".join(map(str, trained)))
+            if s.epoch in hold[0]:
+                _hold(s.epoch, trained, hold[1], ctx)
 
     result = fit(ctx.backend, data.X, data.y, data.train_idx, data.eval_idx, model, cfg, ckpts,
                  extra={"mu": data.mu, "sigma": data.sigma}, on_epoch=on_epoch,
