@@ -9,9 +9,9 @@ run in another DC, the run's end), never a sleep. Kinds:
 - ``a``: a worker DC's Ray node stopped with SIGTERM (what is left after a grace period is killed);
 - ``b``: SIGKILL of every process of the node at once (a crash: nothing tells the GCS);
 - ``c``: S3 down during the failover: S3 stops while the job holds, the node is killed, the step is
-  placed again and its new job meets no S3. The product fails the step naming the S3 endpoint (it
-  does not wait for S3); the checkpoints left are the complete ones up to the kill, nothing is
-  half-written and no final model exists;
+  placed again and its new job meets no S3. The product fails the step (it does not wait for S3),
+  the failure's log tail naming the S3 endpoint; the checkpoints left are the complete ones up to
+  the kill, nothing is half-written and no final model exists;
 - ``d``: two DCs lost one after the other in one run: the job holds again in the DC it failed over
   to, that DC is killed too, the step ends on a third DC;
 - ``e``: the head's DC killed (SIGKILL): in a single Ray cluster the head holds the GCS and the Jobs
@@ -20,12 +20,12 @@ run in another DC, the run's end), never a sleep. Kinds:
   bringing the cluster back costs one node, not the whole network.
 
 a, b, d: the step finishes on another accelerator DC, resumes from the last complete checkpoint,
-trains no completed epoch twice (the held files and the final report) and ends with the same model,
+trains no completed epoch twice (the ``trained-*`` files of every job) and ends with the same model,
 bit for bit, as an uninterrupted run with the same seed.
 
 Cost: one Dagster run per trial, trials one after the other (two steps in one DC deadlock today: a
 step's Ray job takes one CPU for its driver and ``cpus`` for its task, while placement books ``cpus``);
-the killed node is restarted while the run finishes elsewhere. ``TRIALS`` per kind fits the CI budget;
+the killed node is restarted after the run. ``TRIALS`` per kind fits the CI budget;
 ``WESTFLOW_FAILOVER_TRIALS=10`` runs the full matrix.
 """
 
