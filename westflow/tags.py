@@ -190,12 +190,15 @@ class RayRequest:
     def job_options(self) -> dict[str, Any]:
         """Keyword arguments for ``JobSubmissionClient.submit_job``.
 
-        The entrypoint holds the pins (DC, rt:<origin>) and a token CPU; the
-        accelerators are taken by the job's own tasks, so a driver never blocks
-        its workers.
+        The entrypoint holds only the pins (DC, region, rt:<origin>, accelerator
+        model: fractions of a node's unit), no CPU and no accelerator: the step's
+        CPUs and accelerators are taken once, by the task its driver starts
+        (``task_options()``), as the reservation journal books them. Holding them
+        in the entrypoint too would book a step twice in Ray (an Ascend step asking
+        for all of a DC's NPUs could never start its task).
         """
-        opts: dict[str, Any] = {"entrypoint_num_cpus": min(self.num_cpus, 1.0),
-                                "entrypoint_resources": dict(self.resources)}
+        pins = {k: v for k, v in self.resources.items() if k != NPU}
+        opts: dict[str, Any] = {"entrypoint_num_cpus": 0, "entrypoint_resources": pins}
         if self.label_selector:
             opts["entrypoint_label_selector"] = dict(self.label_selector)
         return opts

@@ -12,14 +12,14 @@ nothing ends early. The local network has 40 accelerators; the steps ask for
 far more.
 
 What Ray holds for a placed step here: its job (Ray's job supervisor takes the
-entrypoint CPUs and resources: the pins, and an Ascend step's NPUs) and a
-placement group made by this test for what the step's task would take beyond
-that (its GPUs and memory; ``_bundle``). A job driver per step that started the
-task itself would cost a Ray driver and worker each. Together they hold exactly
-what the journal books: the step's CPUs, accelerators and memory, once. A real
-step holds more (its job's entrypoint CPUs and NPUs *and* its task's), which the
-journal does not book: ``test_a_placed_step_holds_in_ray_what_the_journal_books``
-shows that gap (a strict xfail until it is fixed).
+entrypoint resources: only the pins, see ``RayRequest.job_options``) and a
+placement group made by this test for what the step's task takes beyond that
+(its CPUs, GPUs, NPUs and memory; ``_bundle``). A job driver per step that
+started the task itself would cost a Ray driver and worker each. Together they
+hold exactly what the journal books: the step's CPUs, accelerators and memory,
+once. ``test_a_placed_step_holds_in_ray_what_the_journal_books`` checks that a
+real step (entrypoint plus task) holds no more: until this session a step's
+job also held its entrypoint CPU and an Ascend step's NPUs, booking it twice.
 
 Checked: every step placed, waiting or refused exactly once; Ray's job list
 holds exactly one job per placed step (by submission id and by spec, within
@@ -413,12 +413,6 @@ def _job_and_task(p: Placement) -> dict[str, float]:
     return out
 
 
-@pytest.mark.xfail(strict=True, raises=HeldTwice, reason=(
-    "issue 12 defect: the journal books a step's CPUs and accelerators once, but a running step holds "
-    "its job's entrypoint_num_cpus (min(cpus, 1)) and, for Ascend, its NPUs (they sit in "
-    "RayRequest.resources, so in entrypoint_resources) AND its task's CPUs and NPUs: a burst over-commits "
-    "Ray (an Ascend step asking for all of a DC's NPUs can never start its task). Remove this mark once "
-    "job_options() and the journal agree."))
 def test_a_placed_step_holds_in_ray_what_the_journal_books(ray_driver: LocalNetwork, tmp_path: Path) -> None:
     """A burst reserved on live capacity: per DC, the CPUs, GPUs and NPUs its placed steps take in Ray
     while they run (job entrypoint plus task) fit what Ray says the DC has."""
