@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["Reporter", "pipes_requested"]
 
@@ -31,6 +35,42 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+_WRITE = threading.Lock()
+
+
+def _message_writer() -> Any:
+    """Pipes' default message writer, except that a message on stdout/stderr is written as one whole line.
+
+    dagster_pipes writes a message and its newline in two writes; Ray forwards its tasks' log lines to the
+    driver's stdout/stderr from another thread (with ``print``: two writes too), so a forwarded line could land
+    between them and Dagster then drops the message (a successful step without its job's report). One write of
+    newline + message + newline, flushed, keeps the message on a line of its own whatever lands around it.
+    """
+    from dagster_pipes import PipesDefaultMessageWriter, PipesMessageWriterChannel
+
+    class WholeLines(PipesMessageWriterChannel):  # type: ignore[misc]
+        def __init__(self, stream: TextIO) -> None:
+            self._stream = stream
+
+        def write_message(self, message: Any) -> None:
+            line = "\n" + json.dumps(message) + "\n"
+            with _WRITE:
+                self._stream.write(line)
+                self._stream.flush()
+
+    class Writer(PipesDefaultMessageWriter):  # type: ignore[misc]
+        @contextmanager
+        def open(self, params: Any) -> Iterator[Any]:
+            stream = params.get(self.STDIO_KEY)
+            if stream in (self.STDERR, self.STDOUT) and not params.get(self.INCLUDE_STDIO_IN_MESSAGES_KEY):
+                yield WholeLines(sys.stderr if stream == self.STDERR else sys.stdout)
+                return
+            with super().open(params) as channel:
+                yield channel
+
+    return Writer()
+
+
 class Reporter:
     """Logs and one materialisation per job, sent to Pipes and to ``logging``."""
 
@@ -44,7 +84,7 @@ class Reporter:
         if pipes_requested():
             from dagster_pipes import open_dagster_pipes
 
-            self._pipes = open_dagster_pipes()
+            self._pipes = open_dagster_pipes(message_writer=_message_writer())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
