@@ -307,7 +307,7 @@ def failure_line(*, error_type: str, message: str, log: str, where: str, shipmen
         return (f"the step's code or requirements could not be set up at {where}: {cause} "
                 f"(requirements: {reqs}). To fix: correct the requirement, or make it installable from the "
                 "cluster's package index.")
-    m = _NO_MODULE.search(log) or _NO_MODULE.search(message)
+    m = _missing_module(log) or _missing_module(message)
     if m:
         missing = m.group(1)
         if missing.split(".")[0] == "dagster_pipes":
@@ -317,6 +317,16 @@ def failure_line(*, error_type: str, message: str, log: str, where: str, shipmen
         shipped = f"the shipped code ({shipment.working_dir})" if shipment and shipment.working_dir else "no code"
         return (f"module {missing!r} was not found at {where}: it is neither in {shipped} nor installed in the "
                 f"cluster's Python ({python!r}). To fix: add it to the project or its requirements.")
+    return None
+
+
+def _missing_module(text: str) -> re.Match[str] | None:
+    """The last "No module named 'x'" that is an error (a traceback's or the interpreter's), not a logged
+    warning (a job's array backend says "No module named 'torch'" when it falls back, and runs on)."""
+    for line in reversed(text.splitlines()):
+        m = _NO_MODULE.search(line)
+        if m and "WARNING" not in line:
+            return m
     return None
 
 

@@ -154,3 +154,14 @@ def test_failure_lines_name_what_and_where(tmp_path: Path) -> None:
     assert mod is not None and "module 'myjob2' was not found at guian" in mod
     assert failure_line(error_type="JOB_ENTRYPOINT_COMMAND_ERROR", message="exit code 1",
                         log="ValueError: bad\n", where="guian", shipment=s, python="python") is None
+
+
+def test_a_logged_fallback_warning_is_not_the_failure() -> None:
+    """An Ascend job's backend warns "No module named 'torch'" and runs on; the job then fails on S3."""
+    from ray_cluster.shipping import failure_line
+
+    log = ("2026-11-28 jobs.train WARNING array backend numpy on cpu; FALLBACK: No module named 'torch'\n"
+           "Traceback (most recent call last):\nwestflow.errors.EndpointUnreachable: S3 endpoint http://127.0.0.1:1 "
+           "did not answer\n")
+    assert failure_line(error_type="", message="Job entrypoint command failed with exit code 1", log=log,
+                        where="guian", shipment=None, python="python") is None
