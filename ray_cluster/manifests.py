@@ -238,6 +238,8 @@ def dispatcher_deployment(network: Network) -> dict[str, Any]:
             _secret_env("DAGSTER_PG_PASSWORD", SecretRef(name=PG_SECRET, key="password"))]
     env += [_secret_env(var, SecretRef(name=S3_SECRET, key=key)) for var, key in
             ((ENV_ENDPOINT, "endpoint"), (ENV_ACCESS_KEY, "access_key"), (ENV_SECRET_KEY, "secret_key"))]
+    # The gRPC server listens on the pod's interfaces (a pod's own network namespace, reached through a
+    # ClusterIP Service by the Dagster webserver); these manifests never run on the local machine.
     container = {
         "name": "code-location", "image": DISPATCHER_IMAGE,
         "command": ["dagster", "api", "grpc", "--module-name", "pipelines.definitions",
