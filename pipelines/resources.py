@@ -107,11 +107,6 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 return local
         return Federation.single(self.access(), load_network(self.config_dir), **kw)
 
-    def dispatcher(self, log_fn: Any = None, cluster: str | None = None) -> Dispatcher:
-        """The dispatcher of ``cluster`` (default: the only or first cluster)."""
-        fed = self.federation(log_fn)
-        return fed.dispatcher(cluster or fed.names[0])
-
     def network(self, federation: Federation | None = None) -> Network:
         """The inventory with each DC in the Ray cluster that runs it here."""
         return (federation or self.federation()).grouped(load_network(self.config_dir))

@@ -157,10 +157,6 @@ class Federation:
                          for m in self.members.values())
         return network.regrouped(groups, clusters)
 
-    def cluster_of(self, network: Network, dc: str) -> str:
-        """The cluster that runs ``dc`` (``network`` grouped by :meth:`grouped`)."""
-        return network.dc(dc).ray_cluster
-
     # -- live capacity ---------------------------------------------------------
     def read(self) -> dict[str, ClusterRead]:
         """Every cluster's nodes, read concurrently; each read bounded by ``timeout_s`` (an unanswered one is
