@@ -254,6 +254,7 @@ def test_a_step_that_loses_track_of_its_job_stops_it(ray_network: LocalNetwork, 
                                                      tmp_path: Path) -> None:
     """The Jobs API fails while the step waits (after the job is RUNNING): the step fails and its job is stopped."""
     from ray_cluster.access import ClusterAccess
+    from ray_cluster.federation import Federation
     from westflow.errors import ClusterError
 
     root = _project(tmp_path, wheel)
@@ -268,9 +269,9 @@ def test_a_step_that_loses_track_of_its_job_stops_it(ray_network: LocalNetwork, 
             raise ClusterError("Ray Jobs API at the dashboard did not answer (injected fault)")
 
     class Resource(WestflowResource):
-        def dispatcher(self, log_fn: Any = None) -> Dispatcher:
-            return LosesTrack(ClusterAccess(ray_network.dashboard_url, ray_network.token_path.read_text().strip()),
-                              log_fn=log_fn)
+        def federation(self, log_fn: Any = None) -> Federation:
+            access = ClusterAccess(ray_network.dashboard_url, ray_network.token_path.read_text().strip())
+            return Federation.single(access, load_network(), make_dispatcher=lambda a: LosesTrack(a, log_fn=log_fn))
 
     result = dg.materialize([_asset(root)], resources={"westflow": Resource(
         state_dir=str(ray_network.state_dir), requirements=[])}, instance=dg.DagsterInstance.ephemeral(),
