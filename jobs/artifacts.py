@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,8 @@ import numpy as np
 from jobs.job_errors import ModelMismatch
 from jobs.stores import CheckpointStoreLike, Stores
 
-__all__ = ["model_prefix", "checkpoint_prefix", "load_model", "save_model", "RegionalCheckpoints", "REGIONS"]
+__all__ = ["model_prefix", "checkpoint_prefix", "load_model", "save_model", "model_version", "RegionalCheckpoints",
+           "REGIONS"]
 
 REGIONS = ("east", "west")
 
@@ -81,3 +83,17 @@ def load_model(stores: Stores, region: str, model: str) -> tuple[dict[str, np.nd
         if key not in arrays and key not in meta:
             raise ModelMismatch(f"Saved model {model!r} lacks {key!r}; it was not written by jobs.train.")
     return arrays, meta
+
+
+def model_version(arrays: dict[str, np.ndarray]) -> str:
+    """A model's version: 12 hex digits of a digest of its arrays (names, dtypes, shapes, bytes).
+
+    The same model gives the same version wherever it was loaded from; any retraining that
+    changes a weight gives another.
+    """
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:12]

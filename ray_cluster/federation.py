@@ -55,6 +55,7 @@ class Member:
     name: str
     access: ClusterAccess
     data_centers: tuple[str, ...] = ()
+    serve_url: str = ""  # Ray Serve's HTTP ingress of the cluster ("" = none known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +116,14 @@ class Federation:
         if not recorded:
             return None
         return cls([Member(c.name, ClusterAccess.resolve(dashboard_url=c.dashboard_url, token_path=c.token_path,
-                                                         env={}), c.data_centers) for c in recorded], **kwargs)
+                                                         env={}), c.data_centers, c.serve_url)
+                    for c in recorded], **kwargs)
 
     @classmethod
     def of_network(cls, network: Network, env: Mapping[str, str] | None = None, **kwargs: Any) -> Federation:
         """Every cluster of the inventory that says how to reach it (``dashboard_url`` and ``token``)."""
         env = os.environ if env is None else env
-        members = [Member(c.name, ClusterAccess(c.dashboard_url, token_of(c, c.token, env)))
+        members = [Member(c.name, ClusterAccess(c.dashboard_url, token_of(c, c.token, env)), (), c.serve_url or "")
                    for c in network.clusters if c.dashboard_url and c.token]
         return cls(members, **kwargs)
 

@@ -104,6 +104,7 @@ class _RayCluster(_Strict):
     description: str = ""
     dashboard_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(:\d+)?/?$")
     token: _Token | None = None
+    serve_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(:\d+)?/?$")
 
 
 class _Defaults(_Strict):
@@ -275,7 +276,8 @@ def build_network(
         source=f,
         clusters=tuple(RayCluster(rc.name, rc.description, rc.dashboard_url.rstrip("/") if rc.dashboard_url else None,
                                   TokenSource(rc.token.env, rc.token.file, rc.token.secret, rc.token.key)
-                                  if rc.token else None) for rc in nf.ray_clusters),
+                                  if rc.token else None, rc.serve_url.rstrip("/") if rc.serve_url else None)
+                       for rc in nf.ray_clusters),
     )
 
 

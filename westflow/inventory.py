@@ -102,13 +102,15 @@ class RayCluster:
     """One independent Ray cluster (its own head, GCS, Jobs API and token) and how to reach it.
 
     ``dashboard_url`` is its dashboard / Jobs API (``http(s)://host:port``); None means westflow has no
-    way to reach it in this deployment (its DCs get no live capacity).
+    way to reach it in this deployment (its DCs get no live capacity). ``serve_url`` is its Ray Serve
+    HTTP ingress (live services' routes), None if it serves none.
     """
 
     name: str
     description: str = ""
     dashboard_url: str | None = None
     token: TokenSource | None = None
+    serve_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ class RecordedCluster(BaseModel):
     address: str
     token_path: str
     data_centers: tuple[str, ...]
+    serve_url: str = ""
 
 
 class _Recorded(BaseModel):
@@ -101,7 +102,7 @@ class LocalFederation:
     def _record(self) -> None:
         rec = _Recorded(clusters=tuple(
             RecordedCluster(name=n, dashboard_url=c.dashboard_url, address=c.address, token_path=str(c.token_path),
-                            data_centers=c.profile.dc_ids) for n, c in self.clusters.items()))
+                            data_centers=c.profile.dc_ids, serve_url=c.serve_url) for n, c in self.clusters.items()))
         tmp = self.state_dir / (FEDERATION_FILE + ".tmp")
         tmp.write_text(rec.model_dump_json(indent=2))
         tmp.replace(self.state_dir / FEDERATION_FILE)

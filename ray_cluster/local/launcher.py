@@ -162,6 +162,11 @@ class LocalNetwork:
         return f"http://{self.profile.host}:{self.profile.ports.dashboard}"
 
     @property
+    def serve_url(self) -> str:
+        """Where Ray Serve's HTTP ingress listens once a service is deployed (westflow passes it to Serve)."""
+        return f"http://{self.profile.host}:{self.profile.ports.serve}"
+
+    @property
     def token_path(self) -> Path:
         return self.state_dir / auth.TOKEN_FILE
 

@@ -20,9 +20,10 @@ from westflow.errors import ConfigError
 from westflow.inventory import Network, RayCluster
 from westflow.tags import NodeTags, node_tags
 
-__all__ = ["Ports", "LocalDC", "LocalCluster", "LocalProfile", "load_profile", "parse_profile", "LOCAL_FILE"]
+__all__ = ["Ports", "LocalDC", "LocalCluster", "LocalProfile", "load_profile", "parse_profile", "LOCAL_FILE", "SERVE_PORT"]
 
 LOCAL_FILE = CONFIG_DIR / "local.yaml"
+SERVE_PORT = 8000  # the first cluster's Ray Serve HTTP ingress; the next cluster's is 8001, ...
 
 
 class _Strict(BaseModel):
@@ -33,6 +34,7 @@ class _Ports(_Strict):
     gcs: int = Field(default=6379, ge=1024, le=65535)
     dashboard: int = Field(default=8265, ge=1024, le=65535)
     client_server: int = Field(default=10001, ge=1024, le=65535)
+    serve: int | None = Field(default=None, ge=1024, le=65535)  # Serve's HTTP ingress; default 8000 + cluster index
 
 
 class _Node(_Strict):
@@ -70,6 +72,7 @@ class Ports:
     gcs: int = 6379
     dashboard: int = 8265
     client_server: int = 10001
+    serve: int = SERVE_PORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +203,7 @@ def parse_profile(data: Any, network: Network, *, file: str = "local.yaml") -> L
         for j, c in enumerate(f.clusters):
             if names.index(c.name) != j:
                 raise ConfigError(file, f"clusters.{j}.name", c.name, "unique", problem="Duplicate")
-        used = [(j, k, v) for j, c in enumerate(f.clusters) for k, v in c.ports.model_dump().items()]
+        used = [(j, k, v) for j, c in enumerate(f.clusters) for k, v in c.ports.model_dump().items() if v is not None]
         seen_ports: set[int] = set()
         for j, k, v in used:
             if v in seen_ports:
@@ -230,12 +233,14 @@ def parse_profile(data: Any, network: Network, *, file: str = "local.yaml") -> L
     _check_loopback(file, "host", f.host)
     first = _check_loopback(file, "first_node_ip", f.first_node_ip, last_offset=len(dcs) - 1)
     p = f.ports
-    clusters = tuple(LocalCluster(c.name, Ports(c.ports.gcs, c.ports.dashboard, c.ports.client_server),
-                                  tuple(d.id for d in c.data_centers)) for c in f.clusters or [])
+    clusters = tuple(LocalCluster(c.name, Ports(c.ports.gcs, c.ports.dashboard, c.ports.client_server,
+                                                c.ports.serve or SERVE_PORT + j),
+                                  tuple(d.id for d in c.data_centers)) for j, c in enumerate(f.clusters or []))
     return LocalProfile(network=network, data_centers=tuple(dcs),
                         ray_cluster=clusters[0].name if clusters else f.ray_cluster, host=f.host,
                         first_node_ip=first,
-                        ports=clusters[0].ports if clusters else Ports(p.gcs, p.dashboard, p.client_server),
+                        ports=clusters[0].ports if clusters else Ports(p.gcs, p.dashboard, p.client_server,
+                                                                       p.serve or SERVE_PORT),
                         memory_gb=f.node.memory_gb, object_store_mb=f.node.object_store_mb, clusters=clusters)
 
 
