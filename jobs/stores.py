@@ -51,11 +51,12 @@ def bucket_for(region: str) -> str:
     return f"westflow-{region}"
 
 
-def s3_stores() -> Stores:
-    """The real stores: ``WESTFLOW_S3_*`` from the environment, else ``$WESTFLOW_STATE_DIR``'s server."""
+def s3_stores(config: Any = None) -> Stores:
+    """The real stores of ``config`` (a ``storage.S3Config``); by default ``WESTFLOW_S3_*`` from the environment,
+    else ``$WESTFLOW_STATE_DIR``'s server."""
     from storage import CheckpointStore, DatasetStore, S3Config, bucket_for_region
 
-    config = S3Config.discover()
+    config = config or S3Config.discover()
 
     def checkpoints(region: str, prefix: str) -> CheckpointStoreLike:
         store: CheckpointStoreLike = CheckpointStore(config, bucket_for_region(region), prefix)

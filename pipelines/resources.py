@@ -18,7 +18,7 @@ when the run is cancelled.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,17 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines import metadata as md
+from pipelines.service_asset import deploy_service
 from pipelines.workload import declared_inputs, declared_project, declared_spec
 from ray_cluster.access import ADDRESS_ENV, RAY_ADDRESS_ENV, ClusterAccess
 from ray_cluster.dispatch import LOST, ClusterLost, Dispatcher, JobOutcome, entrypoint, short_message
 from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
 from ray_cluster.federation import DEFAULT_TIMEOUT_S, Federation
 from ray_cluster.live import NodeView
+from ray_cluster.local import recorded_serve_url
 from ray_cluster.reservations import JournalError, Reservations
 from ray_cluster.retry import RetryPolicy
+from ray_cluster.serving import SERVE_URL_ENV, Services
 from ray_cluster.shipping import DEFAULT_MAX_FILE_MB, CodeConfig, Shipment, check_module, ship
 from westflow.capacity import Capacity, DCCapacity
 from westflow.config import CONFIG_DIR, load_network
@@ -77,6 +80,8 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                           "local clusters `westflow up` recorded; inventory: every cluster of network.yaml")
     cluster_timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, description="bound on each cluster's "
                                      "live capacity read; a cluster slower than this is unreachable for placement")
+    serve_timeout_s: float = Field(default=180.0, gt=0, description="how long a service deployment may take "
+                                   "until every city's route serves (or is degraded)")
     cluster_lost_after_s: float = Field(default=20.0, gt=0, description="how long a cluster's Jobs API must stay "
                                         "unreachable while it runs a step before the step moves to another cluster")
 
@@ -105,7 +110,8 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             local = Federation.local(self._state(), **kw)
             if local is not None:
                 return local
-        return Federation.single(self.access(), load_network(self.config_dir), **kw)
+        return Federation.single(self.access(), load_network(self.config_dir),
+                                 serve_url=os.environ.get(SERVE_URL_ENV) or recorded_serve_url(self._state()), **kw)
 
     def network(self, federation: Federation | None = None) -> Network:
         """The inventory with each DC in the Ray cluster that runs it here."""
@@ -192,6 +198,28 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             return
         context.log.debug(f"westflow: reservation {ticket} released"
                           + ("" if released else " (it was no longer held)"))
+
+    # -- serving ------------------------------------------------------------
+    def serve(self, context: dg.AssetExecutionContext, service: Mapping[str, Any]) -> dg.MaterializeResult:
+        """Deploy or update a live service (a service YAML's mapping) serving the latest model; see
+        :mod:`pipelines.service_asset`."""
+        fed = self.federation(log_fn=context.log.warning)
+        return deploy_service(context, self._state(), fed, self.network(fed), service,
+                              timeout_s=self.serve_timeout_s)
+
+    def reconcile_services(self) -> list[str]:
+        """Move every live service's routes off lost DCs; one line per route that changed."""
+        fed = self.federation()
+        services = Services(self._state(), fed, load_network(self.config_dir))
+        out = []
+        for name, before in services.records().items():
+            after = services.reconcile(name)
+            for city, r in after.routes.items():
+                old = before.routes.get(city)
+                if old is not None and r != old:
+                    to = r.data_center if r.state == "placed" else f"degraded ({r.reason.splitlines()[0]})"
+                    out.append(f"service {name} for {city}: {old.data_center or 'degraded'} -> {to}")
+        return out
 
     # -- running ------------------------------------------------------------
     def code(self, context: dg.AssetExecutionContext | None = None) -> Shipment:

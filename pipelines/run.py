@@ -10,11 +10,13 @@ from typing import Any
 import dagster as dg
 
 from pipelines import metadata as md
+from pipelines import service_asset as sv
 from pipelines.assets import RAY_ASSETS
 from pipelines.resources import WestflowResource
 from pipelines.utilisation import network_utilisation
 
-__all__ = ["StepReport", "dagster_instance", "run_config", "materialize_pipeline", "step_reports"]
+__all__ = ["StepReport", "RouteReport", "dagster_instance", "run_config", "materialize_pipeline", "step_reports",
+           "route_reports"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +44,44 @@ def dagster_instance(state_dir: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def run_config(*, rows: int, epochs: int, requests: int, log_level: str = "INFO") -> dict[str, Any]:
+def run_config(*, rows: int, epochs: int, log_level: str = "INFO") -> dict[str, Any]:
     return {"loggers": {"console": {"config": {"log_level": log_level}}}, "ops": {
         "daily_features": {"config": {"rows": rows}},
         "nightly_training": {"config": {"epochs": epochs}},
-        "realtime_scoring": {"config": {"requests": requests}},
     }}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteReport:
+    """One city's route of a service materialised in a run."""
+
+    service: str
+    city: str
+    health: str
+    data_center: str
+    cluster: str
+    rtt_ms: float | None
+    replicas: int
+    endpoint: str
+    model_version: str
+
+
+def route_reports(result: dg.ExecuteInProcessResult) -> list[RouteReport]:
+    """One report per city of each service deployed in ``result``."""
+    out = []
+    for ev in result.get_asset_materialization_events():
+        meta = dict(ev.event_specific_data.materialization.metadata)  # type: ignore[union-attr]
+        if sv.SERVICE not in meta:
+            continue
+        cities = sorted({k.split("/")[1] for k in meta if k.endswith("/health") and k.count("/") == 2})
+        for city in cities:
+            def get(what: str, default: Any = "", city: str = city, meta: dict[str, Any] = meta) -> Any:
+                key = sv.route_key(city, what)
+                return md.value(meta, key) if key in meta else default
+            out.append(RouteReport(str(md.value(meta, sv.SERVICE)), city, str(get("health")), str(get("dc")),
+                                   str(get("cluster")), get("rtt_ms", None), int(get("replicas", 0)),
+                                   str(get("endpoint")), str(md.value(meta, sv.MODEL_VERSION))))
+    return out
 
 
 def step_reports(result: dg.ExecuteInProcessResult) -> list[StepReport]:
@@ -71,15 +105,15 @@ def step_reports(result: dg.ExecuteInProcessResult) -> list[StepReport]:
 
 
 def materialize_pipeline(
-    westflow: WestflowResource, *, rows: int = 1_000_000, epochs: int = 3, requests: int = 2_000,
+    westflow: WestflowResource, *, rows: int = 1_000_000, epochs: int = 3,
     instance: dg.DagsterInstance | None = None, with_utilisation: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    """Run features -> training -> scoring (and the utilisation report) end to end with ``westflow``.
+    """Run features -> training -> batch scoring and the live service (and the utilisation report) end to end.
 
     The Dagster instance defaults to the persistent one under the resource's ``state_dir``.
     """
     assets = [*RAY_ASSETS, network_utilisation] if with_utilisation else list(RAY_ASSETS)
     return dg.materialize(
         assets, instance=instance or dagster_instance(Path(westflow.state_dir)), resources={"westflow": westflow},
-        run_config=run_config(rows=rows, epochs=epochs, requests=requests), raise_on_error=False,
+        run_config=run_config(rows=rows, epochs=epochs), raise_on_error=False,
     )

@@ -128,9 +128,10 @@ class Federation:
         return cls(members, **kwargs)
 
     @classmethod
-    def single(cls, access: ClusterAccess, network: Network, name: str = "default", **kwargs: Any) -> Federation:
+    def single(cls, access: ClusterAccess, network: Network, name: str = "default", serve_url: str = "",
+               **kwargs: Any) -> Federation:
         """One cluster that runs every DC of ``network`` (a single Ray cluster given by its address)."""
-        return cls([Member(name, access, network.dc_ids)], **kwargs)
+        return cls([Member(name, access, network.dc_ids, serve_url)], **kwargs)
 
     # -- the clusters --------------------------------------------------------
     @property

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from westflow.capacity import Capacity, DCCapacity, static_capacity
@@ -23,8 +24,9 @@ from westflow.placement import place
 from westflow.placement.values import Placement, Rejection
 from westflow.spec import AcceleratorRequest, WorkloadSpec, parse_spec
 from westflow.tags import RayRequest, ray_request
+from westflow.yamlio import MAX_SPEC_BYTES, YamlInputError, read_yaml
 
-__all__ = ["ServiceSpec", "CityPlan", "parse_service", "plan_service", "plan_city", "SERVICE_KEYS",
+__all__ = ["ServiceSpec", "CityPlan", "parse_service", "load_service", "plan_service", "plan_city", "SERVICE_KEYS",
            "MAX_REPLICAS"]
 
 SERVICE_KEYS = ("name", "tenant", "cities", "model", "accelerator", "cpus", "memory_gb", "min_replicas",
@@ -60,45 +62,60 @@ class ServiceSpec:
                 "max_replicas": self.max_replicas, "target_ongoing_requests": self.target_ongoing_requests}
 
 
-def _int(field: str, value: Any, low: int, high: int) -> int:
+def _bad(source: str | None, field: str, value: Any, allowed: str | list[str], *,
+         problem: str = "Invalid") -> SpecError:
+    return SpecError(field, value, allowed, problem=problem, source=source)
+
+
+def _int(field: str, value: Any, low: int, high: int, source: str | None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SpecError(field, value, f"a whole number from {low} to {high}")
+        raise _bad(source, field, value, f"a whole number from {low} to {high}")
     return value
 
 
 def parse_service(data: Any, network: Network, *, source: str | None = None) -> ServiceSpec:
     """A service from loose input (a YAML mapping); every error a SpecError naming the field."""
     if not isinstance(data, Mapping):
-        raise SpecError("<service>", data, "a mapping with keys " + ", ".join(SERVICE_KEYS))
+        raise _bad(source, "<service>", data, "a mapping with keys " + ", ".join(SERVICE_KEYS))
     for k in data:
         if k not in SERVICE_KEYS:
-            raise SpecError(str(k), data[k], list(SERVICE_KEYS), problem="Unknown key")
+            raise _bad(source, str(k), data[k], list(SERVICE_KEYS), problem="Unknown key")
     for k in ("name", "cities", "model"):
         if k not in data:
-            raise SpecError(k, None, "present", problem="Missing")
+            raise _bad(source, k, None, "present", problem="Missing")
     cities = data["cities"]
     if isinstance(cities, str):
         cities = [cities]
     if not isinstance(cities, list | tuple) or not cities:
-        raise SpecError("cities", cities, "a non-empty list of city ids, e.g. [shanghai, chengdu]")
+        raise _bad(source, "cities", cities, "a non-empty list of city ids, e.g. [shanghai, chengdu]")
     for i, c in enumerate(cities):
         if c not in network.city_ids:
-            raise SpecError(f"cities[{i}]", c, list(network.city_ids), problem="Unknown city")
+            raise _bad(source, f"cities[{i}]", c, list(network.city_ids), problem="Unknown city")
     if len(set(cities)) != len(cities):
-        raise SpecError("cities", list(cities), "each city once")
+        raise _bad(source, "cities", list(cities), "each city once")
     model = data["model"]
     if not isinstance(model, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", model, re.ASCII):
-        raise SpecError("model", model, "a model name of letters, digits, '_' and '-' (1-63)")
-    low = _int("min_replicas", data.get("min_replicas", 1), 1, MAX_REPLICAS)
-    high = _int("max_replicas", data.get("max_replicas", low), low, MAX_REPLICAS)
+        raise _bad(source, "model", model, "a model name of letters, digits, '_' and '-' (1-63)")
+    low = _int("min_replicas", data.get("min_replicas", 1), 1, MAX_REPLICAS, source)
+    high = _int("max_replicas", data.get("max_replicas", low), low, MAX_REPLICAS, source)
     target = data.get("target_ongoing_requests", 2.0)
     if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < float(target) <= 1000:
-        raise SpecError("target_ongoing_requests", target, "a number in (0, 1000]")
+        raise _bad(source, "target_ongoing_requests", target, "a number in (0, 1000]")
     replica = parse_spec({"name": data["name"], "tenant": data.get("tenant", "default"), "tier": REALTIME,
                           "origin": cities[0], "accelerator": data.get("accelerator", "cpu"),
                           "cpus": data.get("cpus", 1), "memory_gb": data.get("memory_gb", 1)}, network,
                          source=source)
     return ServiceSpec(replica.name, replica.tenant, tuple(cities), model, replica, low, high, float(target))
+
+
+def load_service(path: Path | str, network: Network) -> ServiceSpec:
+    """Read a service YAML file (the same size, alias and duplicate-key limits as a spec)."""
+    p = Path(path)
+    try:
+        data = read_yaml(p, MAX_SPEC_BYTES)
+    except YamlInputError as exc:
+        raise SpecError(exc.field, exc.value, exc.allowed, problem=exc.problem, source=str(p)) from None
+    return parse_service(data, network, source=str(p))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,18 +157,19 @@ def plan_city(spec: ServiceSpec, city: str, network: Network, capacity: Capacity
     cap = dict(capacity) if capacity is not None else None
     if out:
         cap = dict(cap if cap is not None else static_capacity(network))
-        for dc in out:
-            if dc in cap:
-                cap[dc] = _excluded(cap[dc])
+        for lost in out:
+            if lost in cap:
+                cap[lost] = _excluded(cap[lost])
     together = spec.replica_for(city, spec.min_replicas)
     try:
         p = place(together, network, cap)
     except InfeasibleError as exc:
-        return CityPlan(city, None, None, spec.min_replicas, spec.max_replicas, tuple(exc.rejected))  # type: ignore[arg-type]
+        rejected = tuple(r for r in exc.rejected if isinstance(r, Rejection))
+        return CityPlan(city, None, None, spec.min_replicas, spec.max_replicas, rejected)
     one = spec.replica_for(city)
     acc = one.accelerator
-    dc = network.dc(p.data_center)
-    request = ray_request(dc, family=p.family, model=p.accelerator_model if p.family is not Family.CPU else None,
+    model = p.accelerator_model if p.family is not Family.CPU else None
+    request = ray_request(network.dc(p.data_center), family=p.family, model=model,
                           count=acc.count, per_node=max(acc.count, 1), cpus=one.cpus, memory_gb=one.memory_gb,
                           realtime_origin=city)
     high = spec.max_replicas

@@ -13,6 +13,7 @@ from ray_cluster.local.launcher import (
     LocalNetwork,
     NetworkStatus,
     free_port,
+    recorded_serve_url,
     start_services,
     stop_services,
 )
@@ -22,5 +23,5 @@ __all__ = [
     "LocalNetwork", "NetworkStatus", "DCStatus", "LocalProfile", "LocalDC", "Ports", "load_profile",
     "parse_profile", "free_port", "start_services", "stop_services", "client_env", "ensure_token",
     "export_lines", "LocalFederation", "FederationStatus", "RecordedCluster", "recorded_clusters", "FEDERATION_FILE",
-    "LocalCluster",
+    "LocalCluster", "recorded_serve_url",
 ]

@@ -41,7 +41,8 @@ from ray_cluster.local.profile import LocalProfile, Ports
 from westflow.errors import ClusterError
 from westflow.tags import ENV_DC, ENV_NODE_IP, GPU, NPU
 
-__all__ = ["LocalNetwork", "DCStatus", "NetworkStatus", "free_port", "start_services", "stop_services"]
+__all__ = ["LocalNetwork", "DCStatus", "NetworkStatus", "free_port", "start_services", "stop_services",
+           "recorded_serve_url"]
 
 STATE_FILE = "ray.json"
 ENV_NETWORK_ID = "WESTFLOW_NETWORK_ID"  # in the environment of every process a node runs
@@ -115,6 +116,15 @@ class _RayState(BaseModel):
     address: str | None = None
     dashboard_url: str | None = None
     network_id: str | None = None
+    serve_url: str | None = None
+
+
+def recorded_serve_url(state_dir: Path | str) -> str:
+    """The Serve ingress of the single-cluster network ``up`` recorded in ``state_dir`` ("" if none)."""
+    try:
+        return _RayState.model_validate_json((Path(state_dir) / "ray.json").read_bytes()).serve_url or ""
+    except (OSError, ValueError):
+        return ""
 
 
 def _private_dir(path: Path) -> bool:
@@ -351,7 +361,7 @@ class LocalNetwork:
         if head not in running:
             if running:
                 self._kill(list(running.values()))
-            self._save(_RayState(address=self.address, dashboard_url=self.dashboard_url,
+            self._save(_RayState(address=self.address, dashboard_url=self.dashboard_url, serve_url=self.serve_url,
                                  network_id=secrets.token_hex(16)))
             proc, log = self._start_node(head, True, env, temp)
             self._wait_started([(head, proc, log)], timeout_s)

@@ -20,7 +20,8 @@ from westflow.errors import ConfigError
 from westflow.inventory import Network, RayCluster
 from westflow.tags import NodeTags, node_tags
 
-__all__ = ["Ports", "LocalDC", "LocalCluster", "LocalProfile", "load_profile", "parse_profile", "LOCAL_FILE", "SERVE_PORT"]
+__all__ = ["Ports", "LocalDC", "LocalCluster", "LocalProfile", "load_profile", "parse_profile", "LOCAL_FILE",
+           "SERVE_PORT"]
 
 LOCAL_FILE = CONFIG_DIR / "local.yaml"
 SERVE_PORT = 8000  # the first cluster's Ray Serve HTTP ingress; the next cluster's is 8001, ...

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"ops": {"daily_features": {"config": {"rows": 30_000}},
                  "nightly_training": {"config": {"epochs": 2}},
-                 "realtime_scoring": {"config": {"requests": 200}}}}
+                 "realtime_scoring": {"config": {"cities": ["shanghai"], "max_replicas": 1}}}}
 
 
 def _graphql(port: int, query: str) -> dict:  # type: ignore[type-arg]

@@ -1,7 +1,8 @@
 """Federation (issue 13) on two real Ray clusters started here: east (zhangjiakou, wuhu) and west (helinger,
 guian, zhongwei), each with its own head, Jobs API, token and nodes; one S3 server.
 
-- the pipelines run across both clusters: every step in the cluster of its DC, as each cluster's Ray says;
+- the pipelines run across both clusters: every step in the cluster of its DC, as each cluster's Ray says,
+  and the live service has a route per city, Shanghai's in east and Chengdu's in west;
 - each cluster refuses the other's token and no token;
 - west's head killed while idle: placement says ``cluster unreachable: west: ...`` within its timeout and
   puts batch work east; a real-time step that only west could serve fails with that reason; ``up`` brings
@@ -18,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,13 @@ import pytest
 
 from jobs.train import HOLD_FLAG
 from pipelines import metadata as md
-from pipelines.assets import daily_features, nightly_training
+from pipelines.assets import FEATURES, MODEL, RAY_ASSETS, SERVICE, batch_inference, daily_features, nightly_training
 from pipelines.resources import WestflowResource
-from pipelines.run import materialize_pipeline, step_reports
+from pipelines.run import route_reports, run_config, step_reports
 from pipelines.workload import westflow_asset
 from ray_cluster.federation import Federation
 from ray_cluster.local import LocalFederation, LocalNetwork
+from ray_cluster.serving import Services
 from storage import CheckpointStore, S3Config
 from westflow.config import load_network
 from westflow.errors import ObjectMissing
@@ -59,11 +61,21 @@ def _driver_dc(net: LocalNetwork, job_id: str) -> str | None:
     return next((n.dc for n in net.reader().nodes() if n.node_id == info.driver_node_id), None)
 
 
+@westflow_asset(workload={"tier": "realtime", "origin": "shanghai", "accelerator": "any:1", "cpus": 1},
+                deps=[batch_inference])
+def shanghai_scoring(context: dg.AssetExecutionContext, westflow: WestflowResource) -> dg.MaterializeResult:
+    """A real-time Ray Job step (the pipeline's realtime_scoring is a live service, tested in test_services)."""
+    return westflow.run(context, module="jobs.realtime_score", args=[
+        "--model", MODEL, "--dataset", FEATURES, "--requests", "300"])
+
+
 @pytest.fixture(scope="module")
-def pipeline_run(ray_federation: LocalFederation) -> dg.ExecuteInProcessResult:
+def pipeline_run(ray_federation: LocalFederation) -> Iterator[dg.ExecuteInProcessResult]:
     westflow = WestflowResource(state_dir=str(ray_federation.state_dir))  # the clusters `up` recorded
-    return materialize_pipeline(westflow, rows=40_000, epochs=2, requests=300,
-                                instance=dg.DagsterInstance.ephemeral())
+    yield dg.materialize([*RAY_ASSETS, shanghai_scoring], instance=dg.DagsterInstance.ephemeral(),
+                         resources={"westflow": westflow}, run_config=run_config(rows=40_000, epochs=2),
+                         raise_on_error=False)
+    Services(ray_federation.state_dir, Federation.local(ray_federation.state_dir), load_network()).remove(SERVICE)
 
 
 def test_the_pipelines_run_across_both_clusters(pipeline_run: dg.ExecuteInProcessResult,
@@ -71,7 +83,7 @@ def test_the_pipelines_run_across_both_clusters(pipeline_run: dg.ExecuteInProces
     assert pipeline_run.success
     reports = step_reports(pipeline_run)
     assert {r.step for r in reports} == {"daily_features", "nightly_training", "batch_inference",
-                                         "realtime_scoring"}
+                                         "shanghai_scoring"}
     for r in reports:
         cluster = ray_federation.profile.cluster_of(r.placed_in)
         assert r.cluster == cluster, r
@@ -84,7 +96,9 @@ def test_the_pipelines_run_across_both_clusters(pipeline_run: dg.ExecuteInProces
         assert meta[md.CLUSTER_DASHBOARD] == net.dashboard_url
         assert meta[md.DASHBOARD] == f"{net.dashboard_url}/#/jobs/{r.job_id}"
     by_step = {r.step: r.cluster for r in reports}
-    assert by_step["realtime_scoring"] == "east"
+    assert by_step["shanghai_scoring"] == "east"
+    routes = {r.city: r.cluster for r in route_reports(pipeline_run)}  # the live service: a route per city
+    assert routes == {"shanghai": "east", "chengdu": "west"}
     assert {by_step[s] for s in ("daily_features", "nightly_training", "batch_inference")} == {"west"}
 
 

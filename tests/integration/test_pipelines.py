@@ -8,8 +8,9 @@ import dagster as dg
 import pytest
 
 from pipelines import metadata as md
+from pipelines import service_asset as sv
 from pipelines.resources import WestflowResource
-from pipelines.run import materialize_pipeline, step_reports
+from pipelines.run import materialize_pipeline, route_reports, step_reports
 from pipelines.workload import westflow_asset
 from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import Dispatcher
@@ -40,7 +41,7 @@ def pipeline_run(ray_network: LocalNetwork) -> Iterator[dg.ExecuteInProcessResul
     home.mkdir(exist_ok=True)
     instance = dg.DagsterInstance.local_temp(str(home))
     try:
-        yield materialize_pipeline(westflow, rows=40_000, epochs=2, requests=300, instance=instance)
+        yield materialize_pipeline(westflow, rows=40_000, epochs=2, instance=instance)
     finally:
         instance.dispose()
 
@@ -63,10 +64,13 @@ def test_the_ray_token_and_the_s3_secret_leak_nowhere(pipeline_run: dg.ExecuteIn
 
     assert pipeline_run.success
     state = Path(ray_network.state_dir)
+    from ray_cluster import api_keys
+
     needles = {"ray token": ray_network.token_path.read_text().strip().encode(),
-               "S3 secret": S3Config.load(state).secret_key.encode()}
+               "S3 secret": S3Config.load(state).secret_key.encode(),
+               "API key": api_keys.key_of(state, "recsys").encode()}
     homes = {ray_network.token_path.resolve(), (state / "s3" / "credentials.json").resolve(),
-             (state / "s3" / "s3.json").resolve()}
+             (state / "s3" / "s3.json").resolve(), (state / api_keys.KEYS_FILE).resolve()}
     for home in homes:
         assert home.stat().st_mode & 0o077 == 0, home
     found: list[str] = []
@@ -83,7 +87,7 @@ def test_the_ray_token_and_the_s3_secret_leak_nowhere(pipeline_run: dg.ExecuteIn
     assert any((state / "dagster-pipelines").rglob("*.db")), "the Dagster instance's storage was not scanned"
     client = ray_network.job_client()
     ours = [j for j in client.list_jobs() if (j.metadata or {}).get("westflow.dagster_run_id") == pipeline_run.run_id]
-    assert len(ours) == 4  # the logs of jobs on nodes other tests restarted are files in the session dir above
+    assert len(ours) == 3  # the logs of jobs on nodes other tests restarted are files in the session dir above
     for job in ours:
         text = (client.get_job_logs(job.submission_id) + repr(job)).encode()
         found += [f"{what} in Ray job {job.submission_id}" for what, n in needles.items() if n in text]
@@ -94,13 +98,16 @@ def test_every_pipeline_succeeds_where_it_was_placed(pipeline_run: dg.ExecuteInP
                                                      ray_network: LocalNetwork) -> None:
     assert pipeline_run.success
     reports = {r.step: r for r in step_reports(pipeline_run)}
-    assert set(reports) == {"daily_features", "nightly_training", "batch_inference", "realtime_scoring"}
+    assert set(reports) == {"daily_features", "nightly_training", "batch_inference"}
     for r in reports.values():
         assert _ray_says_ran_in(ray_network, r.job_id) == r.placed_in, r
         assert r.ran_in == r.placed_in
     network = load_network()
-    rt = reports["realtime_scoring"]
-    assert network.rtt(rt.placed_in, "shanghai") <= 20.0
+    routes = {r.city: r for r in route_reports(pipeline_run)}  # the live service, a route per city
+    assert set(routes) == {"shanghai", "chengdu"}
+    for city, route in routes.items():
+        assert route.health == "healthy" and route.replicas >= 1
+        assert network.rtt(route.data_center, city) <= 20.0
     assert reports["daily_features"].region == "west"  # batch CPU work goes west
     assert network.dc(reports["nightly_training"].placed_in).region.value == "west"
 
@@ -117,7 +124,11 @@ def test_materialisations_carry_placement_metadata(pipeline_run: dg.ExecuteInPro
     assert "loss_per_epoch" in meta and meta["backend"].value == "numpy"
     assert meta["backend_fallback"].value is True
     scoring = mats["realtime_scoring"].metadata
-    assert scoring[md.TIER].value == "realtime" and float(scoring[md.RTT_MS].value) <= 20
+    assert scoring[sv.SERVICE].value == "recsys" and len(scoring[sv.MODEL_VERSION].value) == 12
+    for city in ("shanghai", "chengdu"):
+        assert float(scoring[sv.route_key(city, "rtt_ms")].value) <= 20
+        assert scoring[sv.route_key(city, "endpoint")].value.endswith(f"/recsys/{city}")
+    assert "| city | health | DC |" in scoring[sv.ROUTES].value
     util = mats["network_utilisation"].metadata
     assert "| target | standing |" in util["table"].value and Path(util["plot"].value).exists()
 

@@ -28,6 +28,10 @@ def test_definitions_resolve_every_job_and_schedule() -> None:
     for job in repo.get_all_jobs():
         assert job.graph.node_defs  # resolves
     assert {s.name for s in repo.schedule_defs} == {"nightly_training_schedule", "utilisation_schedule"}
+    assert {s.name for s in repo.sensor_defs} == {"services_reconcile_sensor"}
+    nightly = repo.get_job("nightly_training_job")
+    assert {k.to_user_string() for k in nightly.asset_layer.executable_asset_keys} == {"nightly_training",
+                                                                                     "realtime_scoring"}
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert keys == {"daily_features", "nightly_training", "batch_inference", "realtime_scoring",
                     "network_utilisation"}
@@ -65,9 +69,9 @@ def test_bad_spec_fails_at_load_naming_asset_and_field(workload: dict[str, objec
 
 def test_spec_travels_on_the_asset() -> None:
     repo = defs.get_repository_def()
-    node = repo.asset_graph.get(dg.AssetKey("realtime_scoring"))
-    assert '"origin": "shanghai"' in str(node.metadata[SPEC])
-    assert node.tags[TIER] == "realtime"
+    node = repo.asset_graph.get(dg.AssetKey("nightly_training"))
+    assert '"origin": "beijing"' in str(node.metadata[SPEC])
+    assert node.tags[TIER] == "batch"
 
 
 def test_each_deployment_builds_its_resource(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ import argparse
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from westflow.config import CONFIG_DIR, load_network
 from westflow.placement import get_policy
@@ -90,7 +91,7 @@ def _pipelines(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from pipelines.resources import WestflowResource
-    from pipelines.run import materialize_pipeline, step_reports
+    from pipelines.run import materialize_pipeline, route_reports, step_reports
 
     net = network_of(args)  # the clusters `up` recorded in the state dir are where the steps go
     westflow = WestflowResource(state_dir=str(net.state_dir), config_dir=str(args.config_dir or CONFIG_DIR))
@@ -107,9 +108,47 @@ def _pipelines(args: argparse.Namespace) -> int:
     for name, cluster in net.clusters.items():
         ids = [r.job_id for r in reports if r.cluster == name]
         print(f"  {name:<6} {cluster.dashboard_url}  {', '.join(ids) or '-'}")
+    _routes(route_reports(result), Path(args.state_dir))
     print(f"\nDagster run {result.run_id} {'succeeded' if result.success else 'FAILED'} "
           f"in {time.monotonic() - t0:.0f} s; DAGSTER_HOME={Path(args.state_dir).resolve() / 'dagster'}")
     return 0 if result.success else 1
+
+
+def _routes(routes: list[Any], state_dir: Path) -> None:
+    """The live service's routes, and one real request to each (with the tenant's API key)."""
+    from ray_cluster import api_keys
+
+    if not routes:
+        return
+    print(f"\nLive service {routes[0].service!r} (model version {routes[0].model_version}), a Ray Serve route "
+          "per city:")
+    rows = []
+    for r in routes:
+        answer = "-"
+        if r.health == "healthy":
+            answer = _one_request(r.endpoint, api_keys.key_of(state_dir, r.service))
+        rtt = f"{r.rtt_ms:.1f} ms" if r.rtt_ms is not None else "-"
+        rows.append((r.city, r.health, r.data_center or "-", r.cluster or "-", rtt, r.replicas, r.endpoint or "-",
+                     answer))
+    print(table(["city", "health", "served from", "cluster", "RTT", "replicas", "endpoint", "one request"], rows))
+    print(f'  curl -s -H "Authorization: Bearer $(westflow services key {routes[0].service})" '
+          f"-d '{{\"features\": [0.1, ...]}}' {routes[0].endpoint}")
+
+
+def _one_request(url: str, key: str) -> str:
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"features": [0.0] * 32}).encode()
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Authorization": f"Bearer {key}"})
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            got = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return f"failed: {exc}"[:60]
+    return f"class {got['prediction']} from {got['dc']} in {(time.perf_counter() - t0) * 1e3:.1f} ms"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
           f"({net.pss_bytes() / 2**30:.2f} GiB PSS)")
     _say("next")
     print("westflow status            # per-DC use, dashboard URL, export lines, what running steps hold\n"
+          "westflow services          # the live service: cities, DCs, replicas, endpoints, health\n"
           "westflow ui                # Dagster UI + daemon on http://127.0.0.1:3000 (schedules fire)\n"
           "westflow down              # stop what `up` started")
     return rc

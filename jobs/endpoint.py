@@ -1,7 +1,7 @@
 """A model endpoint as a Ray Serve application: one city's route, its replicas pinned where westflow placed them.
 
 ``build`` is the application builder westflow's Serve config names
-(``import_path: jobs.serving:build``). Each request::
+(``import_path: jobs.endpoint:build``). Each request::
 
     POST /<service>/<city>   Authorization: Bearer <tenant API key>
     {"features": [0.1, ...]}            -> {"prediction", "probabilities", "model_version", "dc", "city"}
@@ -28,10 +28,12 @@ from jobs.scoring import Scorer
 from jobs.stores import Stores, s3_stores
 from ray_cluster.api_keys import key_digest
 
-__all__ = ["build", "ModelEndpoint", "key_digest", "AUTH_HEADER", "DC_HEADER", "check_key"]
+__all__ = ["build", "ModelEndpoint", "key_digest", "AUTH_HEADER", "DC_HEADER", "SCORED_HEADER",
+           "check_key"]
 
 AUTH_HEADER = "authorization"
 DC_HEADER = "x-westflow-dc"
+SCORED_HEADER = "x-westflow-scored"  # how many requests this replica has scored (a refused one costs none)
 log = logging.getLogger("westflow.serving")
 
 
@@ -46,10 +48,14 @@ def check_key(header: str | None, keys: dict[str, str], tenant: str) -> int:
 
 
 def _node_dc() -> str:
-    import ray
+    """The DC of the Ray node this replica runs on ("" outside Ray)."""
+    import sys
 
     from westflow.tags import LABEL_DC
 
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return ""
     return str(ray.get_runtime_context().get_node_labels().get(LABEL_DC, ""))
 
 
@@ -62,6 +68,7 @@ class ModelEndpoint:
         self.keys: dict[str, str] = {}
         self.version = ""
         self.scorer: Scorer | None = None
+        self.scored = 0
         self.dc = _node_dc()
         self.region = resolve_region(None)
         self.backend = select_backend(logger=log)
@@ -95,6 +102,7 @@ class ModelEndpoint:
                                   f'numbers]}}: {type(exc).__name__}'}
         except Exception as exc:  # a shape mismatch from the model: the client's fault, said plainly
             return 400, {"error": str(exc).splitlines()[0][:200]}
+        self.scored += 1
         return 200, {"prediction": label, "probabilities": [float(v) for v in p],
                      "model_version": self.version, "dc": self.dc, "city": self.city}
 
@@ -109,6 +117,7 @@ def build(args: dict[str, Any]) -> Any:
     class Endpoint(ModelEndpoint):
         async def __call__(self, request: Request) -> JSONResponse:
             status, body = self.answer(request.headers.get(AUTH_HEADER), await request.body())
-            return JSONResponse(body, status_code=status, headers={DC_HEADER: self.dc})
+            return JSONResponse(body, status_code=status,
+                                headers={DC_HEADER: self.dc, SCORED_HEADER: str(self.scored)})
 
-    return Endpoint.bind(str(args["model"]), str(args["tenant"]), str(args["city"]))
+    return Endpoint.bind(str(args["model"]), str(args["tenant"]), str(args["city"]))  # type: ignore[attr-defined]

@@ -40,10 +40,12 @@ from westflow.inventory import Network
 from westflow.service import CityPlan, ServiceSpec, parse_service, plan_city
 
 __all__ = ["Services", "RouteRecord", "ServiceRecord", "RouteHealth", "SERVICES_FILE", "app_name",
-           "route_prefix", "IMPORT_PATH"]
+           "route_prefix", "IMPORT_PATH",
+           "SERVE_URL_ENV", "healthy", "describe"]
 
 SERVICES_FILE = "services.json"
-IMPORT_PATH = "jobs.serving:build"
+SERVE_URL_ENV = "WESTFLOW_SERVE_URL"  # the Serve ingress of a single cluster given by $WESTFLOW_RAY_ADDRESS
+IMPORT_PATH = "jobs.endpoint:build"
 PLACED, DEGRADED = "placed", "degraded"
 
 
@@ -183,13 +185,21 @@ class Services:
             for city, r in old.routes.items():
                 if r.state == PLACED and _alive(caps, r.data_center):
                     continue
-                lost = (*r.moved_from, r.data_center) if r.data_center else r.moved_from
-                routes[city] = self._route(name, plan_city(spec, city, self.network, caps, exclude=lost), lost)
+                # only the DC just lost is left out: one lost earlier is eligible again once it is back
+                gone = (r.data_center,) if r.data_center else ()
+                lost = (*r.moved_from, *gone)
+                routes[city] = self._route(name, plan_city(spec, city, self.network, caps, exclude=gone), lost)
             rec = old.model_copy(update={"routes": routes})
             if rec != old:
                 data.services[name] = rec
                 self._apply(data, _clusters(old) | _clusters(rec))
         return rec
+
+    def push_keys(self) -> None:
+        """Send every replica the current key digests (after a key is issued): a config change in place."""
+        with self._locked() as data:
+            self._apply(data, {r.cluster for rec in data.services.values() for r in rec.routes.values()
+                               if r.cluster})
 
     def remove(self, name: str) -> None:
         with self._locked() as data:
@@ -228,8 +238,7 @@ class Services:
             member = self.federation.members.get(cluster)
             if member is None or not member.serve_url:
                 continue
-            apps = [self._application(rec, r, keys) for rec in data.services.values() for r in rec.routes.values()
-                    if r.state == PLACED and r.cluster == cluster]
+            apps = self._applications(data, cluster, keys)
             try:
                 ServeApi(member.access).put(serve_config(apps, member.serve_url))
             except ClusterError:
@@ -237,6 +246,14 @@ class Services:
                        if r.state == PLACED):
                     raise
                 # nothing of ours is routed to an unreachable cluster any more: nothing to take down there
+
+    def applications(self, cluster: str) -> list[dict[str, Any]]:
+        """The Serve applications westflow routes to ``cluster`` now (its whole Serve config)."""
+        return self._applications(self._load(), cluster, digests(self.state_dir))
+
+    def _applications(self, data: _File, cluster: str, keys: dict[str, str]) -> list[dict[str, Any]]:
+        return [self._application(rec, r, keys) for rec in data.services.values() for r in rec.routes.values()
+                if r.state == PLACED and r.cluster == cluster]
 
     def _application(self, rec: ServiceRecord, r: RouteRecord, keys: dict[str, str]) -> dict[str, Any]:
         spec = rec.spec
