@@ -14,7 +14,8 @@ applications).
   each replica runs in, as Ray reports its node.
 - :meth:`Services.reconcile` moves the routes whose DC is lost to another DC
   within the city's bound; a city no DC can take is ``degraded``, with every
-  DC's reason.
+  DC's reason; a cluster that came back without its applications (restarted)
+  gets them again.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ray_cluster.api_keys import digests
+from ray_cluster.api_keys import digests, key_of
 from ray_cluster.federation import ClusterRead, Federation
 from ray_cluster.serve_api import AppView, ServeApi, serve_config
 from westflow.capacity import DCCapacity
@@ -159,6 +160,7 @@ class Services:
     def deploy(self, spec: ServiceSpec, model_version: str) -> ServiceRecord:
         """Deploy or update ``spec`` serving ``model_version``; returns its record (routes per city)."""
         caps = self._capacity()
+        key_of(self.state_dir, spec.tenant)  # the tenant has a key its clients can use from the start
         with self._locked() as data:
             old = data.services.get(spec.name)
             routes = {}
@@ -190,10 +192,27 @@ class Services:
                 lost = (*r.moved_from, *gone)
                 routes[city] = self._route(name, plan_city(spec, city, self.network, caps, exclude=gone), lost)
             rec = old.model_copy(update={"routes": routes})
-            if rec != old:
-                data.services[name] = rec
-                self._apply(data, _clusters(old) | _clusters(rec))
+            data.services[name] = rec
+            # a route whose application Serve no longer runs (its cluster restarted) is deployed again
+            touched = _clusters(old) | _clusters(rec) if rec != old else self._missing(rec)
+            self._apply(data, touched)
         return rec
+
+    def _missing(self, rec: ServiceRecord) -> set[str]:
+        """Clusters that should run an application of ``rec`` but whose Serve does not (or cannot say)."""
+        out = set()
+        for cluster in _clusters(rec):
+            member = self.federation.members.get(cluster)
+            if member is None:
+                continue
+            try:
+                have = ServeApi(member.access, timeout_s=self.federation.timeout_s * 5).details()
+            except ClusterError:
+                continue  # unreachable: its DCs are not alive, the routes above have moved
+            if any(app_name(rec.name, r.city) not in have for r in rec.routes.values()
+                   if r.state == PLACED and r.cluster == cluster):
+                out.add(cluster)
+        return out
 
     def push_keys(self) -> None:
         """Send every replica the current key digests (after a key is issued): a config change in place."""

@@ -18,9 +18,10 @@ pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray"]
 _ORDER = ["test_jobs_ray", "test_ray_network", "test_plan_live", "test_jobs_s3", "test_locality", "test_storage",
           "test_security", "test_load", "test_pipelines", "test_dagster_server", "test_s3_fault_step",
           "test_dagster_race", "test_first_pipeline", "test_own_code", "test_failover", "test_failover_realtime",
-          "test_federation", "test_services"]
+          "test_services", "test_federation"]
 # test_federation stops the single-cluster network (and this process's Ray driver of it) to start the
-# federation: it and test_services (which shares the federation) must stay last.
+# federation: it and test_services (which shares it) must stay last, test_federation the very last (its last
+# test stops the federation).
 
 
 def _rank(item: object) -> tuple[int, int]:

@@ -136,9 +136,11 @@ def _private_dir(path: Path) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
-def _ray_bin() -> str:
-    exe = Path(sys.executable).with_name("ray")
-    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
+RAY_START = Path(__file__).with_name("ray_start.py")  # `ray start` without the dashboard modules we never use
+
+
+def _ray_start() -> list[str]:
+    return [sys.executable, str(RAY_START), "start"]
 
 
 class LocalNetwork:
@@ -306,7 +308,7 @@ class LocalNetwork:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"ray-start-{dc}.log"
-        cmd = [_ray_bin(), "start", f"--node-ip-address={p.node_ip(dc)}", f"--temp-dir={temp}",
+        cmd = [*_ray_start(), f"--node-ip-address={p.node_ip(dc)}", f"--temp-dir={temp}",
                f"--object-store-memory={p.object_store_mb * 10**6}", "--disable-usage-stats",
                f"--dashboard-agent-listen-port={free_port()}", *p.tags(dc).ray_start_args()]
         if head:

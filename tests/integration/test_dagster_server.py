@@ -15,8 +15,14 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from pipelines.assets import SERVICE
 from pipelines.resources import JOB_DAGSTER_RUN
+from ray_cluster import api_keys
+from ray_cluster.access import ClusterAccess
+from ray_cluster.federation import Federation
 from ray_cluster.local import LocalNetwork, free_port
+from ray_cluster.serving import Services
+from westflow.config import load_network
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +99,15 @@ def test_graphql_client_run_completes_on_the_network(webserver: int, ray_network
     assert _wait(client, run_id, 600) == DagsterRunStatus.SUCCESS
     jobs = [j for j in ray_network.job_client().list_jobs()
             if (j.metadata or {}).get(JOB_DAGSTER_RUN) == run_id]
-    assert len(jobs) == 4 and all(j.status == "SUCCEEDED" for j in jobs)
+    assert len(jobs) == 3 and all(j.status == "SUCCEEDED" for j in jobs)  # features, training, batch scoring
+    # realtime_scoring deployed the live service: Shanghai's route answers with the tenant's key
+    access = ClusterAccess.resolve(dashboard_url=ray_network.dashboard_url, token_path=ray_network.token_path, env={})
+    fed = Federation.single(access, load_network(), serve_url=ray_network.serve_url)
+    route = Services(ray_network.state_dir, fed, load_network()).record(SERVICE).routes["shanghai"]
+    req = urllib.request.Request(route.endpoint, data=json.dumps({"features": [0.0] * 32}).encode(),
+                                 headers={"Authorization": f"Bearer {api_keys.key_of(ray_network.state_dir, SERVICE)}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert json.loads(resp.read())["dc"] == route.data_center
 
 
 def test_cancelling_a_run_stops_its_ray_job(webserver: int, ray_network: LocalNetwork) -> None:

@@ -228,6 +228,31 @@ def test_losing_the_serving_dc_moves_the_route_within_the_bound(recsys: dict[str
         ray_federation.up()
 
 
+def test_a_lost_cluster_degrades_its_cities_and_serves_again_once_back(recsys: dict[str, Any],
+                                                                       services: Services,
+                                                                       ray_federation: LocalFederation) -> None:
+    """Shanghai's DCs are all in east: with east's head killed, Shanghai is degraded (the reason names the
+    cluster) and Chengdu, in west, is untouched; once east is up again, reconcile deploys Shanghai anew."""
+    ray_federation.stop_cluster("east", sig=signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 60
+        while services.federation.read()["east"].reachable:
+            assert time.monotonic() < deadline, "east still answers"
+            time.sleep(0.5)
+        rec = services.reconcile("shop-recs")
+        sh = rec.routes["shanghai"]
+        assert sh.state == "degraded" and "cluster unreachable: east" in sh.reason
+        assert rec.routes["chengdu"].state == "placed"
+        assert call(rec.routes["chengdu"].endpoint, recsys["key"])[0] == 200
+    finally:
+        ray_federation.up()
+    rec = services.reconcile("shop-recs")
+    assert rec.routes["shanghai"].state == "placed" and rec.routes["shanghai"].cluster == "east"
+    services.wait("shop-recs", healthy, timeout_s=180)
+    status, body, _ = call(rec.routes["shanghai"].endpoint, recsys["key"])
+    assert status == 200 and body["dc"] == rec.routes["shanghai"].data_center
+
+
 def test_a_city_with_no_other_dc_is_degraded_with_reasons(services: Services, stores: Stores,
                                                           ray_federation: LocalFederation) -> None:
     net = load_network()
@@ -255,6 +280,38 @@ def test_a_city_with_no_other_dc_is_degraded_with_reasons(services: Services, st
     assert route.state == "placed" and route.data_center == "wuhu"
     services.wait("npu-svc", healthy, timeout_s=180)
     services.remove("npu-svc")
+
+
+def test_serve_scales_replicas_up_under_load_within_the_dc(services: Services, stores: Stores,
+                                                             ray_federation: LocalFederation) -> None:
+    net = load_network()
+    key = api_keys.key_of(ray_federation.state_dir, "shop")
+    spec = parse_service({"name": "scale-svc", "tenant": "shop", "cities": ["chengdu"], "model": MODEL,
+                          "accelerator": "cpu", "cpus": 0.25, "memory_gb": 0, "min_replicas": 1,
+                          "max_replicas": 2, "target_ongoing_requests": 1}, net)
+    route = services.deploy(spec, _version(stores)).routes["chengdu"]
+    assert (route.min_replicas, route.max_replicas) == (1, 2)
+    services.wait("scale-svc", healthy, timeout_s=180)
+    assert len(services.status("scale-svc")[0].replica_dcs) == 1
+    stop = threading.Event()
+
+    def client() -> None:
+        for _ in range(20_000):  # bounded; stops as soon as the second replica runs
+            if stop.is_set():
+                return
+            call(route.endpoint, key)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        got = services.wait("scale-svc", lambda hs: len(hs[0].replica_dcs) == 2, timeout_s=120)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert got[0].replica_dcs == (route.data_center, route.data_center)  # both where placement put the route
+    services.remove("scale-svc")
 
 
 def test_the_keys_file_is_private_even_if_it_was_not(ray_federation: LocalFederation) -> None:
