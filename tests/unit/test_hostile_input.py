@@ -252,3 +252,34 @@ def test_valid_simulate_still_runs(sim: list[str], tmp_path: Path) -> None:
     code, out, err = run_cli([*sim, "--days", "0.01"])
     assert code == 0, err
     assert (tmp_path / "sim" / "report.md").exists()
+
+
+# -- service files (westflow services deploy): checked before any cluster is asked -------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("text", "needle"), [
+    (billion_laughs(9), "alias expansion"),
+    ("name: a\nname: b\ncities: [shanghai]\nmodel: m\n", "name"),
+    ("name: s\ncities: [shanghai, atlantis]\nmodel: m\n", "cities[1]"),
+    ("name: s\ncities: [shanghai]\nmodel: m\nmin_replicas: .nan\n", "min_replicas"),
+    ("name: s\ncities: [shanghai]\nmodel: m\nmax_replicas: 1e308\n", "max_replicas"),
+    ("name: s\ncities: [shanghai]\nmodel: '../../etc'\n", "model"),
+    ("- just\n- a list\n", "<service>"),
+], ids=["alias-bomb", "duplicate-key", "unknown-city", "nan-replicas", "huge-replicas", "model-path", "a-list"])
+def test_hostile_service_file_exits_2(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "svc.yaml"
+    p.write_text(text)
+    line = bad_input(["services", "--state-dir", str(tmp_path / "nothing-up"), "deploy", str(p)])
+    assert needle in line and str(p) in line
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "binary"])
+def test_service_path_that_is_not_a_yaml_file_exits_2(tmp_path: Path, kind: str) -> None:
+    p = tmp_path / "svc.yaml"
+    if kind == "directory":
+        p.mkdir()
+    elif kind == "binary":
+        p.write_bytes(b"\xff\xfe\x00name")
+    line = bad_input(["services", "--state-dir", str(tmp_path / "nothing-up"), "deploy", str(p)])
+    assert str(p) in line

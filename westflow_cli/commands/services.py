@@ -81,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
             _services(args).push_keys()  # running replicas learn the new key
         print(key)
         return 0
+    if cmd == "deploy":  # the file is checked before any cluster is asked anything
+        spec = load_service(args.service, load_network(args.config_dir) if args.config_dir else load_network())
     svc = _services(args)
     if cmd == "deploy":
-        spec = load_service(args.service, svc.network)
         version = args.model_version
         if version is None:
             arrays, _ = load_model(s3_stores(S3Config.load(args.state_dir)), "west", spec.model)
