@@ -9,6 +9,7 @@ from hostprocs.processes import (
     Marker,
     ProcStat,
     carries,
+    carrying,
     kill_members,
     marked,
     members,
@@ -20,6 +21,5 @@ from hostprocs.processes import (
     writes_under,
 )
 
-__all__ = ["ProcStat", "Marker", "carries", "writes_under", "stat", "start_time", "running", "members", "marked",
-           "rss_bytes", "pss_bytes",
-           "kill_members"]
+__all__ = ["ProcStat", "Marker", "carries", "carrying", "writes_under", "stat", "start_time", "running", "members",
+           "marked", "rss_bytes", "pss_bytes", "kill_members"]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["ProcStat", "stat", "start_time", "running", "carries", "writes_under", "members", "rss_bytes", "pss_bytes",
-           "kill_members"]
+__all__ = ["ProcStat", "stat", "start_time", "running", "carries", "carrying", "writes_under", "members", "rss_bytes",
+           "pss_bytes", "kill_members"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _GONE = (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError, PermissionError)
@@ -145,6 +145,20 @@ def rss_bytes(pids: list[int]) -> int:
         except _GONE:
             continue
     return total
+
+
+def carrying(marker: Marker) -> list[int]:
+    """Live (non-zombie) pids of any process group that carry ``marker`` in their environment."""
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.status() in _DEAD:
+                continue
+        except _GONE:
+            continue
+        if carries(p.pid, marker):
+            out.append(p.pid)
+    return out
 
 
 def marked(marker: Marker, also: Marker) -> list[int]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+import hostprocs as procs
 from ray_cluster.local.launcher import LocalNetwork, NetworkStatus, start_services, stop_services
 from ray_cluster.local.profile import LocalProfile, Ports
 from westflow.errors import ClusterError
@@ -155,6 +156,10 @@ class LocalFederation:
 
     def rss_bytes(self) -> int:
         return sum(c.rss_bytes() for c in self.clusters.values())
+
+    def worker_rss_bytes(self) -> int:
+        """Resident memory of every cluster's Ray workers (see :meth:`LocalNetwork.worker_pids`)."""
+        return procs.rss_bytes([p for c in self.clusters.values() for p in c.worker_pids()])
 
     def pss_bytes(self) -> int:
         """Memory of every process of every cluster, pages shared between processes counted once."""

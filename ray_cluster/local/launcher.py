@@ -294,6 +294,15 @@ class LocalNetwork:
         """Resident memory of every process of the network (sum over processes)."""
         return procs.rss_bytes(self.pids())
 
+    def worker_pids(self) -> list[int]:
+        """The network's Ray workers, outside its nodes' process groups: job drivers and supervisors, tasks,
+        actors (the live services' Serve controller, proxy and replicas)."""
+        marker = self._marker()
+        if marker is None:
+            return []
+        nodes = set(self.pids())
+        return [p for p in procs.carrying(marker) if p not in nodes]
+
     def pss_bytes(self) -> int:
         """Memory of every process of the network, pages shared between them counted once."""
         return procs.pss_bytes(self.pids())

@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     _say("4. Dagster pipelines across the clusters: where each step ran and why")
     rc = _pipelines(args)
     print(f"local network after the pipelines: {net.rss_bytes() / 2**30:.2f} GiB RSS over all Ray processes "
-          f"({net.pss_bytes() / 2**30:.2f} GiB PSS)")
+          f"({net.pss_bytes() / 2**30:.2f} GiB PSS); its Ray workers (idle workers, the live service's Serve "
+          f"controllers, proxies and replicas) {net.worker_rss_bytes() / 2**30:.2f} GiB RSS besides")
     _say("next")
     print("westflow status            # per-DC use, dashboard URL, export lines, what running steps hold\n"
           "westflow services          # the live service: cities, DCs, replicas, endpoints, health\n"
