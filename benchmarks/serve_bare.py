@@ -17,7 +17,7 @@ def build(args: dict[str, Any]) -> Any:
     from jobs.scoring import Scorer
     from jobs.stores import s3_stores
 
-    @serve.deployment
+    @serve.deployment(name="bare")
     class Bare:
         def __init__(self, model: str) -> None:
             arrays, meta = load_model(s3_stores(), resolve_region(None), model)
