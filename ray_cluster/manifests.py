@@ -57,7 +57,8 @@ DISPATCHER_FILE = f"{DISPATCHER}.yaml"
 # Placeholder: an image of this project (`pip install .` plus dagster-postgres) on rayproject/ray:<RAY_VERSION>.
 DISPATCHER_IMAGE = "REPLACE-WITH-YOUR-REGISTRY/westflow:latest"
 DEFAULT_TOKEN_KEY = "auth_token"  # the key KubeRay's own token Secrets use (RAY_AUTH_TOKEN_SECRET_KEY)
-PORTS = {"gcs-server": 6379, DASHBOARD_PORT_NAME: 8265, "client": 10001}  # the head's, as KubeRay names them
+PORTS = {"gcs-server": 6379, DASHBOARD_PORT_NAME: 8265, "client": 10001, "serve": 8000}  # the head's, as KubeRay
+# names them; serve: Ray Serve's HTTP ingress, each cluster's serve_url in configs/network.yaml
 CODE_SERVER_PORT = 4000  # the Dagster code location's gRPC port
 DAGSTER_HOME = "/opt/dagster/dagster_home"
 STATE_DIR = "/var/lib/westflow"

@@ -19,6 +19,7 @@ from ray_cluster.manifests import (
     DISPATCHER,
     DISPATCHER_FILE,
     NAMESPACE,
+    PORTS,
     DispatcherConfig,
     k8s_name,
     render_kuberay,
@@ -219,3 +220,12 @@ def test_the_code_location_runs_the_federation_deployment(tmp_path: Path) -> Non
     env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env if e.value is not None}
     resource = westflow_resource(env)
     assert resource.clusters == "inventory" and resource.state_dir == env["WESTFLOW_STATE_DIR"]
+
+
+def test_each_clusters_serve_url_is_its_head_services_serve_port() -> None:
+    """The live services' routes (docs/services.md) reach each cluster where the rendered head exposes Serve."""
+    net = load_network(CONFIG_DIR)
+    for c in net.clusters:
+        assert c.serve_url and c.dashboard_url, c.name
+        serve, dash = urlsplit(c.serve_url), urlsplit(c.dashboard_url)
+        assert serve.hostname == dash.hostname and serve.port == PORTS["serve"], c
