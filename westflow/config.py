@@ -30,7 +30,7 @@ from westflow.inventory import (
 from westflow.latency import floor_ms, great_circle_km, modelled_ms
 from westflow.yamlio import MAX_CONFIG_BYTES, YamlInputError, read_yaml
 
-__all__ = ["CONFIG_DIR", "load_network", "load_yaml", "build_network", "pydantic_to_fields"]
+__all__ = ["CONFIG_DIR", "load_network", "load_yaml", "build_network", "pydantic_to_fields", "validate_config"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 _ID = r"^[a-z][a-z0-9_]*$"
@@ -164,7 +164,8 @@ def load_yaml(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
         raise ConfigError(str(path), exc.field, exc.value, exc.allowed, problem=exc.problem) from None
 
 
-def _validate(model: type[M], data: Any, file: str) -> M:
+def validate_config(model: type[M], data: Any, file: str) -> M:
+    """``data`` as ``model``; any failure a ConfigError naming ``file`` and the field."""
     if not isinstance(data, Mapping):
         raise ConfigError(file, "<root>", data, "a mapping of keys to values")
     try:
@@ -193,9 +194,9 @@ def build_network(
     files: tuple[str, str, str] = ("network.yaml", "tiers.yaml", "policy.yaml"),
 ) -> Network:
     """Validate raw YAML data and build the frozen Network."""
-    nf = _validate(_NetworkFile, network, files[0])
-    tf = _validate(_TiersFile, tiers, files[1])
-    pf = _validate(_PolicyFile, policy if policy is not None else {}, files[2])
+    nf = validate_config(_NetworkFile, network, files[0])
+    tf = validate_config(_TiersFile, tiers, files[1])
+    pf = validate_config(_PolicyFile, policy if policy is not None else {}, files[2])
     f = files[0]
 
     _unique(nf.data_centers, lambda d: d.id, f, "data_centers")
