@@ -58,9 +58,11 @@ def serve_config(apps: Sequence[Mapping[str, Any]], serve_url: str) -> dict[str,
     if url.scheme != "http" or not url.hostname or not url.port:
         raise ClusterError(f"Invalid Serve URL {serve_url!r}; must be http://host:port. To fix: set serve_url "
                            "for the cluster in configs/network.yaml (local: ports.serve in configs/local.yaml).")
-    host = url.hostname if _is_ip(url.hostname) else "0.0.0.0"  # a Service name: bind the pod's interfaces
-    return {"proxy_location": "HeadOnly", "http_options": {"host": host, "port": url.port},
-            "applications": [dict(a) for a in apps]}
+    http: dict[str, Any] = {"port": url.port}
+    if _is_ip(url.hostname):
+        http["host"] = url.hostname  # locally 127.0.0.1: the proxy listens there and nowhere else
+    # else a Kubernetes Service name (production): Serve's default, the pod's interfaces behind that Service
+    return {"proxy_location": "HeadOnly", "http_options": http, "applications": [dict(a) for a in apps]}
 
 
 def _is_ip(host: str) -> bool:

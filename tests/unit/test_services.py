@@ -145,6 +145,8 @@ def test_serve_config_binds_the_ingress_it_is_given() -> None:
     assert cfg["applications"] == [{"name": "a"}]
     with pytest.raises(ClusterError):
         serve_config([], "127.0.0.1:8001")
+    k8s = serve_config([], "http://westflow-west-head-svc.westflow.svc.cluster.local:8000")
+    assert k8s["http_options"] == {"port": 8000}  # Serve's own default host inside the pod
 
 
 @pytest.fixture
