@@ -21,7 +21,6 @@ applications).
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -370,7 +369,3 @@ def describe(routes: list[RouteHealth]) -> list[dict[str, Any]]:
              "replicas": f"{len(h.replica_dcs)} ({h.route.min_replicas}-{h.route.max_replicas})",
              "endpoint": h.route.endpoint, "reason": h.message.splitlines()[0] if h.message else ""}
             for h in routes]
-
-
-def dumps(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2)
