@@ -163,16 +163,7 @@ def carrying(marker: Marker) -> list[int]:
 
 def marked(marker: Marker, also: Marker) -> list[int]:
     """Live (non-zombie) pids of any process group that carry both ``marker`` and ``also``."""
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if p.status() in _DEAD:
-                continue
-        except _GONE:
-            continue
-        if carries(p.pid, marker) and carries(p.pid, also):
-            out.append(p.pid)
-    return out
+    return [pid for pid in carrying(marker) if carries(pid, also)]
 
 
 def kill_members(pgids: list[int], marker: Marker, *, files_under: Path | None = None,
