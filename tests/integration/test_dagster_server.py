@@ -22,6 +22,7 @@ from ray_cluster.access import ClusterAccess
 from ray_cluster.federation import Federation
 from ray_cluster.local import LocalNetwork, free_port
 from ray_cluster.serving import Services
+from tests.fixtures.ray import remove_services
 from westflow.config import load_network
 
 pytestmark = pytest.mark.integration
@@ -66,6 +67,7 @@ def webserver(ray_network: LocalNetwork, tmp_path_factory: pytest.TempPathFactor
             raise AssertionError("dagster webserver did not start")
         yield port
     finally:
+        remove_services(ray_network)  # realtime_scoring's live service: its replica holds an accelerator
         proc.terminate()
         try:
             proc.wait(timeout=30)

@@ -16,6 +16,7 @@ from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import Dispatcher
 from ray_cluster.live import live_capacity
 from ray_cluster.local import LocalNetwork
+from tests.fixtures.ray import remove_services
 from westflow.config import load_network
 from westflow.placement import get_policy
 from westflow.spec import parse_spec
@@ -44,6 +45,7 @@ def pipeline_run(ray_network: LocalNetwork) -> Iterator[dg.ExecuteInProcessResul
         yield materialize_pipeline(westflow, rows=40_000, epochs=2, instance=instance)
     finally:
         instance.dispose()
+        remove_services(ray_network)  # the pipeline's live service: its replicas hold accelerators
 
 
 def _holds(path: Path, needles: dict[str, bytes]) -> list[str]:

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -123,6 +124,16 @@ def test_requests_without_the_tenants_key_are_refused_unscored(recsys: dict[str,
     assert status == 403 and "shop" in body["error"]
     status, _, headers = call(url, recsys["key"])
     assert status == 200 and int(headers[SCORED_HEADER]) == before + 1  # the three refused cost no model call
+
+
+def test_each_serve_ingress_listens_on_loopback_only(recsys: dict[str, Any], services: Services) -> None:
+    import psutil
+
+    for name, member in services.federation.members.items():
+        port = urllib.parse.urlsplit(member.serve_url).port
+        addrs = {c.laddr.ip for c in psutil.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert addrs == {"127.0.0.1"}, (name, addrs)
 
 
 def test_a_key_issued_later_is_accepted_once_pushed(recsys: dict[str, Any], services: Services,
