@@ -219,11 +219,30 @@ class Services:
             self._apply(data, {r.cluster for rec in data.services.values() for r in rec.routes.values()
                                if r.cluster})
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, *, wait_s: float = 60.0) -> None:
+        """Take ``name`` down; returns once Serve runs none of its applications (their replicas, and what they
+        held, are released), or raises ClusterError after ``wait_s``."""
         with self._locked() as data:
             old = data.services.pop(name, None)
-            if old is not None:
-                self._apply(data, _clusters(old))
+            if old is None:
+                return
+            self._apply(data, _clusters(old))
+        deadline = self._clock() + wait_s
+        for cluster in sorted(_clusters(old)):
+            member = self.federation.members.get(cluster)
+            if member is None:
+                continue
+            while True:
+                try:
+                    left = [a for a in ServeApi(member.access).details() if a.startswith(f"{name}-")]
+                except ClusterError:
+                    break  # the cluster is gone, and its replicas with it
+                if not left:
+                    break
+                if self._clock() >= deadline:
+                    raise ClusterError(f"Serve on {cluster} still runs {left} {wait_s:g} s after service "
+                                       f"{name!r} was removed.")
+                time.sleep(0.25)
 
     def _capacity(self) -> dict[str, DCCapacity]:
         caps, _ = self.federation.capacity_and_totals(self.network)

@@ -75,6 +75,15 @@ def test_two_runs_racing_for_the_last_accelerators_never_both_get_them(ray_netwo
     spec.loader.exec_module(mod)
     westflow = WestflowResource(state_dir=str(ray_network.state_dir), ray_address=ray_network.dashboard_url,
                                 ray_auth_token_path=str(ray_network.token_path), poll_interval_s=0.3)
+    # the race is for every accelerator of both DCs: wait (bounded) until Ray shows them all free
+    deadline = time.monotonic() + 120
+    while True:
+        caps, _ = westflow.capacity_and_totals(westflow.network())
+        free = {dc: caps[dc].free.get(model, 0) for dc, model in (("zhongwei", "H20"), ("zhangjiakou", "A800"))}
+        if free == {"zhongwei": 8, "zhangjiakou": 8}:
+            break
+        assert time.monotonic() < deadline, f"the accelerators never came free before the race: {free}"
+        time.sleep(0.5)
     results: dict[int, dg.ExecuteInProcessResult] = {}
     start = threading.Barrier(2)
 
