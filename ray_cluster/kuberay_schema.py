@@ -87,8 +87,21 @@ class SecretKeySelector(_K8s):
     key: str = Field(pattern=_DATA_KEY, max_length=253)
 
 
+class ObjectFieldSelector(_K8s):
+    fieldPath: str = Field(pattern=r"^(status\.podIP|metadata\.name|metadata\.namespace)$")
+
+
 class EnvVarSource(_K8s):
-    secretKeyRef: SecretKeySelector
+    """Exactly one of a Secret's key or one of the pod's own fields (downward API)."""
+
+    secretKeyRef: SecretKeySelector | None = None
+    fieldRef: ObjectFieldSelector | None = None
+
+    @model_validator(mode="after")
+    def _one_ref(self) -> EnvVarSource:
+        if (self.secretKeyRef is None) == (self.fieldRef is None):
+            raise ValueError("valueFrom needs exactly one of secretKeyRef, fieldRef")
+        return self
 
 
 class EnvVar(_K8s):

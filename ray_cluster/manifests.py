@@ -239,12 +239,13 @@ def dispatcher_deployment(network: Network) -> dict[str, Any]:
             _secret_env("DAGSTER_PG_PASSWORD", SecretRef(name=PG_SECRET, key="password"))]
     env += [_secret_env(var, SecretRef(name=S3_SECRET, key=key)) for var, key in
             ((ENV_ENDPOINT, "endpoint"), (ENV_ACCESS_KEY, "access_key"), (ENV_SECRET_KEY, "secret_key"))]
-    # The gRPC server listens on the pod's interfaces (a pod's own network namespace, reached through a
-    # ClusterIP Service by the Dagster webserver); these manifests never run on the local machine.
+    # The gRPC server listens on the pod's own IP only (what its ClusterIP Service forwards to; Kubernetes
+    # expands $(POD_IP) from the downward API), not on every interface.
+    env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     container = {
         "name": "code-location", "image": DISPATCHER_IMAGE,
         "command": ["dagster", "api", "grpc", "--module-name", "pipelines.definitions",
-                    "--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)],
+                    "--host", "$(POD_IP)", "--port", str(CODE_SERVER_PORT)],
         "env": env, "ports": [{"name": "grpc", "containerPort": CODE_SERVER_PORT}],
         "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}},
         "volumeMounts": [

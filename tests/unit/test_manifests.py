@@ -171,7 +171,7 @@ def test_the_dispatcher_resolves_every_cluster_from_the_rendered_deployment_env(
     _, cm, dep = _render(n, tmp_path)
     config = {c.name: c for c in DispatcherConfig.model_validate(yaml.safe_load(cm.data["federation.yaml"])).clusters}
     env = {e.name: f"token-of-{e.valueFrom.secretKeyRef.name}" for e in dep.spec.template.spec.containers[0].env
-           if e.valueFrom is not None}
+           if e.valueFrom is not None and e.valueFrom.secretKeyRef is not None}
     fed = Federation.of_network(n, env=env)
     assert set(fed.names) == set(config) == set(n.ray_clusters())
     for name, c in config.items():
@@ -229,3 +229,12 @@ def test_each_clusters_serve_url_is_its_head_services_serve_port() -> None:
         assert c.serve_url and c.dashboard_url, c.name
         serve, dash = urlsplit(c.serve_url), urlsplit(c.dashboard_url)
         assert serve.hostname == dash.hostname and serve.port == PORTS["serve"], c
+
+
+def test_the_code_location_binds_its_pod_ip_only(tmp_path: Path) -> None:
+    _, _, dep = _render(national(), tmp_path)
+    container = dep.spec.template.spec.containers[0]
+    assert container.command[container.command.index("--host") + 1] == "$(POD_IP)"
+    pod_ip = next(e for e in container.env if e.name == "POD_IP")
+    assert pod_ip.valueFrom is not None and pod_ip.valueFrom.fieldRef is not None
+    assert pod_ip.valueFrom.fieldRef.fieldPath == "status.podIP"
