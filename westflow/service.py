@@ -22,9 +22,8 @@ from westflow.errors import InfeasibleError, SpecError
 from westflow.inventory import REALTIME, Family, Network
 from westflow.placement import place
 from westflow.placement.values import Placement, Rejection
-from westflow.spec import AcceleratorRequest, WorkloadSpec, parse_spec
+from westflow.spec import AcceleratorRequest, WorkloadSpec, parse_spec, read_spec_yaml
 from westflow.tags import RayRequest, ray_request
-from westflow.yamlio import MAX_SPEC_BYTES, YamlInputError, read_yaml
 
 __all__ = ["ServiceSpec", "CityPlan", "parse_service", "load_service", "plan_service", "plan_city", "SERVICE_KEYS",
            "MAX_REPLICAS"]
@@ -110,12 +109,7 @@ def parse_service(data: Any, network: Network, *, source: str | None = None) -> 
 
 def load_service(path: Path | str, network: Network) -> ServiceSpec:
     """Read a service YAML file (the same size, alias and duplicate-key limits as a spec)."""
-    p = Path(path)
-    try:
-        data = read_yaml(p, MAX_SPEC_BYTES)
-    except YamlInputError as exc:
-        raise SpecError(exc.field, exc.value, exc.allowed, problem=exc.problem, source=str(p)) from None
-    return parse_service(data, network, source=str(p))
+    return parse_service(read_spec_yaml(path), network, source=str(path))
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ from westflow.errors import SpecError
 from westflow.inventory import BATCH, REALTIME, Family, Network, Region
 from westflow.yamlio import MAX_SPEC_BYTES, YamlInputError, read_yaml
 
-__all__ = ["AcceleratorRequest", "DatasetRef", "WorkloadSpec", "parse_spec", "load_spec", "SPEC_KEYS"]
+__all__ = ["AcceleratorRequest", "DatasetRef", "WorkloadSpec", "parse_spec", "load_spec", "read_spec_yaml",
+           "SPEC_KEYS"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _MODEL = r"^[A-Za-z0-9_.-]{1,32}$"
@@ -376,11 +377,15 @@ def parse_spec(data: Any, network: Network | None = None, *, source: str | None 
         raise SpecError("<spec>", data, f"a well-formed spec ({exc})", source=source) from None
 
 
-def load_spec(path: Path | str, network: Network | None = None) -> WorkloadSpec:
-    """Read a spec YAML file (at most :data:`~westflow.yamlio.MAX_SPEC_BYTES`, aliases bounded, keys unique)."""
-    p = Path(path)
+def read_spec_yaml(path: Path | str) -> Any:
+    """A spec-like YAML file's data (at most :data:`~westflow.yamlio.MAX_SPEC_BYTES`, aliases bounded, keys
+    unique); any failure a SpecError naming the file."""
     try:
-        data = read_yaml(p, MAX_SPEC_BYTES)
+        return read_yaml(Path(path), MAX_SPEC_BYTES)
     except YamlInputError as exc:
-        raise SpecError(exc.field, exc.value, exc.allowed, problem=exc.problem, source=str(p)) from None
-    return parse_spec(data, network, source=str(p))
+        raise SpecError(exc.field, exc.value, exc.allowed, problem=exc.problem, source=str(path)) from None
+
+
+def load_spec(path: Path | str, network: Network | None = None) -> WorkloadSpec:
+    """Read a spec YAML file (see :func:`read_spec_yaml`)."""
+    return parse_spec(read_spec_yaml(path), network, source=str(path))
