@@ -20,10 +20,10 @@ demo: setup
 	$(VENV)/bin/westflow demo
 
 lint: setup
-	$(VENV)/bin/ruff check westflow westflow_cli hostprocs ray_cluster storage pipelines jobs tests benchmarks
+	$(VENV)/bin/ruff check westflow westflow_cli hostprocs ray_cluster storage admission pipelines jobs tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --strict $(STRICT)
-	$(VENV)/bin/mypy westflow_cli hostprocs ray_cluster storage pipelines jobs
+	$(VENV)/bin/mypy westflow_cli hostprocs ray_cluster storage admission pipelines jobs
 
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=30

@@ -1,0 +1,337 @@
+"""The durable admission queue: work waits here until the leading controller admits it.
+
+A step's process submits, heartbeats, requeues and finishes its own workload; the controller reads
+the queue and writes a whole cycle with :meth:`AdmissionQueue.apply`, in one transaction fenced
+by its lease. Every change records one decision row in the same transaction (``controller``: the
+lease holder for ``apply``, the row's owner otherwise). States::
+
+    pending --apply.admitted--> admitted --apply.preempt--> preempting
+    admitted | preempting --requeue--> pending           (age kept, attempts + 1)
+    pending --apply.expire--> expired
+    pending | admitted | preempting --apply.abandon--> abandoned
+    pending | admitted | preempting --finish--> finished | failed | cancelled
+
+Only ``admitted`` and ``preempting`` hold capacity (:data:`~admission.rows.HOLDING`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+
+from admission.database import (
+    DatabaseError,
+    canonical_url,
+    insert_or_ignore,
+    masked,
+    migrate,
+    open_engine,
+    read_transaction,
+    run_write,
+    sqlite_url,
+)
+from admission.lease import Lease, fence
+from admission.rows import (
+    FINAL,
+    FINISH_STATES,
+    HOLDING,
+    LIVE,
+    CycleWrite,
+    DecisionRecord,
+    DecisionRow,
+    QueueError,
+    WorkloadRecord,
+    WorkloadRow,
+    check_key,
+    check_number,
+    check_state,
+    exclude_json,
+)
+
+__all__ = ["AdmissionQueue", "QueueError", "DatabaseError"]
+
+_CHUNK: Final = 500  # keys per IN (...) list
+W = WorkloadRecord
+D = DecisionRecord
+_RELEASED: Final[dict[str, Any]] = {
+    "admitted_at": None, "data_center": None, "ray_cluster": None, "region": None, "family": None,
+    "accelerator_model": None, "accelerators": 0, "cpus": 0.0, "memory_gb": 0.0, "placement": None,
+    "preempted_by": None}
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    key: str
+    kind: str
+    data_center: str | None
+    detail: str
+    controller: str
+
+
+def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(keys), _CHUNK):
+        yield keys[i:i + _CHUNK]
+
+
+class AdmissionQueue:
+    """The admission queue at ``url`` (SQLite or PostgreSQL; see :data:`admission.database.ALLOWED_URLS`).
+
+    Opening it migrates the schema to head. ``clock`` (epoch seconds) stamps every time written.
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.url: str = canonical_url(url).render_as_string(hide_password=False)
+        self.engine: Engine = open_engine(self.url)
+        self._clock = clock
+        try:
+            migrate(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @classmethod
+    def local(cls, state_dir: Path | str, *, clock: Callable[[], float] = time.time) -> AdmissionQueue:
+        """The embedded queue: SQLite at ``<state_dir>/admission.db``."""
+        return cls(sqlite_url(state_dir), clock=clock)
+
+    def __repr__(self) -> str:
+        return f"AdmissionQueue({masked(self.url)!r})"
+
+    def __enter__(self) -> AdmissionQueue:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every pooled connection (the queue can be opened again by URL)."""
+        self.engine.dispose()
+
+    # -- a step's own workload -------------------------------------------------------------------
+    def submit(self, key: str, *, tenant: str, priority_class: str, priority: int, spec_name: str, spec_json: str,
+               max_wait_s: float | None, owner: str, exclude: Iterable[str] = ()) -> WorkloadRow:
+        """Queue ``key`` as pending and record ``queued``; idempotent while the key is live.
+
+        A second submit of a pending, admitted or preempting key returns its row unchanged; a key in
+        a final state is a :class:`QueueError` (keys are never reused).
+        """
+        check_key(key)
+        for field, value in (("tenant", tenant), ("priority_class", priority_class), ("spec_name", spec_name),
+                             ("owner", owner)):
+            check_key(value, field)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise QueueError("priority", priority, "an integer")
+        if not isinstance(spec_json, str):
+            raise QueueError("spec_json", type(spec_json).__name__, "JSON text (str)")
+        check_number("max_wait_s", max_wait_s, optional=True)
+        excluded = exclude_json(exclude)
+
+        def write(conn: Connection) -> WorkloadRow:
+            now = self._clock()
+            values = dict(_RELEASED, key=key, tenant=tenant, priority_class=priority_class, priority=priority,
+                          spec_name=spec_name, spec_json=spec_json, state="pending", submitted_at=now,
+                          max_wait_s=None if max_wait_s is None else float(max_wait_s), exclude=excluded,
+                          owner=owner, heartbeat_at=now, reasons=None, preemptions=0, attempts=0,
+                          finished_at=None, detail=None)
+            if insert_or_ignore(conn, W, values):
+                self._record(conn, now, [_Decision(key, "queued", None, f"{tenant}/{priority_class}", owner)])
+            row = self._locked_row(conn, key)
+            if row.state in FINAL:
+                raise QueueError("key", key, "a key not used before (or one still pending, admitted or preempting)",
+                                 key=key, state=row.state, problem="Already",
+                                 message=f"Workload key {key!r} is already {row.state}",
+                                 fix="submit under a new key (one per step run).")
+            return row
+
+        return run_write(self.engine, write)
+
+    def heartbeat(self, key: str) -> WorkloadRow | None:
+        """Mark ``key`` alive now (if live) and return its row (None if unknown): one call per poll."""
+        check_key(key)
+
+        def write(conn: Connection) -> WorkloadRow | None:
+            conn.execute(update(W).where(W.key == key, W.state.in_(LIVE)).values(heartbeat_at=self._clock()))
+            return self._row(conn, key)
+
+        return run_write(self.engine, write)
+
+    def finish(self, key: str, state: str = "finished", detail: str = "") -> bool:
+        """End ``key`` as finished, failed or cancelled, freeing what it held; False if it had ended already."""
+        check_key(key)
+        check_state(state, FINISH_STATES)
+
+        def write(conn: Connection) -> bool:
+            row = self._locked_row(conn, key)
+            if row.state in FINAL:
+                return False
+            now = self._clock()
+            conn.execute(update(W).where(W.key == key).values(state=state, finished_at=now, detail=detail))
+            self._record(conn, now, [_Decision(key, state, row.data_center, detail, row.owner)])
+            return True
+
+        return run_write(self.engine, write)
+
+    def requeue(self, key: str, *, exclude: Iterable[str] = (), reason: str, preempted: bool = False) -> WorkloadRow:
+        """Put holding ``key`` back to pending (its DC failed, or it was preempted): age kept, attempts + 1.
+
+        ``exclude`` adds data centres not to place it on again; what it held is released.
+        """
+        check_key(key)
+        more = list(exclude)
+
+        def write(conn: Connection) -> WorkloadRow:
+            row = self._locked_row(conn, key)
+            if row.state not in HOLDING:
+                raise QueueError("state", row.state, HOLDING, key=key, state=row.state,
+                                 message=f"Workload {key!r} is {row.state}, not holding: it cannot be requeued")
+            now = self._clock()
+            conn.execute(update(W).where(W.key == key).values({
+                **_RELEASED, "state": "pending", "exclude": exclude_json([*row.exclude, *more]), "reasons": None,
+                "attempts": W.attempts + 1, "preemptions": W.preemptions + (1 if preempted else 0),
+                "heartbeat_at": now, "detail": reason}))
+            why = f"preempted by {row.preempted_by}: {reason}" if preempted and row.preempted_by else reason
+            self._record(conn, now, [_Decision(key, "requeued", row.data_center, why, row.owner)])
+            return self._locked_row(conn, key)
+
+        return run_write(self.engine, write)
+
+    def cancel_owner(self, owner: str, detail: str = "") -> tuple[str, ...]:
+        """Cancel every live workload of ``owner`` (a run that died); the keys cancelled."""
+        check_key(owner, "owner")
+
+        def write(conn: Connection) -> tuple[str, ...]:
+            now = self._clock()
+            live = conn.execute(select(W.key, W.data_center).where(W.owner == owner, W.state.in_(LIVE))
+                                .order_by(W.key).with_for_update()).all()
+            conn.execute(update(W).where(W.owner == owner, W.state.in_(LIVE))
+                         .values(state="cancelled", finished_at=now, detail=detail))
+            self._record(conn, now, [_Decision(r.key, "cancelled", r.data_center, detail, owner) for r in live])
+            return tuple(r.key for r in live)
+
+        return run_write(self.engine, write)
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, key: str) -> WorkloadRow | None:
+        """The row of ``key`` (None if never submitted)."""
+        with read_transaction(self.engine) as conn:
+            return self._row(conn, key)
+
+    def rows(self, states: Iterable[str] | None = None) -> list[WorkloadRow]:
+        """Every workload (or those in ``states``), oldest first (submitted_at, then key)."""
+        query = select(W).order_by(W.submitted_at, W.key)
+        if states is not None:
+            wanted = [check_state(s) for s in states]
+            query = query.where(W.state.in_(wanted))
+        with read_transaction(self.engine) as conn:
+            return [WorkloadRow.of(r) for r in conn.execute(query)]
+
+    def pending(self) -> list[WorkloadRow]:
+        """Pending workloads, oldest first."""
+        return self.rows(["pending"])
+
+    def holding(self) -> list[WorkloadRow]:
+        """Admitted and preempting workloads (they hold capacity), oldest first."""
+        return self.rows(HOLDING)
+
+    def decisions(self, key: str | None = None, limit: int = 1000) -> list[DecisionRow]:
+        """The latest ``limit`` decisions (of ``key``, or all), oldest first."""
+        check_number("limit", limit, integer=True)
+        query = select(D).order_by(D.id.desc()).limit(limit)
+        if key is not None:
+            query = query.where(D.key == key)
+        with read_transaction(self.engine) as conn:
+            got = conn.execute(query).all()
+        return [DecisionRow(r.id, r.at, r.key, r.kind, r.data_center, r.detail, r.controller) for r in reversed(got)]
+
+    def counts(self) -> dict[str, int]:
+        """How many workloads are in each state (states with none are left out)."""
+        with read_transaction(self.engine) as conn:
+            return {s: n for s, n in conn.execute(select(W.state, func.count()).group_by(W.state))}
+
+    # -- the controller's cycle ------------------------------------------------------------------
+    def apply(self, write: CycleWrite, lease: Lease) -> bool:
+        """Write one cycle's decisions in one transaction if ``lease`` still holds (renewing it).
+
+        Fencing: the lease row is locked and checked (holder and epoch) first; a lost lease writes
+        nothing and returns False. Each change applies only from the state it expects (an admission
+        only to a still-pending row, so a row cancelled meanwhile is skipped and none is admitted
+        twice); a row admitted again after a requeue records ``resumed``. ``waiting`` records a
+        decision only when the reasons changed.
+        """
+        def cycle(conn: Connection) -> bool:
+            now = self._clock()
+            if fence(conn, lease, now) is None:
+                return False
+            by = lease.holder
+            out: list[_Decision] = []
+            for a in write.admitted:
+                got = conn.execute(update(W).where(W.key == a.key, W.state == "pending").values(
+                    state="admitted", admitted_at=now, data_center=a.data_center, ray_cluster=a.ray_cluster,
+                    region=a.region, family=a.family, accelerator_model=a.accelerator_model,
+                    accelerators=a.accelerators, cpus=float(a.cpus), memory_gb=float(a.memory_gb),
+                    placement=a.placement, reasons=None, preempted_by=None).returning(W.attempts)).first()
+                if got is not None:
+                    out.append(_Decision(a.key, "resumed" if got.attempts else "admitted", a.data_center, a.detail, by))
+            out += self._waiting(conn, write, by)
+            for p in write.preempt:
+                victim = conn.execute(update(W).where(W.key == p.victim, W.state == "admitted")
+                                      .values(state="preempting", preempted_by=p.by).returning(W.data_center)).first()
+                if victim is not None:
+                    detail = f"preempted by {p.by}" + (f": {p.detail}" if p.detail else "")
+                    out.append(_Decision(p.victim, "preempting", victim.data_center, detail, by))
+            for key in write.expire:
+                expired = conn.execute(update(W).where(W.key == key, W.state == "pending")
+                                       .values(state="expired", finished_at=now, detail=W.reasons)
+                                       .returning(W.reasons)).first()
+                if expired is not None:
+                    out.append(_Decision(key, "expired", None, expired.reasons or "", by))
+            for key in write.abandon:
+                gone = conn.execute(update(W).where(W.key == key, W.state.in_(LIVE))
+                                    .values(state="abandoned", finished_at=now, detail="no heartbeat")
+                                    .returning(W.data_center)).first()
+                if gone is not None:
+                    out.append(_Decision(key, "abandoned", gone.data_center, "no heartbeat from its owner", by))
+            self._record(conn, now, out)
+            return True
+
+        return run_write(self.engine, cycle)
+
+    def _waiting(self, conn: Connection, write: CycleWrite, by: str) -> list[_Decision]:
+        """Set the reasons of still-pending rows whose reasons changed (read first: most did not)."""
+        wanted = {w.key: w.reasons for w in write.waiting}
+        keys = sorted(wanted)
+        now: dict[str, str | None] = {}
+        for chunk in _chunks(keys):
+            now.update(conn.execute(select(W.key, W.reasons).where(W.key.in_(chunk), W.state == "pending")).tuples())
+        out = []
+        for key in keys:
+            if key in now and now[key] != wanted[key]:
+                got = conn.execute(update(W).where(W.key == key, W.state == "pending")
+                                   .values(reasons=wanted[key])).rowcount
+                if got:
+                    out.append(_Decision(key, "waiting", None, wanted[key], by))
+        return out
+
+    # -- inside a transaction ----------------------------------------------------------------------
+    @staticmethod
+    def _row(conn: Connection, key: str) -> WorkloadRow | None:
+        got: Row[Any] | None = conn.execute(select(W).where(W.key == key)).one_or_none()
+        return None if got is None else WorkloadRow.of(got)
+
+    @staticmethod
+    def _locked_row(conn: Connection, key: str) -> WorkloadRow:
+        got = conn.execute(select(W).where(W.key == key).with_for_update()).one_or_none()
+        if got is None:
+            raise QueueError("key", key, "a submitted workload key", key=key, problem="Unknown")
+        return WorkloadRow.of(got)
+
+    @staticmethod
+    def _record(conn: Connection, now: float, decisions: Sequence[_Decision]) -> None:
+        if decisions:
+            conn.execute(insert(D), [{"at": now, "key": d.key, "kind": d.kind, "data_center": d.data_center,
+                                      "detail": d.detail, "controller": d.controller} for d in decisions])
