@@ -74,7 +74,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -82,7 +81,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import hostprocs as procs
-from westflow.capacity import Capacity, DCCapacity, Resources, capacity_of
+from westflow.capacity import Capacity, DCCapacity, Resources, after_holds
 from westflow.config import pydantic_to_fields
 from westflow.errors import ConfigError
 from westflow.placement import Placement
@@ -162,19 +161,7 @@ def available(capacity: Capacity, held: Iterable[Reservation],
     reserved: dict[str, Resources] = {}
     for r in held:
         reserved[r.data_center] = reserved.get(r.data_center, Resources()).plus(r.resources)
-    out: dict[str, DCCapacity] = {}
-    for dc, live in capacity.items():
-        mine = reserved.get(dc)
-        total = None if totals is None else totals.get(dc)
-        if mine is None:
-            out[dc] = live
-        elif total is None:  # utilisation unknown without a total: kept as read
-            out[dc] = capacity_of(live.resources(), mine, share=live.utilisation, alive=live.alive)
-        else:
-            whole = total.resources()
-            cap = capacity_of(whole, whole.minus(live.resources()).most(mine), alive=live.alive)
-            out[dc] = replace(cap, utilisation=max(live.utilisation, cap.utilisation))
-    return out
+    return after_holds(capacity, reserved, totals)
 
 
 # -- the journal file ------------------------------------------------------------

@@ -13,21 +13,23 @@ capacity:
 
 :func:`static_capacity` is each DC at its configured baseline (planning without a
 running network), :func:`full_capacity` every DC empty (the simulator's start);
-the live snapshot is read from Ray by :mod:`ray_cluster.live`.
+the live snapshot is read from Ray by :mod:`ray_cluster.live`. :func:`after_holds` is what
+is left of a live snapshot once what admitted work holds is counted (the reservation journal
+and the admission cycle both read capacity through it).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from westflow.inventory import DataCenter, Network
 
 __all__ = [
     "Resources", "DCUsage", "DCCapacity", "Capacity", "capacity_of", "utilisation", "inventory_totals",
-    "static_capacity", "full_capacity", "Standing", "UtilisationRow", "utilisation_report",
+    "static_capacity", "full_capacity", "after_holds", "Standing", "UtilisationRow", "utilisation_report",
 ]
 
 _EPS = 1e-9  # live counts are floats summed over nodes: 7.9999999999 free accelerators is 8
@@ -122,6 +124,33 @@ def capacity_of(total: Resources, used: Resources, *, share: float | None = None
     free = {m: _whole(n - held.get(m, 0)) for m, n in total.accelerators.items()}
     return DCCapacity(free, total.cpus - used.cpus, total.memory_gb - used.memory_gb,
                       utilisation(total, used) if share is None else share, alive)
+
+
+def after_holds(live: Capacity, held: Mapping[str, Resources],
+                totals: Capacity | None = None) -> dict[str, DCCapacity]:
+    """The capacity left for new work: per DC and resource ``total - max(live_used, held)``.
+
+    ``live`` is the live snapshot (free per DC), ``held`` what admitted work holds per DC (it is
+    counted from the decision on, before the dashboard sees it start), ``totals`` each DC's
+    capacity when empty. A running job is in both live use and ``held``: the ``max`` counts it
+    once. Without a DC's total, its holds are subtracted from ``live`` (right for a snapshot taken
+    before any held work started). Utilisation is the larger of the live one and that of
+    ``max(live_used, held)``. DCs absent from ``live`` stay absent (unavailable).
+    """
+    out: dict[str, DCCapacity] = {}
+    for dc, now in live.items():
+        mine = held.get(dc)
+        total = None if totals is None else totals.get(dc)
+        if mine is None:
+            out[dc] = now
+        elif total is None:  # utilisation unknown without a total: kept as read
+            out[dc] = replace(capacity_of(now.resources(), mine, share=now.utilisation, alive=now.alive),
+                              why=now.why)
+        else:
+            whole = total.resources()
+            cap = capacity_of(whole, whole.minus(now.resources()).most(mine), alive=now.alive)
+            out[dc] = replace(cap, utilisation=max(now.utilisation, cap.utilisation), why=now.why)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
