@@ -25,7 +25,7 @@ from westflow.inventory import BATCH, REALTIME, Family, Network, Region
 from westflow.yamlio import MAX_SPEC_BYTES, YamlInputError, read_yaml
 
 __all__ = ["AcceleratorRequest", "DatasetRef", "WorkloadSpec", "parse_spec", "load_spec", "read_spec_yaml",
-           "SPEC_KEYS"]
+           "SPEC_KEYS", "MAX_WAIT_S", "DURATION_TEXT", "duration_seconds"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _MODEL = r"^[A-Za-z0-9_.-]{1,32}$"
@@ -38,6 +38,10 @@ _MODEL_TEXT = "a model name such as H800 or Ascend910B"
 _ACCEL_FORMS = "'cpu', 'FAMILY:N' or 'MODEL:N' (e.g. 'H800:8', 'cann:4')"
 _Allowed = dict[str, str | list[str]]
 _INPUT_ALLOWED: _Allowed = {"name": "a dataset name", "region": _REGIONS, "bucket": "a bucket name"}
+MAX_WAIT_S = 30 * 86400.0  # the longest a step may wait in the admission queue: 30 days
+DURATION_TEXT = "seconds (a number) or a duration such as '90s', '30m', '2h', '1d'"
+_DURATION_RE = re.compile(r"^[ \t]*([0-9]{1,12}(?:\.[0-9]{1,9})?)[ \t]*([smhd])[ \t]*$", re.ASCII)
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RULE = "spec_rule"  # the error type of a cross-field rule; its ctx carries allowed, problem, fix
 
 
@@ -52,6 +56,20 @@ def _whole(value: Any) -> Any:
     A whole float past 2**53 stays a float: the check calls it out of range instead of echoing 300 digits.
     """
     return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53 else value
+
+
+def duration_seconds(value: Any) -> float | None:
+    """Seconds of a loose duration: a number of seconds, or ``"90s"``, ``"30m"``, ``"2h"``, ``"1d"`` (ASCII
+    digits only); None if ``value`` is neither (the caller raises its own typed error, bounds included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m[1]) * _UNIT_S[m[2]]
+    return None
 
 
 class _Frozen(BaseModel):
@@ -192,9 +210,14 @@ class WorkloadSpec(_Frozen):
     inputs: tuple[DatasetRef, ...] = ()
     deadline_hours: float | None = Field(default=None, gt=0, le=24 * 365, allow_inf_nan=False)
     priority: int = Field(default=0, ge=-1000, le=1000)
+    # seconds the step may wait in the admission queue; None: the configured default (tenants.yaml)
+    max_wait: float | None = Field(default=None, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    # checked against tenants.yaml at admission; None: realtime for tier realtime, else production
+    priority_class: str | None = Field(default=None, pattern=_NAME)
     _allowed: ClassVar[_Allowed] = {
         "name": _NAME_TEXT, "tenant": _NAME_TEXT, "tier": [BATCH, REALTIME], "origin": "a city id such as 'shanghai'",
         "accelerator": "an AcceleratorRequest", "inputs": "a tuple of DatasetRef",
+        "priority_class": f"a priority class of tenants.yaml ({_NAME_TEXT})",
     }
 
     def __init__(self, **fields: Any) -> None:
@@ -215,6 +238,11 @@ class WorkloadSpec(_Frozen):
     @classmethod
     def _priority_whole(cls, value: Any) -> Any:
         return _whole(value)
+
+    @property
+    def max_wait_s(self) -> float | None:
+        """Seconds the step may wait in the admission queue (None: the configured default)."""
+        return self.max_wait
 
     def copy(self, **changes: Any) -> Self:
         """A new spec with ``changes`` applied (validated again)."""
@@ -347,6 +375,16 @@ def _model_families(network: Network) -> dict[str, Family]:
     return {p.model: p.family for d in network.data_centers for p in d.pools}
 
 
+def _parse_max_wait(value: Any) -> float:
+    """``max_wait`` as written (seconds, or ``"30m"``) -> seconds, within (0, 30 days]."""
+    seconds = duration_seconds(value)
+    if seconds is None:
+        raise SpecError("max_wait", value, DURATION_TEXT)
+    if not 0 < seconds <= MAX_WAIT_S:  # NaN too
+        raise SpecError("max_wait", value, f"> 0 and <= {MAX_WAIT_S:.0f} s (30 days)", problem="Out of range")
+    return seconds
+
+
 def parse_spec(data: Any, network: Network | None = None, *, source: str | None = None) -> WorkloadSpec:
     """Turn loose input (a YAML mapping) into a validated WorkloadSpec."""
     try:
@@ -360,6 +398,8 @@ def parse_spec(data: Any, network: Network | None = None, *, source: str | None 
         kw: dict[str, Any] = {k: data[k] for k in data if k not in ("accelerator", "inputs")}
         kw["accelerator"] = _parse_accelerator(data.get("accelerator"), network)
         kw["inputs"] = _parse_inputs(data.get("inputs"))
+        if kw.get("max_wait") is not None:
+            kw["max_wait"] = _parse_max_wait(kw["max_wait"])
         if isinstance(kw.get("tier"), str):
             kw["tier"] = kw["tier"].lower()
         if isinstance(kw.get("origin"), str):

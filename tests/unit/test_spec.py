@@ -136,3 +136,43 @@ def test_names_end_at_their_last_character() -> None:
     with pytest.raises(SpecError) as exc:
         make_spec(name="step\n")
     assert exc.value.field == "name"
+
+
+@pytest.mark.parametrize(("written", "seconds"), [
+    (90, 90.0), (0.5, 0.5), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), (" 1.5h ", 5400.0), ("30d", 2592000.0),
+    (None, None),
+], ids=["int", "float", "s", "m", "h", "spaces", "30-days", "absent"])
+def test_max_wait_takes_seconds_or_a_duration(written: Any, seconds: float | None) -> None:
+    spec = make_spec(max_wait=written)
+    assert spec.max_wait == seconds and spec.max_wait_s == seconds
+
+
+@pytest.mark.parametrize(("written", "problem"), [
+    ("0s", "Out of range"), (0, "Out of range"), (-5, "Out of range"), ("31d", "Out of range"),
+    (float("nan"), "Out of range"), (float("inf"), "Out of range"), ("٣m", "Invalid"), ("2 hours", "Invalid"),
+    ("90", "Invalid"), (True, "Invalid"), ([1], "Invalid"),
+], ids=["zero-str", "zero", "negative", "over-30-days", "nan", "inf", "non-ascii-digit", "word-unit", "no-unit",
+        "bool", "list"])
+def test_bad_max_wait_names_field_value_and_allowed(written: Any, problem: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        make_spec(max_wait=written)
+    assert exc.value.field == "max_wait"
+    assert exc.value.value is written  # the value as written, quoted back
+    assert str(exc.value).startswith(f"{problem} max_wait")
+    assert "30m" in str(exc.value) or "2592000" in str(exc.value)
+
+
+def test_priority_class_is_a_name_checked_later_not_here() -> None:
+    assert make_spec().priority_class is None
+    assert make_spec(priority_class="no-such-class").priority_class == "no-such-class"  # tenants.yaml decides
+    with pytest.raises(SpecError) as exc:
+        make_spec(priority_class="not a name")
+    assert exc.value.field == "priority_class"
+
+
+def test_the_admission_fields_do_not_change_placement() -> None:
+    from westflow.placement import place
+
+    base = place(make_spec(accelerator="any:8"), national())
+    other = place(make_spec(accelerator="any:8", max_wait="2h", priority_class="best-effort"), national())
+    assert (other.data_center, other.score, other.rejected) == (base.data_center, base.score, base.rejected)
