@@ -1,7 +1,6 @@
 """Tenants of the shared network: quotas, cohorts, fair-share weights, priority classes (``configs/tenants.yaml``).
 
-The first slice of the admission design (issue 14), pure and not yet enforced: the
-validated configuration and the two orderings the admission controller will use.
+The validated configuration of the admission design (issue 14) and its orderings. Pure.
 
 - :class:`Quota`: an amount per accelerator family (optionally per model), CPUs and
   memory; a tenant has one over the whole network and optionally one per region.
@@ -11,6 +10,10 @@ validated configuration and the two orderings the admission controller will use.
 - :func:`dominant_share`: Kueue's and DRF's measure: a tenant's use against its
   nominal quota, on the resource where it is highest, divided by its weight.
 - :func:`admission_order`: priority first, then the lowest dominant share, then age.
+- :class:`Admission`: the ``admission:`` section (the default ``max_wait``, the controller's
+  cycle interval, when an owner is stale, the preemption grace period).
+
+The admission cycle that enforces all this is :mod:`westflow.admission_cycle`.
 
 Every failure is a :class:`~westflow.errors.ConfigError` naming the file, the field,
 the value and what is allowed.
@@ -29,13 +32,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from westflow.config import CONFIG_DIR, load_yaml, validate_config
 from westflow.errors import ConfigError
 from westflow.inventory import Family, Region
+from westflow.spec import DURATION_TEXT, MAX_WAIT_S, duration_seconds
 
-__all__ = ["Quota", "PriorityClass", "Cohort", "Tenant", "Tenants", "load_tenants", "parse_tenants",
-           "dominant_share", "admission_order", "Pending", "TENANTS_FILE"]
+__all__ = ["Quota", "PriorityClass", "Cohort", "Tenant", "Tenants", "Admission", "load_tenants", "parse_tenants",
+           "dominant_share", "admission_order", "Pending", "TENANTS_FILE", "CPUS", "MEMORY_GB"]
 
 TENANTS_FILE = "tenants.yaml"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _FAMILIES = (Family.CUDA.value, Family.CANN.value)
+CPUS, MEMORY_GB = "cpus", "memory_gb"  # the two dimensions of a quota besides accelerators
 
 
 class _Strict(BaseModel):
@@ -70,11 +75,19 @@ class _Tenant(_Strict):
     priority_classes: list[str] = Field(min_length=1)
 
 
+class _Admission(_Strict):
+    default_max_wait: str | float | int = "1h"
+    cycle_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    stale_after_s: float = Field(default=60.0, gt=0, le=7 * 86400)
+    preemption_grace_s: float = Field(default=30.0, ge=0, le=86400)
+
+
 class _File(_Strict):
     priority_classes: list[_Priority] = Field(min_length=1)
     cohorts: list[_Cohort] = Field(default_factory=list)
     tenants: list[_Tenant] = Field(min_length=1)
     default_tenant: str = "default"
+    admission: _Admission = Field(default_factory=_Admission)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +97,18 @@ class Quota:
     accelerators: Mapping[str, int] = field(default_factory=dict)
     cpus: float = 0.0
     memory_gb: float = 0.0
+    # the dimensions the file wrote (None: all of them). A region quota limits only what it writes;
+    # the network-wide quota limits every dimension (unwritten CPUs or memory are 0).
+    written: frozenset[str] | None = None
 
     def dimensions(self) -> dict[str, float]:
         """Every resource this quota names, as one flat mapping (``cpus``, ``memory_gb``, each family/model)."""
-        return {**{k: float(v) for k, v in self.accelerators.items()}, "cpus": self.cpus,
-                "memory_gb": self.memory_gb}
+        return {**{k: float(v) for k, v in self.accelerators.items()}, CPUS: self.cpus, MEMORY_GB: self.memory_gb}
+
+    def limits(self) -> dict[str, float]:
+        """The dimensions this quota limits: those it wrote (all of :meth:`dimensions` when not known)."""
+        dims = self.dimensions()
+        return dims if self.written is None else {k: v for k, v in dims.items() if k in self.written}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +139,17 @@ class Tenant:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """The ``admission:`` section: how long a step waits by default, how often the controller cycles,
+    when a silent owner is stale, how long a preempted job has to checkpoint."""
+
+    default_max_wait_s: float = 3600.0
+    cycle_interval_s: float = 1.0
+    stale_after_s: float = 60.0
+    preemption_grace_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Tenants:
     """The validated ``tenants.yaml``."""
 
@@ -127,6 +158,7 @@ class Tenants:
     cohorts: Mapping[str, Cohort]
     default_tenant: str
     source: str = ""
+    admission: Admission = field(default_factory=Admission)
 
     def tenant(self, name: str) -> Tenant:
         """``name``'s configuration; a ConfigError naming the known tenants if there is none."""
@@ -135,6 +167,16 @@ class Tenants:
             raise ConfigError(self.source, "tenant", name, sorted(self.tenants), problem="Unknown",
                               fix=f"add it to {TENANTS_FILE}, or run as one of the tenants above.")
         return got
+
+    def check(self, tenant: str, priority_class: str) -> None:
+        """Raise a ConfigError naming the field unless ``tenant`` is configured and may use ``priority_class``."""
+        t = self.tenant(tenant)
+        if priority_class not in t.priority_classes:
+            known = priority_class in self.priority_classes
+            raise ConfigError(self.source, "priority_class", priority_class, list(t.priority_classes),
+                              problem="Not allowed" if known else "Unknown",
+                              fix=f"use one of the priority classes of tenant {tenant!r}, or add {priority_class!r} "
+                                  f"to its priority_classes in {TENANTS_FILE}.")
 
     def members(self, cohort: str) -> tuple[Tenant, ...]:
         return tuple(t for t in self.tenants.values() if t.cohort == cohort)
@@ -148,7 +190,18 @@ def _quota(q: _Quota, file: str, at: str, models: set[str]) -> Quota:
     for key, n in q.accelerators.items():
         if n < 0:
             raise ConfigError(file, f"{at}.accelerators.{key}", n, ">= 0")
-    return Quota(dict(q.accelerators), float(q.cpus), float(q.memory_gb))
+    written = frozenset(q.accelerators) | (q.model_fields_set & {CPUS, MEMORY_GB})
+    return Quota(dict(q.accelerators), float(q.cpus), float(q.memory_gb), written)
+
+
+def _admission(a: _Admission, file: str) -> Admission:
+    wait = duration_seconds(a.default_max_wait)
+    if wait is None:
+        raise ConfigError(file, "admission.default_max_wait", a.default_max_wait, DURATION_TEXT)
+    if not 0 < wait <= MAX_WAIT_S:
+        raise ConfigError(file, "admission.default_max_wait", a.default_max_wait,
+                          f"> 0 and <= {MAX_WAIT_S:.0f} s (30 days)", problem="Out of range")
+    return Admission(wait, float(a.cycle_interval_s), float(a.stale_after_s), float(a.preemption_grace_s))
 
 
 def parse_tenants(data: Any, *, models: Iterable[str] = (), file: str = TENANTS_FILE) -> Tenants:
@@ -190,7 +243,7 @@ def parse_tenants(data: Any, *, models: Iterable[str] = (), file: str = TENANTS_
             t.description)
     if f.default_tenant not in tenants:
         raise ConfigError(file, "default_tenant", f.default_tenant, sorted(tenants), problem="Unknown")
-    return Tenants(tenants, classes, cohorts, f.default_tenant, file)
+    return Tenants(tenants, classes, cohorts, f.default_tenant, file, _admission(f.admission, file))
 
 
 def load_tenants(config_dir: Path | str = CONFIG_DIR, *, models: Iterable[str] = ()) -> Tenants:
@@ -202,15 +255,16 @@ def load_tenants(config_dir: Path | str = CONFIG_DIR, *, models: Iterable[str] =
 def dominant_share(used: Mapping[str, float], tenant: Tenant) -> float:
     """The tenant's use on the resource where it is highest against its nominal quota, over its weight.
 
-    A resource the tenant uses but has no quota for counts as infinitely shared (it is all borrowed).
+    ``used`` is charged per dimension: an accelerator's family and its model both (``{"cuda": 8,
+    "H800": 8, "cpus": 16, ...}``); only the dimensions the quota names count. A named dimension
+    used with a zero quota counts as infinitely shared (it is all borrowed).
     """
     quota = tenant.quota.dimensions()
     worst = 0.0
-    for k, n in used.items():
-        if n <= 0:
-            continue
-        q = quota.get(k, 0.0)
-        worst = max(worst, math.inf if q <= 0 else n / q)
+    for k, q in quota.items():
+        n = used.get(k, 0.0)
+        if n > 0:
+            worst = max(worst, math.inf if q <= 0 else n / q)
     return worst / tenant.weight
 
 

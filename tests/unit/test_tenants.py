@@ -12,7 +12,7 @@ import yaml
 
 from westflow.config import CONFIG_DIR, load_network
 from westflow.errors import ConfigError
-from westflow.tenants import Pending, admission_order, dominant_share, load_tenants, parse_tenants
+from westflow.tenants import Admission, Pending, admission_order, dominant_share, load_tenants, parse_tenants
 
 MODELS = {p.model for d in load_network().data_centers for p in d.pools}
 RAW: dict[str, Any] = yaml.safe_load((CONFIG_DIR / "tenants.yaml").read_text())
@@ -65,14 +65,58 @@ _DELETE = object()
     ("priority_classes.1.name", "realtime", "priority_classes.1.name"),
     ("default_tenant", "nobody", "default_tenant"),
     ("tenants.1.quota", _DELETE, "tenants.1.quota"),
+    ("admission.default_max_wait", "forever", "admission.default_max_wait"),
+    ("admission.default_max_wait", "0s", "admission.default_max_wait"),
+    ("admission.default_max_wait", "31d", "admission.default_max_wait"),
+    ("admission.cycle_interval_s", 0, "admission.cycle_interval_s"),
+    ("admission.stale_after_s", -1, "admission.stale_after_s"),
+    ("admission.preemption_grace_s", "30s", "admission.preemption_grace_s"),
+    ("admission.tick", 1, "admission.tick"),
 ], ids=["zero-weight", "nan-weight", "unknown-cohort", "unknown-priority", "unknown-accelerator",
         "negative-quota", "string-cpus", "unknown-region", "unknown-key", "duplicate-tenant", "duplicate-priority",
-        "unknown-default", "no-quota"])
+        "unknown-default", "no-quota", "wait-word", "wait-zero", "wait-over-30-days", "zero-interval",
+        "negative-stale", "grace-string", "unknown-admission-key"])
 def test_a_bad_tenants_file_names_the_field(path: str, value: Any, field: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_tenants(_broken(path, value), models=MODELS, file="tenants.yaml")
     assert exc.value.field == field
     assert "tenants.yaml" in str(exc.value)
+
+
+def test_the_admission_section_and_its_defaults() -> None:
+    t = load_tenants(CONFIG_DIR, models=MODELS)
+    assert t.admission == Admission(default_max_wait_s=3600.0, cycle_interval_s=1.0, stale_after_s=60.0,
+                                    preemption_grace_s=30.0)
+    data = copy.deepcopy(RAW)
+    del data["admission"]
+    assert parse_tenants(data, models=MODELS).admission == Admission()
+    data["admission"] = {"default_max_wait": "30m", "cycle_interval_s": 2}
+    got = parse_tenants(data, models=MODELS).admission
+    assert (got.default_max_wait_s, got.cycle_interval_s, got.stale_after_s) == (1800.0, 2.0, 60.0)
+    data["admission"] = {"default_max_wait": 90}
+    assert parse_tenants(data, models=MODELS).admission.default_max_wait_s == 90.0
+
+
+def test_check_names_an_unknown_tenant_or_a_class_the_tenant_may_not_use() -> None:
+    t = load_tenants(CONFIG_DIR, models=MODELS)
+    t.check("recsys", "realtime")
+    with pytest.raises(ConfigError) as exc:
+        t.check("mallory", "production")
+    assert exc.value.field == "tenant" and exc.value.value == "mallory"
+    with pytest.raises(ConfigError) as exc:
+        t.check("retail-ai", "realtime")  # a class that exists, not allowed for this tenant
+    assert exc.value.field == "priority_class" and "Not allowed" in str(exc.value)
+    assert exc.value.allowed == ["production", "best-effort"]
+    with pytest.raises(ConfigError) as exc:
+        t.check("recsys", "gold")
+    assert exc.value.field == "priority_class" and "Unknown" in str(exc.value)
+
+
+def test_a_region_quota_limits_only_what_it_writes() -> None:
+    data = _broken("tenants.1.regions", {"east": {"accelerators": {"cuda": 2}}})
+    t = parse_tenants(data, models=MODELS).tenant("recsys")
+    assert t.regions["east"].limits() == {"cuda": 2.0}
+    assert t.quota.limits() == t.quota.dimensions()  # the network-wide quota written in full
 
 
 def test_borrowing_needs_a_cohort() -> None:
@@ -97,7 +141,11 @@ def test_dominant_share_is_the_highest_use_over_quota_divided_by_weight() -> Non
     assert dominant_share({}, recsys) == 0
     assert dominant_share({"cuda": 4, "cpus": 4}, recsys) == pytest.approx(0.5 / 2)
     assert dominant_share({"cuda": 1, "cpus": 32}, recsys) == pytest.approx(1.0 / 2)
-    assert dominant_share({"H800": 1}, recsys) == math.inf  # no quota for it: all borrowed
+    # use is charged to the family and the model; only what the quota names counts
+    assert dominant_share({"cuda": 2, "H800": 2}, recsys) == pytest.approx(2 / 8 / 2)
+    assert dominant_share({"H800": 64}, recsys) == 0
+    zero = parse_tenants(_broken("tenants.1.quota.accelerators", {"cuda": 0, "cann": 8}), models=MODELS)
+    assert dominant_share({"cuda": 1}, zero.tenant("recsys")) == math.inf  # a zero quota used: all borrowed
 
 
 def test_admission_order_priority_then_fair_share_then_age() -> None:
