@@ -10,6 +10,10 @@ The validated configuration of the admission design (issue 14) and its orderings
 - :func:`dominant_share`: Kueue's and DRF's measure: a tenant's use against its
   nominal quota, on the resource where it is highest, divided by its weight.
 - :func:`admission_order`: priority first, then the lowest dominant share, then age.
+- :class:`Ledger`: what each tenant uses (network-wide, per region, per cohort) and the quota
+  arithmetic on it: does a use fit (nominal, borrowing within the cohort, region caps), how much a
+  tenant borrows, its dominant share. The admission cycle, preemption and the simulator's
+  accounting all read this one ledger.
 - :class:`Admission`: the ``admission:`` section (the default ``max_wait``, the controller's
   cycle interval, when an owner is stale, the preemption grace period).
 
@@ -29,13 +33,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from westflow.capacity import Resources
 from westflow.config import CONFIG_DIR, load_yaml, validate_config
 from westflow.errors import ConfigError
 from westflow.inventory import Family, Region
 from westflow.spec import DURATION_TEXT, MAX_WAIT_S, duration_seconds
 
 __all__ = ["Quota", "PriorityClass", "Cohort", "Tenant", "Tenants", "Admission", "load_tenants", "parse_tenants",
-           "dominant_share", "admission_order", "Pending", "TENANTS_FILE", "CPUS", "MEMORY_GB"]
+           "dominant_share", "admission_order", "Pending", "Ledger", "charges", "TENANTS_FILE", "CPUS", "MEMORY_GB"]
 
 TENANTS_FILE = "tenants.yaml"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -288,3 +293,153 @@ def admission_order(pending: Sequence[Pending], usage: Mapping[str, Mapping[str,
         return (-prio, share, p.submitted_at, p.key)
 
     return sorted(pending, key=key)
+
+
+# -- the ledger: use per tenant, and the quota arithmetic on it -----------------------------------
+
+_EPS = 1e-9
+Charges = dict[str, float]
+
+
+def charges(family: str | None, resources: Resources) -> Charges:
+    """The dimensions a use is charged to: each accelerator's family and model, CPUs, memory."""
+    out: Charges = {CPUS: resources.cpus, MEMORY_GB: resources.memory_gb}
+    for model, n in resources.accelerators.items():
+        if n:
+            out[model] = out.get(model, 0.0) + n
+            if family:
+                out[family] = out.get(family, 0.0) + n
+    return out
+
+
+class _Terms:
+    """One tenant's quota terms, flattened once: nominal and borrowing per dimension, region caps."""
+
+    __slots__ = ("name", "nominal", "borrow", "named", "regions", "cohort", "weight")
+
+    def __init__(self, t: Tenant) -> None:
+        self.name, self.cohort, self.weight = t.name, t.cohort, t.weight
+        self.nominal = t.quota.dimensions()
+        self.borrow = t.borrowing_limit.dimensions() if t.cohort else {}
+        self.named = frozenset(self.nominal) | frozenset(k for k, v in self.borrow.items() if v > 0)
+        self.regions = {r: q.limits() for r, q in t.regions.items()}
+
+
+class Ledger:
+    """What each tenant uses per dimension (see :func:`charges`), network-wide and per region, and what
+    each cohort's members use of the dimensions they name; with the quota arithmetic on it.
+
+    A use fits a tenant's quota when, on every dimension it names, it stays within its nominal quota,
+    or within nominal + ``borrowing_limit`` while the cohort's members together stay within the
+    cohort's nominal total (so a tenant borrows only what the others leave unused); and within every
+    region quota of the region it runs in (no borrowing there). An accelerator use must be named by
+    the tenant's quota (its family or its model). Changed only by :meth:`add`; :meth:`copy` for a
+    scratch copy. ``version[tenant]`` counts the changes of a tenant's use.
+    """
+
+    def __init__(self, tenants: Tenants) -> None:
+        self.tenants = tenants
+        self.terms = {n: _Terms(t) for n, t in tenants.tenants.items()}
+        self.used: dict[str, Charges] = {n: {} for n in tenants.tenants}
+        self.region_used: dict[tuple[str, str], Charges] = {}
+        self.cohort_used: dict[str, Charges] = {c: {} for c in tenants.cohorts}
+        self.cohort_nominal: dict[str, Charges] = {c: {} for c in tenants.cohorts}
+        for terms in self.terms.values():
+            if terms.cohort is not None:
+                total = self.cohort_nominal[terms.cohort]
+                for k in terms.named:
+                    total[k] = total.get(k, 0.0) + terms.nominal.get(k, 0.0)
+        self.version: dict[str, int] = dict.fromkeys(tenants.tenants, 0)
+
+    def copy(self) -> Ledger:
+        out = Ledger.__new__(Ledger)
+        out.tenants, out.terms, out.cohort_nominal = self.tenants, self.terms, self.cohort_nominal
+        out.used = {t: dict(c) for t, c in self.used.items()}
+        out.region_used = {k: dict(c) for k, c in self.region_used.items()}
+        out.cohort_used = {k: dict(c) for k, c in self.cohort_used.items()}
+        out.version = dict(self.version)
+        return out
+
+    def add(self, tenant: str, region: str, family: str | None, resources: Resources, sign: int = 1) -> None:
+        """Count (``sign`` 1) or release (-1) a use of ``resources`` by ``tenant`` in ``region``."""
+        got = charges(family, resources)
+        terms = self.terms.get(tenant)
+        mine = self.used.setdefault(tenant, {})
+        here = self.region_used.setdefault((tenant, region), {})
+        pool = self.cohort_used[terms.cohort] if terms is not None and terms.cohort is not None else None
+        for k, n in got.items():
+            mine[k] = mine.get(k, 0.0) + sign * n
+            here[k] = here.get(k, 0.0) + sign * n
+            if pool is not None and terms is not None and k in terms.named:
+                pool[k] = pool.get(k, 0.0) + sign * n
+        self.version[tenant] = self.version.get(tenant, 0) + 1
+
+    def share(self, tenant: str) -> float:
+        """The tenant's dominant share (:func:`dominant_share`) of what it uses now."""
+        terms = self.terms.get(tenant)
+        if terms is None:
+            return math.inf
+        used, worst = self.used.get(tenant, {}), 0.0
+        for k, q in terms.nominal.items():
+            n = used.get(k, 0.0)
+            if n > _EPS:
+                worst = max(worst, math.inf if q <= 0 else n / q)
+        return worst / terms.weight
+
+    def borrowed(self, tenant: str) -> Charges:
+        """Per dimension the tenant names, how much of its use is above its nominal quota."""
+        terms = self.terms.get(tenant)
+        if terms is None:
+            return {}
+        used = self.used.get(tenant, {})
+        return {k: used.get(k, 0.0) - terms.nominal.get(k, 0.0) for k in terms.named
+                if used.get(k, 0.0) - terms.nominal.get(k, 0.0) > _EPS}
+
+    def within_nominal(self, tenant: str, use: Charges) -> bool:
+        """Whether adding ``use`` keeps the tenant within its nominal quota on every dimension it names."""
+        terms = self.terms[tenant]
+        used = self.used.get(tenant, {})
+        return all(used.get(k, 0.0) + n <= terms.nominal.get(k, 0.0) + _EPS
+                   for k, n in use.items() if k in terms.named and n > 0)
+
+    def over_nominal(self, tenant: str, use: Charges) -> bool:
+        """Whether ``use`` would be (partly) borrowed."""
+        return not self.within_nominal(tenant, use)
+
+    def misfit(self, tenant: str, use: Charges, family: str | None, model: str | None) -> str:
+        """Why ``use`` (of ``model`` of ``family``, or CPUs only) does not fit the tenant's network-wide
+        quota; "" if it fits."""
+        terms = self.terms[tenant]
+        if model is not None and family not in terms.named and model not in terms.named:
+            return f"tenant {tenant} has no quota for {family} ({model})"
+        used = self.used.get(tenant, {})
+        for k, n in use.items():
+            if k not in terms.named or n <= 0:
+                continue
+            had, nominal = used.get(k, 0.0), terms.nominal.get(k, 0.0)
+            if had + n <= nominal + _EPS:
+                continue
+            limit = terms.borrow.get(k, 0.0)
+            if had + n > nominal + limit + _EPS:
+                return (f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked, may borrow "
+                        f"{limit:g}" if limit else f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked")
+            cohort = terms.cohort
+            if cohort is None:  # a borrowing limit only in a cohort (parse_tenants)
+                return f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked"
+            pool, total = self.cohort_used[cohort].get(k, 0.0), self.cohort_nominal[cohort].get(k, 0.0)
+            if pool + n > total + _EPS:
+                return (f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked; cohort {cohort} has "
+                        f"{max(0.0, total - pool):g} of {total:g} unused to lend")
+        return ""
+
+    def region_misfit(self, tenant: str, region: str, use: Charges) -> str:
+        """Why ``use`` does not fit the tenant's quota in ``region``; "" if it fits or there is none."""
+        limits = self.terms[tenant].regions.get(region)
+        if not limits:
+            return ""
+        used = self.region_used.get((tenant, region), {})
+        for k, cap in limits.items():
+            n = use.get(k, 0.0)
+            if n > 0 and used.get(k, 0.0) + n > cap + _EPS:
+                return f"tenant {tenant}: {k} {used.get(k, 0.0):g}/{cap:g} used in region {region}, {n:g} asked"
+        return ""

@@ -1,0 +1,553 @@
+"""One admission cycle: which pending work to admit now, where, and whom to preempt for it.
+
+Pure, and the only copy: the admission controller (:mod:`admission.controller`) runs it on the
+durable queue and live capacity, the simulator (:mod:`westflow.simulator.engine`) on its own
+clock. ``admission_cycle(pending, held, ...) -> CycleResult``, a pipeline of named steps:
+
+1. **order** (:class:`_Order`): highest priority class first; then the tenant with the lowest
+   dominant share (DRF against its nominal quota, over its weight; updated after each admission
+   of the cycle: a heap whose stale entries are re-pushed when popped); then the oldest
+   submission; then the key.
+2. **quota** (:meth:`_Cycle._blocks`): each (region, accelerator model) the ask could use is
+   checked against the tenant's quota (:class:`~westflow.tenants.Ledger`: nominal, borrowing
+   within the cohort, region caps). If every one is out, the ask waits on ``quota`` without being
+   placed; otherwise the DCs (or pools) that quota rules out are hidden from placement, a DC
+   marked not alive with the quota's reason in ``DCCapacity.why`` (it reads in the placement's
+   rejection table like any other reason).
+3. **place**: ``policy.place(spec, network, view)``, the same ``place()`` as everywhere. The
+   cycle subtracts what it admits from the capacity as it goes. A shape that failed on capacity
+   is not placed again this cycle (capacity only shrinks within a cycle): its reasons are reused.
+4. **preempt** (:meth:`_Cycle._preempt`), for an ask that failed on capacity (never on latency,
+   accelerator, deadline or quota) and is not already ``awaiting_preemption``: in a DC that
+   failed it on capacity, workloads it may displace are (a) *reclaim*: when the ask is within its
+   tenant's nominal quota, other tenants' work of a class no higher, up to what those tenants
+   borrow; (b) *priority*: ``preemptible`` work of a lower class, of the ask's own tenant, or of
+   others only up to what they borrow. Candidates in order: other tenants' (borrowed) first, then
+   the lowest class, then the newest (least work lost); taken until the ask fits, then any not
+   needed are put back. The DC needing the fewest victims wins (then the one whose oldest victim
+   is newest, then inventory order). Rows already ``preempting`` are never victims again and still
+   hold their capacity. The preemptor stays pending (in ``waiting``, its first reason naming the
+   victims) until they release.
+
+Best effort: an ask that does not fit never blocks later ones. Every ask ends in exactly one of
+``admitted`` and ``waiting``; a preemptor is in ``waiting`` and ``preempt``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from westflow.capacity import Capacity, DCCapacity, Resources
+from westflow.errors import ConfigError, InfeasibleError, SpecError
+from westflow.inventory import REALTIME, Family, Network
+from westflow.placement import Placement, Policy, Reason
+from westflow.placement.tables import tables_for
+from westflow.spec import WorkloadSpec
+from westflow.tenants import CPUS, MEMORY_GB, Ledger, Tenants, charges
+
+__all__ = ["Ask", "Held", "Admit", "Wait", "Preempt", "CycleResult", "admission_cycle", "held_of",
+           "default_priority_class", "held_per_dc", "ledger_of", "QUOTA", "CONFIG", "PREEMPTION"]
+
+QUOTA, CONFIG, PREEMPTION = "quota", "config", "preemption"  # the non-DC keys of a Wait's reasons
+_EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One pending workload."""
+
+    key: str
+    spec: WorkloadSpec
+    priority_class: str
+    submitted_at: float
+    exclude: frozenset[str] = frozenset()  # DCs it must not go to (failover)
+    awaiting_preemption: bool = False  # victims already preempting for it: do not preempt more
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Admitted work holding capacity (``preempting``: asked to stop; it holds until it releases)."""
+
+    key: str
+    tenant: str
+    priority_class: str
+    data_center: str
+    region: str
+    family: str | None
+    resources: Resources
+    admitted_at: float
+    preempting: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    key: str
+    placement: Placement
+    family: str | None
+    borrowed: bool  # the admission puts its tenant over its nominal quota (it borrows from the cohort)
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    key: str
+    reasons: tuple[tuple[str, str], ...]  # (data center, or QUOTA / CONFIG / PREEMPTION, reason text)
+
+
+@dataclass(frozen=True, slots=True)
+class Preempt:
+    key: str  # the preemptor
+    data_center: str
+    victims: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    admitted: tuple[Admit, ...]
+    waiting: tuple[Wait, ...]
+    preempt: tuple[Preempt, ...]
+
+
+def default_priority_class(spec: WorkloadSpec) -> str:
+    """The spec's priority class: its own, else ``realtime`` for tier realtime, else ``production``."""
+    if spec.priority_class is not None:
+        return spec.priority_class
+    return "realtime" if spec.tier == REALTIME else "production"
+
+
+def _family(p: Placement) -> str | None:
+    return None if p.family is Family.CPU else p.family.value
+
+
+def _holds(p: Placement) -> Resources:
+    """What a placement holds of its DC."""
+    s = p.spec
+    return Resources.of(p.accelerator_model, s.accelerator.count if p.accelerator_model else 0, s.cpus, s.memory_gb)
+
+
+def held_of(p: Placement, key: str, tenant: str, priority_class: str, family: str | None,
+            admitted_at: float) -> Held:
+    """The :class:`Held` row of an admitted placement."""
+    return Held(key, tenant, priority_class, p.data_center, p.region, family, _holds(p), admitted_at)
+
+
+def held_per_dc(held: Iterable[Held]) -> dict[str, Resources]:
+    """What ``held`` holds per DC (the ``held`` of :func:`westflow.capacity.after_holds`)."""
+    out: dict[str, Resources] = {}
+    for h in held:
+        out[h.data_center] = out.get(h.data_center, Resources()).plus(h.resources)
+    return out
+
+
+def ledger_of(tenants: Tenants, held: Iterable[Held]) -> Ledger:
+    """The tenants' use as ``held`` holds it."""
+    ledger = Ledger(tenants)
+    for h in held:
+        ledger.add(h.tenant, h.region, h.family, h.resources)
+    return ledger
+
+
+def admission_cycle(pending: Sequence[Ask], held: Sequence[Held], *, tenants: Tenants, network: Network,
+                    capacity: Capacity, policy: Policy, ledger: Ledger | None = None) -> CycleResult:
+    """Admit what fits of ``pending`` in order, on ``capacity`` (free, already net of ``held``) and quota.
+
+    ``ledger``: the tenants' use by ``held`` when the caller keeps it (the simulator does, instead
+    of recounting every cycle); it is copied, never changed. See the module doc for the rules.
+    """
+    return _Cycle(pending, held, tenants, network, capacity, policy,
+                  ledger_of(tenants, held) if ledger is None else ledger.copy()).run()
+
+
+# -- the cycle ------------------------------------------------------------------------------------
+
+Shape = tuple[object, ...]
+Pool = tuple[str, str] | None  # (family, model) an ask could run on; None: CPU only
+Blocks = dict[tuple[str, str | None], str]  # (region or "*", model or None) -> why quota rules it out
+
+
+@dataclass(slots=True)
+class _Failed:
+    """A shape that failed on capacity this cycle: its reasons, and the DCs that failed it on capacity."""
+
+    reasons: tuple[tuple[str, str], ...]
+    capacity_dcs: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Try:
+    """One ask being decided."""
+
+    ask: Ask
+    tenant: str
+    value: int
+    pools: tuple[Pool, ...]
+    use: dict[Pool, dict[str, float]] = field(default_factory=dict)
+
+
+class _Order:
+    """The admission order: (-class value, dominant share, submitted_at, key), one heap entry per
+    (tenant, class) group at a time; an entry whose share is stale is re-pushed when popped."""
+
+    def __init__(self, asks: Sequence[tuple[Ask, str, int]], ledger: Ledger) -> None:
+        groups: dict[tuple[str, str], list[tuple[Ask, str, int]]] = {}
+        for a in asks:
+            groups.setdefault((a[1], a[0].priority_class), []).append(a)
+        self.groups = [sorted(g, key=lambda a: (a[0].submitted_at, a[0].key)) for g in groups.values()]
+        self.ledger = ledger
+        self.heap: list[tuple[int, float, float, str, int, int, int]] = []
+        for gid in range(len(self.groups)):
+            self._push(gid, 0)
+
+    def _push(self, gid: int, at: int) -> None:
+        group = self.groups[gid]
+        if at < len(group):
+            ask, tenant, value = group[at]
+            self.heap.append((-value, self.ledger.share(tenant), ask.submitted_at, ask.key,
+                              self.ledger.version.get(tenant, 0), gid, at))
+
+    def __iter__(self) -> _Order:
+        heapq.heapify(self.heap)
+        return self
+
+    def __next__(self) -> tuple[Ask, str, int]:
+        heap, ledger = self.heap, self.ledger
+        while heap:
+            neg, _, submitted, key, version, gid, at = heap[0]
+            ask, tenant, value = self.groups[gid][at]
+            if version != ledger.version.get(tenant, 0):  # its tenant's share changed: take its place again
+                heapq.heapreplace(heap, (neg, ledger.share(tenant), submitted, key,
+                                         ledger.version.get(tenant, 0), gid, at))
+                continue
+            heapq.heappop(heap)
+            group = self.groups[gid]
+            if at + 1 < len(group):
+                nxt, _, _ = group[at + 1]
+                heapq.heappush(heap, (neg, ledger.share(tenant), nxt.submitted_at, nxt.key,
+                                      ledger.version.get(tenant, 0), gid, at + 1))
+            return ask, tenant, value
+        raise StopIteration
+
+
+class _Cycle:
+    def __init__(self, pending: Sequence[Ask], held: Sequence[Held], tenants: Tenants, network: Network,
+                 capacity: Capacity, policy: Policy, ledger: Ledger) -> None:
+        self.pending, self.held, self.tenants, self.network, self.policy = pending, held, tenants, network, policy
+        self.ledger = ledger
+        self.free: dict[str, DCCapacity] = dict(capacity)
+        self.tables = tables_for(network)
+        self.region = dict(zip(self.tables.ids, self.tables.region, strict=True))
+        self.regions = tuple(sorted(set(self.tables.region)))
+        self.family_of = {p.model: p.family.value for d in network.data_centers for p in d.pools}
+        self.size = {d.id: (float(d.accelerator_total), float(d.cpus)) for d in network.data_centers}
+        self.version = 0  # of self.free: bumped by every admission
+        self.failed: dict[Shape, _Failed] = {}
+        self.views: dict[Shape, tuple[int, dict[str, DCCapacity]]] = {}
+        self.pools_of: dict[tuple[Family, str | None], tuple[Pool, ...]] = {}
+        self.admitted: list[Admit] = []
+        self.waiting: list[Wait] = []
+        self.preempt: list[Preempt] = []
+        self._victims: _Victims | None = None
+
+    def run(self) -> CycleResult:
+        classes, asks = self.tenants.priority_classes, []
+        for ask in self.pending:
+            tenant = ask.spec.tenant
+            try:
+                self.tenants.check(tenant, ask.priority_class)
+            except ConfigError as exc:
+                self.waiting.append(Wait(ask.key, ((CONFIG, str(exc)),)))
+                continue
+            asks.append((ask, tenant, classes[ask.priority_class].value))
+        for ask, tenant, value in _Order(asks, self.ledger):
+            self._decide(_Try(ask, tenant, value, self._pools(ask.spec)))
+        return CycleResult(tuple(self.admitted), tuple(self.waiting), tuple(self.preempt))
+
+    # -- the steps of one ask -------------------------------------------------------------------
+    def _decide(self, t: _Try) -> None:
+        ask, spec = t.ask, t.ask.spec
+        blocks, whole = self._blocks(t)
+        if whole:
+            self.waiting.append(Wait(ask.key, ((QUOTA, whole),)))
+            return
+        sig = tuple(sorted(blocks.items(), key=str))
+        key = (*_shape(spec), ask.exclude, sig)
+        failed = self.failed.get(key)
+        if failed is None:
+            try:
+                p = self.policy.place(spec, self.network, self._view(t, blocks, sig))
+            except InfeasibleError as exc:
+                failed = self.failed[key] = _Failed(
+                    tuple((r.data_center, f"{r.reason.value}: {r.detail}") for r in exc.rejected),
+                    tuple(r.data_center for r in exc.rejected if r.reason is Reason.CAPACITY))
+            except SpecError as exc:  # a tier or origin this network does not know
+                self.waiting.append(Wait(ask.key, ((CONFIG, str(exc)),)))
+                return
+            else:
+                self._admit(t, p)
+                return
+        reasons = failed.reasons
+        if failed.capacity_dcs and ask.awaiting_preemption:
+            reasons = ((PREEMPTION, "waiting for preempted work to release its capacity"), *reasons)
+        elif failed.capacity_dcs:
+            got = self._preempt(t, failed.capacity_dcs, blocks)
+            if got is not None:
+                self.preempt.append(got)
+                reasons = ((PREEMPTION, got.reason), *reasons)
+        self.waiting.append(Wait(ask.key, reasons))
+
+    def _admit(self, t: _Try, p: Placement) -> None:
+        held, fam = _holds(p), _family(p)
+        borrowed = self.ledger.over_nominal(t.tenant, charges(fam, held))
+        self.ledger.add(t.tenant, p.region, fam, held)
+        dc = p.data_center
+        cap = self.free[dc]
+        acc_total, cpu_total = self.size.get(dc, (0.0, 0.0))
+        if acc_total:
+            grew = held.accelerator_count / acc_total
+        else:
+            grew = held.cpus / cpu_total if cpu_total else 0.0
+        free = dict(cap.free)
+        for m, n in held.accelerators.items():
+            free[m] = int(free.get(m, 0) - n)
+        self.free[dc] = replace(cap, free=free, free_cpus=cap.free_cpus - held.cpus,
+                                free_memory_gb=cap.free_memory_gb - held.memory_gb,
+                                utilisation=min(1.0, cap.utilisation + grew))
+        self.version += 1
+        self.admitted.append(Admit(t.ask.key, p, fam, borrowed))
+
+    # -- quota ----------------------------------------------------------------------------------
+    def _pools(self, spec: WorkloadSpec) -> tuple[Pool, ...]:
+        """The (family, model) pairs of the network the spec's accelerator request can run on."""
+        acc = spec.accelerator
+        got = self.pools_of.get((acc.family, acc.model))
+        if got is None:
+            if acc.family is Family.CPU:
+                got = (None,)
+            else:
+                got = tuple((f, m) for m, f in sorted(self.family_of.items())
+                            if (acc.model is None or m == acc.model)
+                            and (acc.family is Family.ANY or f == acc.family.value))
+            self.pools_of[(acc.family, acc.model)] = got
+        return got
+
+    def _use(self, t: _Try, pool: Pool) -> dict[str, float]:
+        got = t.use.get(pool)
+        if got is None:
+            spec = t.ask.spec
+            held = Resources.of(pool[1] if pool else None, spec.accelerator.count, spec.cpus, spec.memory_gb)
+            got = t.use[pool] = charges(pool[0] if pool else None, held)
+        return got
+
+    def _blocks(self, t: _Try) -> tuple[Blocks, str]:
+        """What quota rules out for this ask: per (region or ``*``, model; None for CPU-only work) the
+        reason; and, when that is every pool in every region, the reasons joined (it then waits on
+        quota alone, without being placed)."""
+        ledger, tenant = self.ledger, t.tenant
+        regions = ledger.terms[tenant].regions
+        blocks: Blocks = {}
+        for pool in t.pools:
+            use = self._use(t, pool)
+            model = pool[1] if pool else None
+            why = ledger.misfit(tenant, use, pool[0] if pool else None, model)
+            if why:
+                blocks[("*", model)] = why
+                continue
+            for region in regions:
+                why = ledger.region_misfit(tenant, region, use)
+                if why:
+                    blocks[(region, model)] = why
+        if blocks and all(("*", p[1] if p else None) in blocks or all(
+                (r, p[1] if p else None) in blocks for r in self.regions) for p in t.pools):
+            return blocks, "; ".join(dict.fromkeys(blocks.values()))
+        return blocks, ""
+
+    def _why(self, blocks: Blocks, model: str | None, region: str) -> str:
+        """Why quota rules out ``model`` in ``region`` for this ask ("" if it does not)."""
+        return blocks.get(("*", model)) or blocks.get((region, model)) or ""
+
+    def _view(self, t: _Try, blocks: Blocks, sig: Shape) -> dict[str, DCCapacity]:
+        """The capacity ``place()`` reads for this ask: the free capacity, with excluded DCs and what
+        quota rules out taken away (DCs beyond the latency bound keep their latency reason)."""
+        ask = t.ask
+        spec = ask.spec
+        if (not blocks and not ask.exclude) or spec.tier not in self.network.tiers or (
+                spec.origin is not None and spec.origin not in self.tables.cities):
+            return self.free  # (an unknown tier or origin: place() raises the SpecError naming it)
+        bound = self.network.tiers[spec.tier].max_rtt_ms
+        key = (ask.exclude, sig, spec.origin, bound, spec.accelerator.family, spec.accelerator.model)
+        got = self.views.get(key)
+        if got is not None and got[0] == self.version:
+            return got[1]
+        view = dict(self.free)
+        for dc in ask.exclude:
+            if dc in view:
+                view[dc] = replace(view[dc], alive=False, why="excluded: this workload failed there before")
+        if blocks:
+            cpu_only = spec.accelerator.family is Family.CPU
+            pools = () if cpu_only else self.tables.pools(spec)[0]
+            for site in self.tables.sites(spec.origin, bound)[0]:
+                i, dc_id = site[0], site[2]
+                cap = view.get(dc_id)
+                if cap is None or not cap.alive:
+                    continue
+                region = self.region[dc_id]
+                models = [None] if cpu_only else [p.model for p in pools[i]]
+                out = {m: why for m in models if (why := self._why(blocks, m, region))}
+                if not out:
+                    continue
+                if len(out) == len(models):
+                    view[dc_id] = replace(cap, alive=False,
+                                          why=f"{QUOTA}: " + "; ".join(dict.fromkeys(out.values())))
+                else:
+                    view[dc_id] = replace(cap, free={m: (0 if m in out else n) for m, n in cap.free.items()})
+        self.views[key] = (self.version, view)
+        return view
+
+    # -- preemption -----------------------------------------------------------------------------
+    def _preempt(self, t: _Try, dcs: Sequence[str], blocks: Blocks) -> Preempt | None:
+        if self._victims is None:
+            self._victims = _Victims(self.held, self.tenants, self.ledger)
+        return self._victims.choose(self, t, dcs, blocks)
+
+
+def _shape(spec: WorkloadSpec) -> Shape:
+    """What placement reads of a spec (not its name, tenant, or admission fields)."""
+    return (spec.tier, spec.origin, spec.accelerator, spec.cpus, spec.memory_gb, spec.duration_hours, spec.inputs,
+            spec.deadline_hours)
+
+
+class _Victims:
+    """The held work preemption may pick from, per DC, and what each tenant has given up this cycle."""
+
+    def __init__(self, held: Sequence[Held], tenants: Tenants, ledger: Ledger) -> None:
+        self.tenants, self.ledger = tenants, ledger
+        self.by_dc: dict[str, list[Held]] = {}
+        self.taken: dict[str, dict[str, float]] = {}  # tenant -> what its preempting work gives back
+        for h in held:
+            if h.preempting:
+                self._give(h)
+            else:
+                self.by_dc.setdefault(h.data_center, []).append(h)
+        self.chosen: set[str] = set()
+        self.nothing: set[tuple[object, ...]] = set()  # (dc, pool, tenant, class, reclaim) found short
+
+    def _give(self, h: Held) -> None:
+        mine = self.taken.setdefault(h.tenant, {})
+        for k, n in charges(h.family, h.resources).items():
+            mine[k] = mine.get(k, 0.0) + n
+
+    def _budget(self, h: Held) -> dict[str, float] | None:
+        """What taking ``h`` (another tenant's) counts against what its tenant borrows: its accelerators
+        on the dimensions the tenant's quota names (its CPUs for CPU-only work); None: not bounded
+        (a tenant no longer configured: all it holds is borrowed)."""
+        terms = self.ledger.terms.get(h.tenant)
+        if terms is None:
+            return None
+        use = charges(h.family, h.resources)
+        if h.resources.accelerators:
+            return {k: n for k, n in use.items() if k in terms.named and k not in (CPUS, MEMORY_GB)}
+        return {CPUS: use[CPUS]}
+
+    def _within_borrowed(self, h: Held, extra: dict[str, dict[str, float]]) -> bool:
+        """Whether taking ``h`` too (beside ``extra``, this pick's) keeps what its tenant gives up within
+        what it borrows."""
+        dims = self._budget(h)
+        if dims is None:
+            return True
+        borrowed, taken, more = self.ledger.borrowed(h.tenant), self.taken.get(h.tenant, {}), extra.get(h.tenant, {})
+        return all(taken.get(k, 0.0) + more.get(k, 0.0) + n <= borrowed.get(k, 0.0) + _EPS for k, n in dims.items())
+
+    def choose(self, cycle: _Cycle, t: _Try, dcs: Sequence[str], blocks: Blocks) -> Preempt | None:
+        classes = self.tenants.priority_classes
+        cohort = self.ledger.terms[t.tenant].cohort
+        best: tuple[tuple[int, float, int], str, list[Held], bool] | None = None
+        for rank, dc in enumerate(dcs):
+            cap = cycle.free.get(dc)
+            if cap is None or dc not in self.by_dc:
+                continue
+            region = cycle.region.get(dc, "")
+            for pool in t.pools:
+                model = pool[1] if pool else None
+                if model is not None and model not in cap.free:
+                    continue
+                if cycle._why(blocks, model, region):
+                    continue
+                use = cycle._use(t, pool)
+                reclaim = cohort is not None and self.ledger.within_nominal(t.tenant, use)
+                memo = (dc, model, t.tenant, t.value, reclaim)
+                if memo in self.nothing:
+                    continue
+                cands = []
+                for h in self.by_dc[dc]:
+                    if h.key in self.chosen:
+                        continue
+                    pc = classes.get(h.priority_class)
+                    v = pc.value if pc is not None else 0
+                    lower = pc is not None and pc.preemptible and v < t.value
+                    if h.tenant == t.tenant:
+                        if lower:
+                            cands.append((1, v, -h.admitted_at, h.key, h))
+                    elif (lower or (reclaim and v <= t.value and self._cohort(h.tenant) == cohort)) \
+                            and self._within_borrowed(h, {}):
+                        cands.append((0, v, -h.admitted_at, h.key, h))
+                cands.sort(key=lambda c: c[:4])
+                picked = self._fit(cap, model, t, [c[4] for c in cands])
+                if picked is None:
+                    self.nothing.add(memo)
+                    continue
+                score = (len(picked), -min(h.admitted_at for h in picked), rank)
+                if best is None or score < best[0]:
+                    best = (score, dc, picked, reclaim)
+        if best is None:
+            return None
+        _, dc, picked, reclaim = best
+        for h in picked:
+            self.chosen.add(h.key)
+            if h.tenant != t.tenant:
+                self._give(h)
+        whose = sorted({"own best-effort" if h.tenant == t.tenant else f"borrowed by {h.tenant}" for h in picked})
+        return Preempt(t.ask.key, dc, tuple(h.key for h in picked),
+                       f"{t.ask.priority_class} work preempts {len(picked)} workload(s) in {dc} "
+                       f"({', '.join(whose)}): {', '.join(h.key for h in picked)}")
+
+    def _cohort(self, tenant: str) -> str | None:
+        terms = self.ledger.terms.get(tenant)
+        return None if terms is None else terms.cohort
+
+    def _fit(self, cap: DCCapacity, model: str | None, t: _Try, cands: list[Held]) -> list[Held] | None:
+        """Victims (in ``cands`` order; another tenant's only within what it borrows) whose release makes
+        the ask fit ``cap`` on ``model``, those not needed put back; None if all of them would not do."""
+        spec = t.ask.spec
+        left = [spec.accelerator.count - cap.free.get(model, 0) if model else 0,
+                spec.cpus - cap.free_cpus, spec.memory_gb - cap.free_memory_gb]
+
+        def gives(h: Held) -> tuple[float, float, float]:
+            r = h.resources
+            return (r.accelerators.get(model, 0.0) if model else 0.0), r.cpus, r.memory_gb
+
+        picked: list[Held] = []
+        extra: dict[str, dict[str, float]] = {}  # per other tenant, what this pick takes of what it borrows
+        for h in cands:
+            if max(left) <= _EPS:
+                break
+            g = gives(h)
+            if not any(x > _EPS and y > 0 for x, y in zip(left, g, strict=True)):
+                continue
+            if h.tenant != t.tenant:
+                if not self._within_borrowed(h, extra):
+                    continue
+                mine = extra.setdefault(h.tenant, {})
+                for k, n in (self._budget(h) or {}).items():
+                    mine[k] = mine.get(k, 0.0) + n
+            picked.append(h)
+            left = [x - y for x, y in zip(left, g, strict=True)]
+        if max(left) > _EPS:
+            return None
+        for h in reversed(list(picked)):  # put back what is not needed: the last taken (oldest, own) first
+            g = gives(h)
+            if all(x + y <= _EPS for x, y in zip(left, g, strict=True)):
+                picked.remove(h)
+                left = [x + y for x, y in zip(left, g, strict=True)]
+        return picked
