@@ -20,7 +20,7 @@ __all__ = [
     "COST_CNY", "TRANSFER_HOURS", "POLICY", "RAY_JOB_ID", "DASHBOARD", "CLUSTER_DASHBOARD", "WHY", "REJECTED",
     "FAILOVERS",
     "FAILOVER_FROM", "FAILOVER_TO", "FAILOVER_REASON", "SPEC", "INPUTS", "PROJECT", "CODE", "FAILURE",
-    "JOB_LOG_TAIL", "PLACEMENT_KEYS",
+    "JOB_LOG_TAIL", "PLACEMENT_KEYS", "TENANT", "WAIT_S", "PREEMPTIONS", "PREEMPTED", "QUEUE_KEY",
     "placement_metadata", "failover_metadata", "failovers_markdown", "value",
 ]
 
@@ -56,6 +56,11 @@ PROJECT = "westflow/project"  # the project root whose code the step ships
 CODE = "westflow/code"  # what travelled: working dir, size, requirements
 FAILURE = "westflow/failure"  # the one-line cause of a failed step
 JOB_LOG_TAIL = "westflow/job_log_tail"  # the last lines of the failed job's log
+TENANT = "westflow/tenant"  # who the step was admitted as
+WAIT_S = "westflow/wait_s"  # seconds in the admission queue, every admission together
+PREEMPTIONS = "westflow/preemptions"  # how often the step was preempted (and resumed)
+PREEMPTED = "westflow/preempted"  # on the observation logged at a preemption
+QUEUE_KEY = "westflow/queue_key"  # the step's entry in the admission queue (`westflow queue`)
 
 
 def placement_metadata(p: Placement, *, job_id: str, job_url: str, ran_in: str, cluster_url: str = "",

@@ -18,13 +18,17 @@ when the run is cancelled.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
 from pydantic import Field
 
+from admission.controller import Controller
+from admission.tickets import QueueTimeout, StepTicket
+from admission.workqueue import AdmissionQueue
 from pipelines import metadata as md
 from pipelines.service_asset import deploy_service
 from pipelines.workload import declared_inputs, declared_project, declared_spec
@@ -34,21 +38,23 @@ from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
 from ray_cluster.federation import DEFAULT_TIMEOUT_S, Federation
 from ray_cluster.live import NodeView
 from ray_cluster.local import recorded_serve_url
-from ray_cluster.reservations import JournalError, Reservations
 from ray_cluster.retry import RetryPolicy
 from ray_cluster.serving import SERVE_URL_ENV, Services
 from ray_cluster.shipping import DEFAULT_MAX_FILE_MB, CodeConfig, Shipment, check_module, ship
-from westflow.capacity import Capacity, DCCapacity
+from westflow.capacity import DCCapacity
 from westflow.config import CONFIG_DIR, load_network
-from westflow.errors import CodeError, InfeasibleError, StorageError, WestflowError
+from westflow.errors import CodeError, ConfigError, InfeasibleError, StorageError, WestflowError
 from westflow.inventory import Network
 from westflow.placement import POLICY_NAMES, Placement, get_policy
 from westflow.spec import DatasetRef, WorkloadSpec
+from westflow.tenants import Tenants, load_tenants
 
-__all__ = ["WestflowResource", "ROOT", "JOB_DAGSTER_RUN"]
+__all__ = ["WestflowResource", "ROOT", "JOB_DAGSTER_RUN", "TENANT_TAG", "ADMISSION_URL_ENV"]
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_DAGSTER_RUN = "westflow.dagster_run_id"  # Ray job metadata: the Dagster run that submitted it
+TENANT_TAG = "westflow/tenant"  # a run tag naming the tenant the run's steps are admitted as
+ADMISSION_URL_ENV = "WESTFLOW_ADMISSION_URL"
 
 
 class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
@@ -84,6 +90,13 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                                    "until every city's route serves (or is degraded)")
     cluster_lost_after_s: float = Field(default=20.0, gt=0, description="how long a cluster's Jobs API must stay "
                                         "unreachable while it runs a step before the step moves to another cluster")
+    admission_url: str | None = Field(default=None, description="the admission queue's database; unset: "
+                                      "$WESTFLOW_ADMISSION_URL, else SQLite in state_dir (admission.db); "
+                                      "postgresql+psycopg://... where several hosts place steps")
+    tenant: str | None = Field(default=None, description="the tenant this deployment's steps are admitted as; a run "
+                               "tag westflow/tenant may name another configured tenant; unset: tenants.yaml's default")
+    preemption_grace_s: float | None = Field(default=None, ge=0, description="how long a preempted step's job may "
+                                             "run on to write its checkpoint; unset: tenants.yaml's")
 
     # -- the systems it composes ----------------------------------------------
     def access(self) -> ClusterAccess:
@@ -130,9 +143,67 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
     def _state(self) -> Path:
         return Path(self.state_dir).resolve()
 
-    def reservations(self) -> Reservations:
-        """This host's reservation journal (shared by every step process placing through this state dir)."""
-        return Reservations(self._state() / "reservations.json")
+    # -- admission ------------------------------------------------------------
+    def tenants(self, network: Network) -> Tenants:
+        """tenants.yaml of ``config_dir``, its quotas checked against the network's accelerator models."""
+        return load_tenants(self.config_dir, models={p.model for dc in network.data_centers for p in dc.pools})
+
+    def queue(self) -> AdmissionQueue:
+        """The admission queue: ``admission_url``, else $WESTFLOW_ADMISSION_URL, else SQLite in the state dir."""
+        import os
+
+        url = self.admission_url or os.environ.get(ADMISSION_URL_ENV)
+        return AdmissionQueue(url) if url else AdmissionQueue.local(self._state())
+
+    def controller(self, queue: AdmissionQueue, network: Network, federation: Federation,
+                   tenants: Tenants) -> Controller:
+        """The admission cycle this step runs itself when no ``westflow controller`` leads."""
+        return Controller(queue, tenants=tenants, network=network, policy=get_policy(self.policy),
+                          capacity=lambda: federation.capacity_and_totals(network))
+
+    def admitted_as(self, context: dg.AssetExecutionContext, spec: WorkloadSpec, tenants: Tenants) -> WorkloadSpec:
+        """The spec with the tenant this run is admitted as: the run tag, else the resource's, else the default.
+
+        The asset's author may name a tenant only to agree with it: the deployment decides who pays.
+        """
+        run = getattr(context, "run", None)
+        tagged = run.tags.get(TENANT_TAG) if run is not None else None
+        tenant = tagged or self.tenant or tenants.default_tenant
+        where = (f"run tag {TENANT_TAG}" if tagged else
+                 "WestflowResource.tenant" if self.tenant else "tenants.yaml default_tenant")
+        try:
+            tenants.tenant(tenant)
+        except WestflowError as exc:
+            raise dg.Failure(description=f"westflow will not run {spec.name!r} as tenant {tenant!r} ({where}): {exc}",
+                             allow_retries=False) from exc
+        if spec.tenant not in ("default", tenant):
+            raise dg.Failure(description=f"westflow will not run {spec.name!r}: its spec names tenant "
+                                         f"{spec.tenant!r} but this run is admitted as {tenant!r} ({where}).",
+                             allow_retries=False)
+        return spec if spec.tenant == tenant else spec.copy(tenant=tenant)
+
+    def _admit(self, context: dg.AssetExecutionContext, ticket: StepTicket, spec: WorkloadSpec, network: Network,
+               tenants: Tenants, federation: Federation, exclude: Set[str]) -> Placement:
+        """Queue the step (or requeue it without ``exclude``), wait for admission, and return where it runs."""
+        _, totals = federation.capacity_and_totals(network)
+        try:
+            p = ticket.admit(spec, network=network, policy=get_policy(self.policy), totals=totals, tenants=tenants,
+                             owner=_owner(context, spec), exclude=exclude)
+        except InfeasibleError as exc:  # could never fit, even on an empty network
+            _infeasible(context, spec, exc)
+        except QueueTimeout as exc:
+            table = "\n".join(f"| {dc} | {r} |" for dc, r in sorted(exc.reasons.items()))
+            raise dg.Failure(description=f"westflow could not place {spec.name!r}: {exc}",
+                             metadata={md.REJECTED: dg.MetadataValue.md("| data center | last reason |\n|---|---|\n"
+                                                                        + table),
+                                       md.WAIT_S: round(exc.waited_s, 1)},
+                             allow_retries=False) from exc
+        except ConfigError as exc:
+            raise dg.Failure(description=f"westflow will not queue {spec.name!r}: {exc}", allow_retries=False) from exc
+        rtt = "" if p.rtt_ms is None else f", RTT {p.rtt_ms:.1f} ms to {spec.origin}"
+        context.log.info(f"westflow: {spec.name} -> {p.data_center} ({p.region}{rtt}), "
+                         f"{p.energy_kwh:.3f} kWh, {p.cost_cny:.2f} CNY, policy {p.policy}, tenant {spec.tenant}")
+        return p
 
     # -- placing ------------------------------------------------------------
     def _with_inputs(self, spec: WorkloadSpec, names: Sequence[str]) -> WorkloadSpec:
@@ -149,55 +220,6 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             except StorageError:
                 continue  # not produced yet: placement cannot price it, the job will say it is missing
         return spec.copy(inputs=tuple(refs))
-
-    def place(self, context: dg.AssetExecutionContext, spec: WorkloadSpec, network: Network,
-              *, exclude: Set[str] = frozenset(), federation: Federation | None = None) -> tuple[str, Placement]:
-        """Place on live capacity (less the DCs in ``exclude``) and reserve it: ``(ticket, placement)``.
-
-        An impossible spec fails the step with every DC's reason and reserves nothing.
-        """
-        live, totals = self.capacity_and_totals(network, federation)
-        caps = {dc: c for dc, c in live.items() if dc not in exclude}
-        policy = get_policy(self.policy)
-        journal = self.reservations()
-
-        def decide(free: Capacity) -> Placement:
-            return policy.place(spec, network, free)
-
-        try:
-            ticket, p = journal.reserve(caps, decide, owner=_owner(context, spec), totals=totals)
-        except JournalError as exc:
-            raise dg.Failure(description=f"westflow could not place {spec.name!r}: the host's reservation journal "
-                                         f"is corrupt: {exc}", metadata={md.FAILURE: str(exc)},
-                             allow_retries=False) from exc
-        except InfeasibleError as exc:
-            table = "\n".join(f"| {r.data_center} | {r.reason.value} | {r.detail} |" for r in exc.rejected)
-            context.log.error(f"westflow: no data center can run {spec.name!r}:\n"
-                              + "\n".join(f"  {r.data_center}: {r.reason.value}: {r.detail}" for r in exc.rejected))
-            raise dg.Failure(
-                description=f"westflow could not place {spec.name!r}: no data center fits. "
-                            "Every data center's reason is in the metadata.",
-                metadata={md.REJECTED: dg.MetadataValue.md("| data center | reason | detail |\n|---|---|---|\n"
-                                                           + table)},
-                allow_retries=False,
-            ) from exc
-        rtt = "" if p.rtt_ms is None else f", RTT {p.rtt_ms:.1f} ms to {spec.origin}"
-        context.log.info(f"westflow: {spec.name} -> {p.data_center} ({p.region}{rtt}), "
-                         f"{p.energy_kwh:.3f} kWh, {p.cost_cny:.2f} CNY, policy {p.policy}")
-        held = f"{p.spec.accelerator.count} x {p.accelerator_model}" if p.accelerator_model else "no accelerators"
-        context.log.debug(f"westflow: reservation {ticket} holds {held}, {p.spec.cpus:g} CPUs, "
-                          f"{p.spec.memory_gb:g} GB at {p.data_center} in {journal.path}")
-        return ticket, p
-
-    def release(self, context: dg.AssetExecutionContext, ticket: str) -> None:
-        """Release a reservation of :meth:`place`; a journal error is logged, never raised over the step's own."""
-        try:
-            released = self.reservations().release(ticket)
-        except (WestflowError, OSError) as exc:
-            context.log.warning(f"westflow: could not release reservation {ticket}: {exc}")
-            return
-        context.log.debug(f"westflow: reservation {ticket} released"
-                          + ("" if released else " (it was no longer held)"))
 
     # -- serving ------------------------------------------------------------
     def serve(self, context: dg.AssetExecutionContext, service: Mapping[str, Any]) -> dg.MaterializeResult:
@@ -240,8 +262,13 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 "WESTFLOW_STATE_DIR": str(self._state())}
 
     def launch(self, context: dg.AssetExecutionContext, dispatcher: Dispatcher, module: str, args: Sequence[str],
-               p: Placement, attempt: int, code: Shipment | None = None) -> Attempt[dict[str, Any]]:
-        """One run of the step at ``p`` inside a Pipes session; the job's own report comes back as ``result``."""
+               p: Placement, attempt: int, code: Shipment | None = None,
+               preempted: threading.Event | None = None, grace_s: float = 0.0) -> Attempt[dict[str, Any]]:
+        """One run of the step at ``p`` inside a Pipes session; the job's own report comes back as ``result``.
+
+        When ``preempted`` is set while the job runs, the job gets ``grace_s`` to end on its own (its
+        checkpoint is written each epoch), then it is stopped; the caller requeues the step.
+        """
         from dagster_ray import PipesRayJobMessageReader
 
         access = dispatcher.access
@@ -256,6 +283,10 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             context.log.info(f"westflow: Ray job {job_id} submitted to Ray cluster {p.ray_cluster} "
                              f"({access.dashboard_url})")
             session.report_launched({"extras": {"ray_job_id": job_id, "ray_address": access.dashboard_url}})
+            done = threading.Event()
+            if preempted is not None:
+                threading.Thread(target=self._stop_when_preempted, daemon=True, name=f"westflow-preempt-{job_id}",
+                                 args=(context, dispatcher, job_id, preempted, done, grace_s)).start()
             try:
                 outcome = dispatcher.wait(job_id)
             except ClusterLost as exc:  # the whole cluster is gone: nothing there to stop; the caller fails over
@@ -267,6 +298,8 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 context.log.warning(f"westflow: {why}: stopping Ray job {job_id}")
                 self._stop(context, dispatcher, job_id)
                 raise
+            finally:
+                done.set()
         report: dict[str, Any] = {}
         if outcome.succeeded:
             report = dict(dg.PipesClientCompletedInvocation(session).get_materialize_result().metadata or {})
@@ -274,6 +307,16 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             outcome = dispatcher.explained(outcome, where=f"{p.data_center} ({access.dashboard_url})", code=code,
                                            python=self.python)
         return Attempt(p, outcome, report)
+
+    def _stop_when_preempted(self, context: dg.AssetExecutionContext, dispatcher: Dispatcher, job_id: str,
+                             preempted: threading.Event, done: threading.Event, grace_s: float) -> None:
+        while not done.is_set():
+            if preempted.wait(0.5):
+                context.log.warning(f"westflow: preempted: Ray job {job_id} stops in {grace_s:g} s unless it ends "
+                                    "first; the step then waits in the queue and resumes from its checkpoint")
+                if not done.wait(grace_s):
+                    self._stop(context, dispatcher, job_id)
+                return
 
     @staticmethod
     def _stop(context: dg.AssetExecutionContext, dispatcher: Dispatcher, job_id: str) -> None:
@@ -301,6 +344,15 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         context.log.info(f"westflow: shipping {code.describe()}")
         fed = self.federation(log_fn=context.log.warning)
         network = fed.grouped(network)
+        tenants = self.tenants(network)
+        spec = self.admitted_as(context, spec, tenants)
+        queue = self.queue()
+        grace = (self.preemption_grace_s if self.preemption_grace_s is not None
+                 else tenants.admission.preemption_grace_s)
+        step_key = context.get_step_execution_context().step.key
+        ticket = StepTicket(queue, f"{context.run_id}:{step_key}",
+                            controller=self.controller(queue, network, fed, tenants), heartbeat_s=2.0,
+                            on_event=lambda kind, text: context.log.info(f"westflow: {spec.name} {text}"))
 
         def on_failover(lost: Lost, to: Placement) -> None:
             context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=md.failover_metadata(lost, to)))
@@ -312,13 +364,27 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 return f"Ray cluster {a.placement.ray_cluster} lost during the step ({a.outcome.message[:240]})"
             return fed.dispatcher(a.placement.ray_cluster).node_loss_verdict(a.job_id, a.placement.data_center)
 
+        def place(exclude: frozenset[str]) -> tuple[str, Placement]:
+            return ticket.key, self._admit(context, ticket, spec, network, tenants, fed, exclude)
+
+        def preempted(a: Attempt[dict[str, Any]]) -> str | None:
+            return f"preempted by {ticket.preempted_by}" if ticket.preempted.is_set() else None
+
+        def on_preempted(p: Placement, why: str) -> None:
+            context.log_event(dg.AssetObservation(asset_key=context.asset_key,
+                                                  metadata={md.PREEMPTED: f"{p.data_center}: {why}"}))
+
+        state, detail = "failed", "the step raised"
         try:
             done = run_with_failover(
-                place=lambda exclude: self.place(context, spec, network, exclude=exclude, federation=fed),
-                release=lambda ticket: self.release(context, ticket),
-                run=lambda p, n: self.launch(context, fed.dispatcher(p.ray_cluster), module, args, p, n, code),
-                verdict=verdict, max_failovers=self.max_failovers, on_failover=on_failover)
+                place=place, release=lambda key: None,
+                run=lambda p, n: self.launch(context, fed.dispatcher(p.ray_cluster), module, args, p, n, code,
+                                             preempted=ticket.preempted, grace_s=grace),
+                verdict=verdict, max_failovers=self.max_failovers, on_failover=on_failover,
+                preempted=preempted, on_preempted=on_preempted)
+            state, detail = "finished", f"Ray job {done.attempt.job_id} succeeded"
         except JobFailed as exc:
+            detail = str(exc)[:500]
             dispatcher = fed.dispatcher(network.dc(exc.data_center).ray_cluster)
             lost_cluster = exc.outcome.status == LOST
             tail = [] if lost_cluster else dispatcher.logs(exc.outcome.job_id).splitlines()[-20:]
@@ -330,6 +396,11 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             if exc.lost:
                 meta[md.FAILOVERS] = md.failovers_markdown(exc.lost)
             raise dg.Failure(description=str(exc), metadata=meta) from exc
+        finally:
+            try:  # the queue row frees what the step held, however it ended
+                ticket.finish(state, detail)
+            except (WestflowError, OSError) as exc:
+                context.log.warning(f"westflow: could not close queue entry {ticket.key}: {exc}")
         a = done.attempt
         dispatcher = fed.dispatcher(a.placement.ray_cluster)
         try:  # bookkeeping after the job succeeded never fails the step
@@ -344,9 +415,24 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 md.CODE: code.describe()}
         if done.lost:
             meta[md.FAILOVERS] = md.failovers_markdown(done.lost)
+        meta.update({md.TENANT: spec.tenant, md.WAIT_S: round(ticket.waited_s, 1),
+                     md.PREEMPTIONS: ticket.preemptions, md.QUEUE_KEY: ticket.key})
         return dg.MaterializeResult(metadata=meta)
 
 
+def _infeasible(context: dg.AssetExecutionContext, spec: WorkloadSpec, exc: InfeasibleError) -> NoReturn:
+    """Fail a step no data center could ever run, with every DC's reason."""
+    table = "\n".join(f"| {r.data_center} | {r.reason.value} | {r.detail} |" for r in exc.rejected)
+    context.log.error(f"westflow: no data center can run {spec.name!r}:\n"
+                      + "\n".join(f"  {r.data_center}: {r.reason.value}: {r.detail}" for r in exc.rejected))
+    raise dg.Failure(
+        description=f"westflow could not place {spec.name!r}: no data center fits. "
+                    "Every data center's reason is in the metadata.",
+        metadata={md.REJECTED: dg.MetadataValue.md("| data center | reason | detail |\n|---|---|\n" + table)},
+        allow_retries=False,
+    ) from exc
+
+
 def _owner(context: dg.AssetExecutionContext, spec: WorkloadSpec) -> str:
-    """Who holds a reservation: the Dagster run and step (shown by ``Reservations.held``)."""
+    """Who a queue entry is for: the Dagster run and step (shown by ``westflow queue``)."""
     return f"dagster run {context.run_id} step {context.get_step_execution_context().step.key} spec {spec.name}"

@@ -8,6 +8,10 @@ loss of the data center (:meth:`~ray_cluster.dispatch.Dispatcher.node_loss_verdi
 and ``release(ticket)`` frees the reservation: always when the attempt ends
 (succeeded, failed or raised), so before the step is placed again.
 
+A preempted attempt (``preempted(attempt)`` gives a reason: the admission controller took its
+capacity for higher-priority work) is neither a failure nor a failover: the step is placed
+again with the same exclusions, as often as it is preempted, and resumes from its checkpoint.
+
 A failure that is not a lost data center, or one past ``max_failovers``, raises
 :class:`JobFailed` carrying the outcome and every loss so far. A re-placement
 keeps the spec (tier, latency bound, accelerator family); when no other DC fits,
@@ -79,23 +83,34 @@ def run_with_failover(
     verdict: Callable[[Attempt[T]], str | None],
     max_failovers: int,
     on_failover: Callable[[Lost, Placement], None] | None = None,
+    preempted: Callable[[Attempt[T]], str | None] | None = None,
+    on_preempted: Callable[[Placement, str], None] | None = None,
 ) -> Finished[T]:
     """Place, run, and on a lost DC place again without it, at most ``max_failovers`` times (module doc)."""
     if max_failovers < 0:
         raise ValueError(f"Invalid max_failovers {max_failovers!r}; must be >= 0.")
     lost: list[Lost] = []
-    for n in range(max_failovers + 1):
+    n = 0  # attempts so far (preempted ones included): each has its own job
+    after_loss = False
+    while True:
         ticket, placement = place(frozenset(x.data_center for x in lost))
-        if lost and on_failover:
+        if after_loss and on_failover:
             on_failover(lost[-1], placement)
+        after_loss = False
         try:
             attempt = run(placement, n)
         finally:  # the job ended, failed or was never submitted: free the reservation before re-placing
             release(ticket)
+        n += 1
         if attempt.outcome.succeeded:
             return Finished(attempt, tuple(lost))
+        why_preempted = preempted(attempt) if preempted is not None else None
+        if why_preempted is not None:
+            if on_preempted is not None:
+                on_preempted(placement, why_preempted)
+            continue
         why = verdict(attempt)
-        if why is None or n == max_failovers:
+        if why is None or len(lost) == max_failovers:
             raise JobFailed(placement.spec.name, placement.data_center, attempt.outcome, tuple(lost), node_lost=why)
         lost.append(Lost(placement.data_center, why))
-    raise AssertionError("unreachable")  # pragma: no cover
+        after_loss = True

@@ -127,12 +127,17 @@ def s3_line(net: LocalFederation) -> str:
 
 
 def reservations_text(net: LocalFederation) -> str:
-    """Placements held by running westflow steps (the host's reservation journal)."""
-    from ray_cluster.reservations import Reservations
+    """What running westflow steps hold, and what waits (the admission queue in the state dir)."""
+    from westflow_cli.admitting import controller_pid, queue_of
 
-    held = Reservations(net.state_dir / "reservations.json").held()
+    rows = queue_of(net.state_dir).rows(("pending", "admitted", "preempting"))
+    pid = controller_pid(net.state_dir)
+    ctl = f"controller   {'pid ' + str(pid) if pid else 'not running (steps run the admission cycle themselves)'}"
+    held = [r for r in rows if r.state != "pending"]
+    waiting = len(rows) - len(held)
     if not held:
-        return "reserved     nothing (no westflow step is being placed or running)"
-    rows = [(r.ticket, r.data_center, f"{r.accelerators} x {r.accelerator_model}" if r.accelerator_model else "-",
-             f"{r.cpus:g}", r.spec, r.owner) for r in held]
-    return "reserved by running steps:\n" + table(["ticket", "DC", "accelerators", "CPUs", "spec", "owner"], rows)
+        return f"{ctl}\nadmitted     nothing running; {waiting} pending (`westflow queue`)"
+    lines = [(r.key, r.tenant, r.data_center or "-", f"{r.accelerators} x {r.accelerator_model}"
+              if r.accelerator_model else "-", f"{r.cpus:g}", r.spec_name) for r in held]
+    return (f"{ctl}\nadmitted ({len(held)}; {waiting} pending, `westflow queue`):\n"
+            + table(["key", "tenant", "DC", "accelerators", "CPUs", "spec"], lines))

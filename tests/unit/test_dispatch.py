@@ -167,6 +167,24 @@ def test_release_even_when_the_run_raises() -> None:
     assert s.held == set()
 
 
+
+def test_a_preempted_attempt_is_placed_again_without_excluding_or_counting_a_failover() -> None:
+    s = _Script(["STOPPED", "STOPPED", "FAILED", "SUCCEEDED"])
+    preemptions: list[tuple[str, str]] = []
+
+    def preempted(a: Attempt[str]) -> str | None:
+        return "preempted by rt-1" if a.job_id in ("job-0", "job-1") else None
+
+    done = run_with_failover(place=s.place, release=s.release, run=s.run, verdict=s.verdict, max_failovers=1,
+                             on_failover=lambda lost, p: s.failovers.append((lost.data_center, p.data_center)),
+                             preempted=preempted, on_preempted=lambda p, why: preemptions.append((p.data_center, why)))
+    first, again, lost, last = s.placed
+    assert first == again == lost  # a preemption excludes nothing: the same DC is the best again
+    assert last != lost and done.lost == (Lost(lost, f"{lost} lost"),) and s.failovers == [(lost, last)]
+    assert preemptions == [(first, "preempted by rt-1")] * 2  # and they did not use up max_failovers=1
+    assert done.attempt.job_id == "job-3" and s.held == set()
+
+
 # -- submit and wait (a fake Jobs API client through the seam) -----------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from westflow_cli.admitting import stop_controller
 from westflow_cli.localnet import add_args, network_of
 
 
@@ -14,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    stopped = network_of(args).down()
+    net = network_of(args)
+    if stop_controller(net.state_dir):
+        print("stopped: the admission controller")
+    stopped = net.down()
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0

@@ -1,12 +1,13 @@
 """``westflow submit SPEC.yaml [--working-dir DIR] -- COMMAND...``: place a spec, run any command there.
 
-The Ray Jobs user's path, without Dagster: the spec is placed on live capacity
-(and reserved in the host's journal while it runs), the working dir and the
+The Ray Jobs user's path, without Dagster: the spec waits in the admission queue
+until it is admitted on live capacity (and holds it there while it runs), the working dir and the
 requirements travel through Ray's runtime env (:mod:`ray_cluster.shipping`),
 the command runs as a Ray Job pinned to the chosen data center, its log streams
 here, and the end says where and how it ran. Exit codes: 0 the job succeeded,
 1 the job failed (its last lines are printed), 2 bad input (spec, command,
-code), 3 no data center fits (nothing is submitted), 4 the cluster failed.
+code, tenant), 3 no data center fits or none admitted it within ``max_wait``
+(nothing is submitted), 4 the cluster failed.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from admission.controller import Controller
+from admission.tickets import QueueTimeout, StepTicket
 from ray_cluster.dispatch import short_message
-from ray_cluster.reservations import Reservations
 from ray_cluster.shipping import (
     DEFAULT_MAX_FILE_MB,
     INSTALLERS,
@@ -31,15 +33,16 @@ from ray_cluster.shipping import (
     requirements_file,
     ship,
 )
-from westflow.capacity import Capacity
 from westflow.config import CONFIG_DIR, load_network
 from westflow.errors import SpecError, WestflowError
-from westflow.placement import POLICY_NAMES, Placement, get_policy
+from westflow.placement import POLICY_NAMES, get_policy
 from westflow.spec import load_spec
 from westflow.text import placement_text
+from westflow_cli.admitting import queue_of, tenants_of
 from westflow_cli.localnet import default_state_dir, federation_of
 
 EXIT_JOB_FAILED = 1
+EXIT_NOT_ADMITTED = 3  # as infeasible: nothing ran
 TASK_RESOURCES_ENV = "WESTFLOW_TASK_RESOURCES"  # the placement's pins, for a command that starts Ray tasks
 
 
@@ -68,8 +71,10 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    "(default: the one its Ray runs with)")
     p.add_argument("--policy", default="westflow", choices=POLICY_NAMES)
     p.add_argument("--state-dir", default=default_state_dir(),
-                   help="the local network's state dir and the host's reservation journal (default: "
+                   help="the local network's state dir and its admission queue (default: "
                    "$WESTFLOW_STATE_DIR, else the checkout's .westflow; $WESTFLOW_RAY_ADDRESS wins)")
+    p.add_argument("--db", default=None, help="the admission queue's database URL (default: "
+                   "$WESTFLOW_ADMISSION_URL, else SQLite in the state dir)")
 
 
 class _OptionParser(argparse.ArgumentParser):
@@ -123,18 +128,27 @@ def run(args: argparse.Namespace) -> int:
         check_module(code, module)
     fed = federation_of(args.state_dir, network)
     network = fed.grouped(network)
-    live, totals = fed.capacity_and_totals(network)
+    _, totals = fed.capacity_and_totals(network)
     policy = get_policy(args.policy)
-    journal = Reservations(Path(args.state_dir) / "reservations.json")
-
-    def decide(free: Capacity) -> Placement:
-        return policy.place(spec, network, free)
-
+    tenants = tenants_of(args.config_dir, network)
+    queue = queue_of(args.state_dir, args.db)
+    controller = Controller(queue, tenants=tenants, network=network, policy=policy,
+                            capacity=lambda: fed.capacity_and_totals(network))
+    ticket = StepTicket(queue, f"submit-{spec.name}-{secrets.token_hex(4)}", controller=controller,
+                        on_event=lambda kind, text: print(f"westflow: {text}", file=sys.stderr, flush=True))
     owner = f"westflow submit (pid {os.getpid()}) spec {spec.name}"
-    ticket, p = journal.reserve(live, decide, owner=owner, totals=totals)  # InfeasibleError: exit 3, nothing sent
+    try:  # InfeasibleError (exit 3) when no DC could ever take it; nothing is submitted
+        p = ticket.admit(spec, network=network, policy=policy, totals=totals, tenants=tenants, owner=owner)
+    except QueueTimeout as exc:
+        ticket.finish("expired", str(exc))
+        print(f"westflow: not admitted: {exc}", file=sys.stderr)
+        return EXIT_NOT_ADMITTED
+    except BaseException:
+        ticket.finish("cancelled", "westflow submit stopped before admission")
+        raise
     dispatcher = fed.dispatcher(p.ray_cluster)
     access = dispatcher.access
-    job_id = ""
+    job_id, state = "", "failed"
     try:
         print(placement_text(p), flush=True)
         print(f"\nshipping: {code.describe()}", flush=True)
@@ -146,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Ray job {job_id} at {p.data_center} (Ray cluster {p.ray_cluster}): {access.job_url(job_id)}\n",
               flush=True)
         outcome = dispatcher.wait(job_id, on_log=lambda line: print(line, flush=True))
-        job_id = ""
+        job_id, state = "", "finished" if outcome.succeeded else "failed"
     except BaseException as exc:  # interrupted, or the job could not be followed: it does not run on
         if job_id:
             why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"lost track of the job ({exc})"
@@ -157,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"westflow: could not stop Ray job {job_id}: {stop_exc}", file=sys.stderr)
         raise
     finally:
-        journal.release(ticket)
+        ticket.finish(state)
     ran_in = dispatcher.ran_in(outcome.job_id)
     if outcome.succeeded:
         print(f"\nwestflow: {spec.name} ran at {ran_in} (placed at {p.data_center}): Ray job {outcome.job_id} "

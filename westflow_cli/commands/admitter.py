@@ -1,0 +1,70 @@
+"""``westflow controller``: the admission controller, in the foreground (``westflow up`` starts one).
+
+    westflow controller                 # cycle every cycle_interval_s of tenants.yaml until SIGTERM
+    westflow controller --once          # one cycle, print what it did
+    westflow controller --db postgresql+psycopg://...   # the queue of many hosts
+
+Several may run against one database: exactly one leads (a lease in the database); the others
+wait and take over within the lease's lifetime when the leader dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from datetime import datetime
+from types import FrameType
+
+from admission.controller import Controller
+from admission.database import masked
+from westflow.config import load_network
+from westflow.placement import POLICY_NAMES, get_policy
+from westflow_cli.admitting import queue_of, tenants_of
+from westflow_cli.localnet import default_state_dir, federation_of
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("controller", help="run the admission controller (queue -> live capacity -> admit)")
+    p.add_argument("--state-dir", default=default_state_dir(), help="where `westflow up` recorded the clusters")
+    p.add_argument("--db", default=None, help="the queue's database URL (default: $WESTFLOW_ADMISSION_URL, else "
+                   "SQLite in the state dir)")
+    p.add_argument("--policy", default="westflow", choices=POLICY_NAMES)
+    p.add_argument("--once", action="store_true", help="run one cycle and exit")
+    p.add_argument("--interval", type=float, default=None, help="seconds between cycles (default: tenants.yaml)")
+    p.add_argument("--lease-ttl", type=float, default=5.0, help="seconds a dead leader's lease outlives it")
+    p.set_defaults(func=run)
+
+
+def _log(line: str) -> None:
+    print(f"{datetime.now().isoformat(timespec='seconds')} {line}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    base = load_network(args.config_dir) if args.config_dir else load_network()
+    fed = federation_of(args.state_dir, base)
+    network = fed.grouped(base)
+    tenants = tenants_of(args.config_dir, network)
+    queue = queue_of(args.state_dir, args.db)
+    ctl = Controller(queue, tenants=tenants, network=network, policy=get_policy(args.policy),
+                     capacity=lambda: fed.capacity_and_totals(network), ttl_s=args.lease_ttl)
+    if args.once:
+        report = ctl.cycle()
+        ctl.release()
+        print(report.line())
+        return 0
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    _log(f"controller {ctl.holder} on {masked(queue.url)}")
+    ctl.run(stop, interval_s=args.interval, log=_log)
+    _log("controller stopped; lease released")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,104 @@
+"""``westflow queue``: the admission queue, and why each pending step waits.
+
+    westflow queue                # pending (in admission order) and admitted work
+    westflow queue --all          # also what ended (finished, failed, expired, ...)
+    westflow queue --why KEY      # one entry: every DC's last reason and its decisions
+    westflow queue --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from admission.rows import WorkloadRow
+from admission.tickets import reasons_of
+from westflow.config import load_network
+from westflow.errors import WestflowError
+from westflow.tenants import Pending, admission_order
+from westflow.text import table
+from westflow_cli.admitting import queue_of, tenants_of, usage_of
+from westflow_cli.localnet import default_state_dir
+
+__all__ = ["register", "run"]
+
+LIVE = ("pending", "admitted", "preempting")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("queue", help="the admission queue: pending and admitted work, and why each waits")
+    p.add_argument("--state-dir", default=default_state_dir())
+    p.add_argument("--db", default=None, help="the queue's database URL (default: $WESTFLOW_ADMISSION_URL, else "
+                   "SQLite in the state dir)")
+    p.add_argument("--all", action="store_true", help="also list work that ended")
+    p.add_argument("--why", metavar="KEY", default=None, help="one entry: reasons per DC and its decisions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _why(row: WorkloadRow) -> str:
+    if row.state != "pending":
+        return row.detail or ""
+    reasons = reasons_of(row)
+    if not reasons:
+        return "not yet considered"
+    first = sorted(reasons.items())
+    text = "; ".join(f"{dc}: {r}" for dc, r in first[:3])
+    return text + (f" (+{len(first) - 3} more DCs: --why {row.key})" if len(first) > 3 else "")
+
+
+def run(args: argparse.Namespace) -> int:
+    queue = queue_of(args.state_dir, args.db)
+    now = time.time()
+    if args.why:
+        row = queue.get(args.why)
+        if row is None:
+            raise WestflowError(f"No queue entry {args.why!r}. To fix: list them with `westflow queue --all`.")
+        if args.json:
+            print(json.dumps({"row": _plain(row), "reasons": reasons_of(row),
+                              "decisions": [d.__dict__ if hasattr(d, "__dict__") else _plain(d)
+                                            for d in queue.decisions(row.key)]}, indent=2, default=str))
+            return 0
+        print(f"{row.key}: {row.spec_name}, tenant {row.tenant}, {row.priority_class}, {row.state}, "
+              f"submitted {_age(now - row.submitted_at)} ago" + (f", at {row.data_center}" if row.data_center else ""))
+        reasons = reasons_of(row)
+        if reasons:
+            print(table(["data center", "last reason"], sorted(reasons.items())))
+        print(table(["when", "decision", "DC", "detail", "by"],
+                    [(time.strftime("%H:%M:%S", time.localtime(d.at)), d.kind, d.data_center or "-", d.detail[:90],
+                      d.controller) for d in queue.decisions(row.key)]))
+        return 0
+    rows = queue.rows(None if args.all else LIVE)
+    base = load_network(args.config_dir) if args.config_dir else load_network()
+    tenants = tenants_of(args.config_dir, base)
+    holding = [r for r in rows if r.state in ("admitted", "preempting")]
+    pending = [r for r in rows if r.state == "pending"]
+    order = admission_order([Pending(r.key, r.tenant, r.priority_class, r.submitted_at) for r in pending
+                             if r.tenant in tenants.tenants and r.priority_class in tenants.priority_classes],
+                            usage_of(holding), tenants)
+    position = {p.key: i + 1 for i, p in enumerate(order)}
+    ranked = sorted(rows, key=lambda r: (r.state != "pending", position.get(r.key, 10**9), r.submitted_at))
+    if args.json:
+        print(json.dumps([{**_plain(r), "position": position.get(r.key)} for r in ranked], indent=2, default=str))
+        return 0
+    if not ranked:
+        print("the queue is empty" + ("" if args.all else " (nothing pending or admitted; --all for history)"))
+        return 0
+    print(table(["#", "key", "spec", "tenant", "priority", "state", "DC", "since", "why / detail"],
+                [(str(position.get(r.key, "")), r.key, r.spec_name, r.tenant, r.priority_class, r.state,
+                  r.data_center or "-", _age(now - (r.admitted_at if r.state != "pending" and r.admitted_at
+                                                    else r.submitted_at)), _why(r)) for r in ranked]))
+    print(f"{len(pending)} pending, {len(holding)} admitted")
+    return 0
+
+
+def _plain(obj: object) -> dict[str, object]:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else {"value": str(obj)}
