@@ -267,7 +267,7 @@ def crash_trial(url: str, tmp_path: Path, trial: int) -> None:
     proc.join(BOUND_S)
     assert all(r.state == "pending" for r in q.rows() if r.key in keys)  # nothing of its cycle was written
     successor = _controller(q, net, ZW, holder="successor", ttl_s=1.0)
-    while not (report := successor.cycle()).led:  # the dead leader's lease runs out (1 s)
+    while not successor.cycle().led:  # the dead leader's lease runs out (1 s)
         assert time.monotonic() < deadline, "no takeover"
         time.sleep(0.1)
     for _ in range(3):
