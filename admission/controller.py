@@ -38,7 +38,7 @@ from westflow.inventory import Network
 from westflow.placement import Placement, Policy
 from westflow.tenants import Tenants
 
-__all__ = ["Controller", "CycleReport", "CapacityRead", "placement_summary", "holder_name"]
+__all__ = ["Controller", "CycleReport", "CapacityRead", "placement_summary", "holder_name", "as_held"]
 
 CapacityRead = Callable[[], tuple[Capacity, Capacity | None]]  # (live free per DC, each DC's totals)
 
@@ -78,7 +78,8 @@ def placement_summary(p: Placement) -> str:
                        "policy": p.policy}, sort_keys=True)
 
 
-def _held(r: WorkloadRow) -> Held:
+def as_held(r: WorkloadRow) -> Held:
+    """An admitted (or preempting) row as the cycle sees it."""
     assert r.data_center is not None and r.region is not None and r.admitted_at is not None
     return Held(r.key, r.tenant, r.priority_class, r.data_center, r.region, r.family,
                 Resources.of(r.accelerator_model, r.accelerators, r.cpus, r.memory_gb), r.admitted_at,
@@ -147,7 +148,7 @@ class Controller:
                 continue
             asks.append(Ask(r.key, spec, r.priority_class, r.submitted_at, frozenset(r.exclude),
                             r.key in awaiting))
-        held = [_held(r) for r in holding]
+        held = [as_held(r) for r in holding]
         if not asks:
             return CycleResult((), (), ()), unreadable
         live, totals = self._capacity()

@@ -11,13 +11,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray", "tests.fixtures.postgres"]
 
 # Integration modules share one local network per session: check it fresh first, break it last.
 # test_jobs_ray runs its own in-process Ray cluster, so it must come before any driver joins the network.
-_ORDER = ["test_jobs_ray", "test_ray_network", "test_plan_live", "test_jobs_s3", "test_locality", "test_storage",
-          "test_security", "test_load", "test_pipelines", "test_dagster_server", "test_s3_fault_step",
-          "test_dagster_race", "test_first_pipeline", "test_own_code", "test_failover", "test_failover_realtime",
+# test_admission_pg needs no Ray (a PostgreSQL of its own from pgserver): it runs first.
+_ORDER = ["test_admission_pg", "test_jobs_ray", "test_ray_network", "test_plan_live", "test_jobs_s3", "test_locality",
+          "test_storage", "test_security", "test_load", "test_pipelines", "test_dagster_server", "test_s3_fault_step",
+          "test_dagster_race", "test_first_pipeline", "test_own_code", "test_admission_live", "test_failover",
+          "test_failover_realtime",
           "test_services", "test_federation"]
 # test_federation stops the single-cluster network (and this process's Ray driver of it) to start the
 # federation: it and test_services (which shares it) must stay last, test_federation the very last (its last

@@ -19,14 +19,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import hostprocs as procs
+from admission.controller import as_held
 from admission.rows import HOLDING, WorkloadRow
 from admission.workqueue import AdmissionQueue
+from westflow.admission_cycle import ledger_of
 from westflow.config import CONFIG_DIR
 from westflow.inventory import Network
-from westflow.tenants import Tenants, load_tenants
+from westflow.tenants import Ledger, Tenants, load_tenants
 
 __all__ = ["queue_of", "tenants_of", "start_controller", "stop_controller", "controller_pid", "ADMISSION_URL_ENV",
-           "CONTROLLER_FILE", "MARKER_ENV", "usage_of"]
+           "CONTROLLER_FILE", "MARKER_ENV", "ledger_for"]
 
 ADMISSION_URL_ENV = "WESTFLOW_ADMISSION_URL"
 CONTROLLER_FILE = "controller.json"
@@ -103,16 +105,6 @@ def stop_controller(state_dir: str | Path, timeout_s: float = 15.0) -> bool:
     return True
 
 
-def usage_of(rows: Iterable[WorkloadRow]) -> dict[str, dict[str, float]]:
-    """What the holding rows use, per tenant and dimension (family, model, ``cpus``, ``memory_gb``)."""
-    out: dict[str, dict[str, float]] = {}
-    for r in rows:
-        if r.state not in HOLDING:
-            continue
-        use = out.setdefault(r.tenant, {})
-        if r.accelerator_model and r.accelerators:
-            for dim in {r.family, r.accelerator_model} - {None}:
-                use[str(dim)] = use.get(str(dim), 0.0) + r.accelerators
-        use["cpus"] = use.get("cpus", 0.0) + r.cpus
-        use["memory_gb"] = use.get("memory_gb", 0.0) + r.memory_gb
-    return out
+def ledger_for(tenants: Tenants, rows: Iterable[WorkloadRow]) -> Ledger:
+    """What the holding rows use, per tenant (the cycle's own :class:`~westflow.tenants.Ledger`)."""
+    return ledger_of(tenants, [as_held(r) for r in rows if r.state in HOLDING])

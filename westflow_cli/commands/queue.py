@@ -18,7 +18,7 @@ from westflow.config import load_network
 from westflow.errors import WestflowError
 from westflow.tenants import Pending, admission_order
 from westflow.text import table
-from westflow_cli.admitting import queue_of, tenants_of, usage_of
+from westflow_cli.admitting import ledger_for, queue_of, tenants_of
 from westflow_cli.localnet import default_state_dir
 
 __all__ = ["register", "run"]
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     pending = [r for r in rows if r.state == "pending"]
     order = admission_order([Pending(r.key, r.tenant, r.priority_class, r.submitted_at) for r in pending
                              if r.tenant in tenants.tenants and r.priority_class in tenants.priority_classes],
-                            usage_of(holding), tenants)
+                            ledger_for(tenants, holding).used, tenants)
     position = {p.key: i + 1 for i, p in enumerate(order)}
     ranked = sorted(rows, key=lambda r: (r.state != "pending", position.get(r.key, 10**9), r.submitted_at))
     if args.json:

@@ -10,9 +10,9 @@ import argparse
 import json
 
 from westflow.config import load_network
-from westflow.tenants import Tenants
+from westflow.tenants import Ledger, Tenants
 from westflow.text import table
-from westflow_cli.admitting import queue_of, tenants_of, usage_of
+from westflow_cli.admitting import ledger_for, queue_of, tenants_of
 from westflow_cli.localnet import default_state_dir
 
 __all__ = ["register", "run", "ledger"]
@@ -27,24 +27,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def ledger(tenants: Tenants, usage: dict[str, dict[str, float]]) -> list[dict[str, object]]:
+def ledger(tenants: Tenants, used: Ledger) -> list[dict[str, object]]:
     """Per tenant and resource: quota, used, borrowed (use over quota) and lent (its unused quota that
     cohort members borrow, shared among the lenders in proportion to what each leaves unused)."""
     rows: list[dict[str, object]] = []
     for name, t in tenants.tenants.items():
         quota = t.quota.dimensions()
-        used = usage.get(name, {})
-        peers = [p for p in tenants.members(t.cohort)] if t.cohort else [t]
-        for dim in sorted(set(quota) | {d for d, n in used.items() if n > 0}):
-            q, u = quota.get(dim, 0.0), used.get(dim, 0.0)
-            borrowed_by_cohort = sum(max(0.0, usage.get(p.name, {}).get(dim, 0.0) - p.quota.dimensions().get(dim, 0.0))
-                                     for p in peers)
-            unused = {p.name: max(0.0, p.quota.dimensions().get(dim, 0.0) - usage.get(p.name, {}).get(dim, 0.0))
+        mine = used.used.get(name, {})
+        peers = tenants.members(t.cohort) if t.cohort else (t,)
+        for dim in sorted(set(quota) | {d for d, n in mine.items() if n > 0}):
+            q, u = quota.get(dim, 0.0), mine.get(dim, 0.0)
+            borrowed = sum(used.borrowed(p.name).get(dim, 0.0) for p in peers if p.name != name)
+            unused = {p.name: max(0.0, p.quota.dimensions().get(dim, 0.0) - used.used.get(p.name, {}).get(dim, 0.0))
                       for p in peers}
             pool = sum(unused.values())
-            lent = borrowed_by_cohort * unused[name] / pool if pool > 0 and t.cohort else 0.0
-            rows.append({"tenant": name, "resource": dim, "quota": q, "used": u, "borrowed": max(0.0, u - q),
-                         "lent": round(min(lent, unused[name]), 3), "weight": t.weight, "cohort": t.cohort})
+            lent = min(borrowed * unused[name] / pool, unused[name]) if pool > 0 and t.cohort else 0.0
+            rows.append({"tenant": name, "resource": dim, "quota": q, "used": u,
+                         "borrowed": used.borrowed(name).get(dim, 0.0), "lent": round(lent, 3),
+                         "share": round(used.share(name), 4), "weight": t.weight, "cohort": t.cohort})
     return rows
 
 
@@ -53,14 +53,15 @@ def run(args: argparse.Namespace) -> int:
     tenants = tenants_of(args.config_dir, base)
     queue = queue_of(args.state_dir, args.db)
     rows = queue.rows(("pending", "admitted", "preempting"))
-    out = ledger(tenants, usage_of(rows))
+    out = ledger(tenants, ledger_for(tenants, rows))
     pending = {n: sum(1 for r in rows if r.tenant == n and r.state == "pending") for n in tenants.tenants}
     admitted = {n: sum(1 for r in rows if r.tenant == n and r.state != "pending") for n in tenants.tenants}
     if args.json:
         print(json.dumps({"tenants": out, "pending": pending, "admitted": admitted}, indent=2))
         return 0
-    print(table(["tenant", "weight", "cohort", "resource", "quota", "used", "borrowed", "lent"],
-                [(str(r["tenant"]), f"{r['weight']:g}", str(r["cohort"] or "-"), str(r["resource"]),
-                  f"{r['quota']:g}", f"{r['used']:g}", f"{r['borrowed']:g}", f"{r['lent']:g}") for r in out]))
+    print(table(["tenant", "weight", "cohort", "share", "resource", "quota", "used", "borrowed", "lent"],
+                [(str(r["tenant"]), f"{r['weight']:g}", str(r["cohort"] or "-"), f"{r['share']:g}",
+                  str(r["resource"]), f"{r['quota']:g}", f"{r['used']:g}", f"{r['borrowed']:g}", f"{r['lent']:g}")
+                 for r in out]))
     print("work: " + ", ".join(f"{n} {admitted[n]} admitted / {pending[n]} pending" for n in tenants.tenants))
     return 0
