@@ -18,6 +18,7 @@ from westflow.config import CONFIG_DIR, load_network
 from westflow.placement import get_policy
 from westflow.spec import load_spec, parse_spec
 from westflow.text import table, why
+from westflow_cli.admitting import queue_of, start_controller
 from westflow_cli.localnet import add_args, network_of
 
 TASKS = [
@@ -109,6 +110,7 @@ def _pipelines(args: argparse.Namespace) -> int:
         ids = [r.job_id for r in reports if r.cluster == name]
         print(f"  {name:<6} {cluster.dashboard_url}  {', '.join(ids) or '-'}")
     _routes(route_reports(result), Path(args.state_dir))
+    _admissions(net.state_dir, result.run_id)
     print(f"\nDagster run {result.run_id} {'succeeded' if result.success else 'FAILED'} "
           f"in {time.monotonic() - t0:.0f} s; DAGSTER_HOME={Path(args.state_dir).resolve() / 'dagster'}")
     return 0 if result.success else 1
@@ -151,6 +153,21 @@ def _one_request(url: str, key: str) -> str:
     return f"class {got['prediction']} from {got['dc']} in {(time.perf_counter() - t0) * 1e3:.1f} ms"
 
 
+def _admissions(state_dir: Path, run_id: str) -> None:
+    """How the run's steps went through the admission queue (tenant, class, wait, who admitted them)."""
+    queue = queue_of(state_dir)
+    rows = [r for r in queue.rows() if r.key.startswith(f"{run_id}:")]
+    if not rows:
+        return
+    print("\nAdmission (the queue in the state dir; `westflow queue --all`, `westflow tenants`):")
+    out = []
+    for r in sorted(rows, key=lambda r: r.submitted_at):
+        by = next((d.controller for d in queue.decisions(r.key) if d.kind == "admitted"), "-")
+        waited = f"{r.admitted_at - r.submitted_at:.1f} s" if r.admitted_at else "-"
+        out.append((r.spec_name, r.tenant, r.priority_class, r.state, r.data_center or "-", waited, by))
+    print(table(["step", "tenant", "priority", "state", "admitted at", "waited", "admitted by"], out))
+
+
 def run(args: argparse.Namespace) -> int:
     config_dir = Path(args.config_dir or CONFIG_DIR)
     _say("1. plan: the example specs on the national network (10 DCs)")
@@ -164,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
               f"{', '.join(ips)}; dashboard {st.dashboard_url}")
     print(f"{fst.rss_bytes / 2**30:.2f} GiB RSS over all Ray processes ({net.pss_bytes() / 2**30:.2f} GiB PSS: "
           "pages they share counted once)")
+    pid = start_controller(net.state_dir, config_dir=args.config_dir)
+    print(f"admission controller pid {pid} (the queue: SQLite in {net.state_dir / 'admission.db'})")
     _say("3. Ray tasks placed by westflow, and where Ray ran them")
     _tasks(args)
     if args.skip_pipelines:
@@ -175,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
           f"controllers, proxies and replicas) {net.worker_rss_bytes() / 2**30:.2f} GiB RSS besides")
     _say("next")
     print("westflow status            # per-DC use, dashboard URL, export lines, what running steps hold\n"
+          "westflow queue             # pending and admitted work, and why each waits; westflow tenants: quotas\n"
           "westflow services          # the live service: cities, DCs, replicas, endpoints, health\n"
           "westflow ui                # Dagster UI + daemon on http://127.0.0.1:3000 (schedules fire)\n"
           "westflow down              # stop what `up` started")
