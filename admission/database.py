@@ -9,6 +9,8 @@ shipped in ``admission/migrations`` to head, from code, serialised between proce
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
@@ -128,7 +130,8 @@ def insert_or_ignore(conn: Connection, model: Any, values: dict[str, Any]) -> bo
     On PostgreSQL a concurrent insert of the same key waits for the other transaction, then skips.
     """
     stmt = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(model).values(**values)
-    return bool(conn.execute(stmt.on_conflict_do_nothing()).rowcount)
+    key = list(inspect(model).primary_key)  # RETURNING, as an INSERT's rowcount is not reliable (psycopg: -1)
+    return conn.execute(stmt.on_conflict_do_nothing().returning(*key)).first() is not None
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -205,10 +208,25 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to head (Alembic, from code); a no-op when it is there.
 
     Safe when several processes call it at once: the upgrade runs in one transaction that holds
-    SQLite's write lock (``BEGIN IMMEDIATE``) or a PostgreSQL transaction-level advisory lock, and
-    both backends run DDL transactionally, so a second caller finds the schema at head.
+    SQLite's write lock (``BEGIN IMMEDIATE``, inside a file lock on ``<db>.lock``) or a PostgreSQL
+    transaction-level advisory lock, and both backends run DDL transactionally, so a second caller
+    finds the schema at head.
     """
-    with write_transaction(engine) as conn:
+    with _sqlite_file_lock(engine), write_transaction(engine) as conn:
         if not is_sqlite(engine):
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATE_LOCK})
         command.upgrade(_config(conn), "head")
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite: hold ``<db>.lock`` (flock) too, so the first connection's switch to WAL never races another's."""
+    if not is_sqlite(engine):
+        yield
+        return
+    fd = os.open(f"{engine.url.database}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

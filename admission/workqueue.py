@@ -307,13 +307,14 @@ class AdmissionQueue:
         keys = sorted(wanted)
         now: dict[str, str | None] = {}
         for chunk in _chunks(keys):
-            now.update(conn.execute(select(W.key, W.reasons).where(W.key.in_(chunk), W.state == "pending")).tuples())
+            current = conn.execute(select(W.key, W.reasons).where(W.key.in_(chunk), W.state == "pending"))
+            now.update((key, reasons) for key, reasons in current)
         out = []
         for key in keys:
             if key in now and now[key] != wanted[key]:
                 got = conn.execute(update(W).where(W.key == key, W.state == "pending")
-                                   .values(reasons=wanted[key])).rowcount
-                if got:
+                                   .values(reasons=wanted[key]).returning(W.key)).first()
+                if got is not None:
                     out.append(_Decision(key, "waiting", None, wanted[key], by))
         return out
 
