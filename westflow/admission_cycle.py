@@ -36,8 +36,10 @@ Best effort: an ask that does not fit never blocks later ones. Every ask ends in
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from westflow.capacity import Capacity, DCCapacity, Resources
 from westflow.errors import ConfigError, InfeasibleError, SpecError
@@ -142,10 +144,23 @@ def held_per_dc(held: Iterable[Held]) -> dict[str, Resources]:
 
 
 def ledger_of(tenants: Tenants, held: Iterable[Held]) -> Ledger:
-    """The tenants' use as ``held`` holds it."""
-    ledger = Ledger(tenants)
+    """The tenants' use as ``held`` holds it (summed per tenant, region and family first: one
+    :meth:`~westflow.tenants.Ledger.add` per group)."""
+    acc: dict[tuple[str, str, str | None], dict[str, float]] = {}
+    cpus: dict[tuple[str, str, str | None], float] = {}
+    mem: dict[tuple[str, str, str | None], float] = {}
     for h in held:
-        ledger.add(h.tenant, h.region, h.family, h.resources)
+        k = (h.tenant, h.region, h.family)
+        mine = acc.get(k)
+        if mine is None:
+            mine, cpus[k], mem[k] = acc.setdefault(k, {}), 0.0, 0.0
+        for m, n in h.resources.accelerators.items():
+            mine[m] = mine.get(m, 0.0) + n
+        cpus[k] += h.resources.cpus
+        mem[k] += h.resources.memory_gb
+    ledger = Ledger(tenants)
+    for k, mine in acc.items():
+        ledger.add(k[0], k[1], k[2], Resources(mine, cpus[k], mem[k]))
     return ledger
 
 
@@ -241,9 +256,14 @@ class _Cycle:
         self.regions = tuple(sorted(set(self.tables.region)))
         self.family_of = {p.model: p.family.value for d in network.data_centers for p in d.pools}
         self.size = {d.id: (float(d.accelerator_total), float(d.cpus)) for d in network.data_centers}
-        self.version = 0  # of self.free: bumped by every admission
         self.failed: dict[Shape, _Failed] = {}
-        self.views: dict[Shape, tuple[int, dict[str, DCCapacity]]] = {}
+        self.no_victims: set[tuple[object, ...]] = set()  # (DCs failed on capacity, tenant, need, class value)
+        self.over_quota: dict[tuple[object, ...], str] = {}
+        self.views: dict[Shape, tuple[int, dict[str, DCCapacity]]] = {}  # (len(changed) when built, view)
+        self.changed: list[str] = []  # the DC of each admission, in order
+        self.index = {dc: i for i, dc in enumerate(self.tables.ids)}
+        self.near: dict[tuple[str | None, float | None], tuple[str, ...]] = {}
+        self.near_set: dict[tuple[str | None, float], frozenset[str]] = {}
         self.pools_of: dict[tuple[Family, str | None], tuple[Pool, ...]] = {}
         self.admitted: list[Admit] = []
         self.waiting: list[Wait] = []
@@ -267,11 +287,17 @@ class _Cycle:
     # -- the steps of one ask -------------------------------------------------------------------
     def _decide(self, t: _Try) -> None:
         ask, spec = t.ask, t.ask.spec
-        blocks, whole = self._blocks(t)
+        acc = spec.accelerator
+        need = (t.tenant, acc.family, acc.model, acc.count, spec.cpus, spec.memory_gb)
+        whole = self.over_quota.get(need, "")
+        if not whole:
+            blocks, whole = self._blocks(t)
+            if whole:  # use only grows within a cycle: the same need of this tenant is out of quota too
+                self.over_quota[need] = whole
         if whole:
             self.waiting.append(Wait(ask.key, ((QUOTA, whole),)))
             return
-        sig = tuple(sorted(blocks.items(), key=str))
+        sig = tuple(sorted(blocks.items(), key=str)) if blocks else ()
         key = (*_shape(spec), ask.exclude, sig)
         failed = self.failed.get(key)
         if failed is None:
@@ -290,16 +316,19 @@ class _Cycle:
         reasons = failed.reasons
         if failed.capacity_dcs and ask.awaiting_preemption:
             reasons = ((PREEMPTION, "waiting for preempted work to release its capacity"), *reasons)
-        elif failed.capacity_dcs:
+        elif failed.capacity_dcs and (kind := (failed.capacity_dcs, *need, t.value)) not in self.no_victims:
             got = self._preempt(t, failed.capacity_dcs, blocks)
             if got is not None:
                 self.preempt.append(got)
                 reasons = ((PREEMPTION, got.reason), *reasons)
+            else:  # victims only grow scarcer within a cycle: the same kind of ask finds none either
+                self.no_victims.add(kind)
         self.waiting.append(Wait(ask.key, reasons))
 
     def _admit(self, t: _Try, p: Placement) -> None:
         held, fam = _holds(p), _family(p)
-        borrowed = self.ledger.over_nominal(t.tenant, charges(fam, held))
+        borrowed = not self.ledger.within_nominal(t.tenant, self._use(t, (fam, p.accelerator_model) if fam and
+                                                                      p.accelerator_model else None))
         self.ledger.add(t.tenant, p.region, fam, held)
         dc = p.data_center
         cap = self.free[dc]
@@ -311,10 +340,9 @@ class _Cycle:
         free = dict(cap.free)
         for m, n in held.accelerators.items():
             free[m] = int(free.get(m, 0) - n)
-        self.free[dc] = replace(cap, free=free, free_cpus=cap.free_cpus - held.cpus,
-                                free_memory_gb=cap.free_memory_gb - held.memory_gb,
-                                utilisation=min(1.0, cap.utilisation + grew))
-        self.version += 1
+        self.free[dc] = DCCapacity(free, cap.free_cpus - held.cpus, cap.free_memory_gb - held.memory_gb,
+                                   min(1.0, cap.utilisation + grew), cap.alive, cap.why)
+        self.changed.append(dc)
         self.admitted.append(Admit(t.ask.key, p, fam, borrowed))
 
     # -- quota ----------------------------------------------------------------------------------
@@ -333,11 +361,15 @@ class _Cycle:
         return got
 
     def _use(self, t: _Try, pool: Pool) -> dict[str, float]:
+        """What the ask is charged on ``pool`` (:func:`~westflow.tenants.charges`)."""
         got = t.use.get(pool)
         if got is None:
             spec = t.ask.spec
-            held = Resources.of(pool[1] if pool else None, spec.accelerator.count, spec.cpus, spec.memory_gb)
-            got = t.use[pool] = charges(pool[0] if pool else None, held)
+            got = t.use[pool] = {CPUS: spec.cpus, MEMORY_GB: spec.memory_gb}
+            if pool is not None:
+                n = float(spec.accelerator.count)
+                got[pool[1]] = n
+                got[pool[0]] = n
         return got
 
     def _blocks(self, t: _Try) -> tuple[Blocks, str]:
@@ -369,7 +401,8 @@ class _Cycle:
 
     def _view(self, t: _Try, blocks: Blocks, sig: Shape) -> dict[str, DCCapacity]:
         """The capacity ``place()`` reads for this ask: the free capacity, with excluded DCs and what
-        quota rules out taken away (DCs beyond the latency bound keep their latency reason)."""
+        quota rules out taken away (DCs beyond the latency bound keep their latency reason). Kept per
+        kind of ask and brought up to date where admissions changed a DC since."""
         ask = t.ask
         spec = ask.spec
         if (not blocks and not ask.exclude) or spec.tier not in self.network.tiers or (
@@ -378,32 +411,57 @@ class _Cycle:
         bound = self.network.tiers[spec.tier].max_rtt_ms
         key = (ask.exclude, sig, spec.origin, bound, spec.accelerator.family, spec.accelerator.model)
         got = self.views.get(key)
-        if got is not None and got[0] == self.version:
-            return got[1]
+        if got is not None:
+            at, view = got
+            if at < len(self.changed):
+                for dc in set(self.changed[at:]):
+                    view[dc] = self._entry(dc, t, blocks, bound)
+                self.views[key] = (len(self.changed), view)
+            return view
         view = dict(self.free)
-        for dc in ask.exclude:
+        for dc in (*ask.exclude, *(self._near(spec.origin, bound) if blocks else ())):
             if dc in view:
-                view[dc] = replace(view[dc], alive=False, why="excluded: this workload failed there before")
-        if blocks:
-            cpu_only = spec.accelerator.family is Family.CPU
-            pools = () if cpu_only else self.tables.pools(spec)[0]
-            for site in self.tables.sites(spec.origin, bound)[0]:
-                i, dc_id = site[0], site[2]
-                cap = view.get(dc_id)
-                if cap is None or not cap.alive:
-                    continue
-                region = self.region[dc_id]
-                models = [None] if cpu_only else [p.model for p in pools[i]]
-                out = {m: why for m in models if (why := self._why(blocks, m, region))}
-                if not out:
-                    continue
-                if len(out) == len(models):
-                    view[dc_id] = replace(cap, alive=False,
-                                          why=f"{QUOTA}: " + "; ".join(dict.fromkeys(out.values())))
-                else:
-                    view[dc_id] = replace(cap, free={m: (0 if m in out else n) for m, n in cap.free.items()})
-        self.views[key] = (self.version, view)
+                view[dc] = self._entry(dc, t, blocks, bound)
+        self.views[key] = (len(self.changed), view)
         return view
+
+    def _near(self, origin: str | None, bound: float | None) -> tuple[str, ...]:
+        """The DCs within ``bound`` of ``origin``."""
+        got = self.near.get((origin, bound))
+        if got is None:
+            got = self.near[(origin, bound)] = tuple(s[2] for s in self.tables.sites(origin, bound)[0])
+        return got
+
+    def _entry(self, dc: str, t: _Try, blocks: Blocks, bound: float | None) -> DCCapacity:
+        """One DC as this ask's view has it (see :meth:`_view`)."""
+        cap = self.free[dc]
+        if not cap.alive:
+            return cap
+        if dc in t.ask.exclude:
+            return DCCapacity(cap.free, cap.free_cpus, cap.free_memory_gb, cap.utilisation, False,
+                              "excluded: this workload failed there before")
+        if not blocks or (bound is not None and dc not in self._near_set(t.ask.spec.origin, bound)):
+            return cap
+        region = self.region[dc]
+        spec = t.ask.spec
+        if spec.accelerator.family is Family.CPU:
+            models: list[str | None] = [None]
+        else:
+            models = [p.model for p in self.tables.pools(spec)[0][self.index[dc]]]
+        out = {m: why for m in models if (why := self._why(blocks, m, region))}
+        if not out:
+            return cap
+        if len(out) == len(models):
+            return DCCapacity(cap.free, cap.free_cpus, cap.free_memory_gb, cap.utilisation, False,
+                              f"{QUOTA}: " + "; ".join(dict.fromkeys(out.values())))
+        return DCCapacity({m: (0 if m in out else n) for m, n in cap.free.items()}, cap.free_cpus,
+                          cap.free_memory_gb, cap.utilisation, cap.alive, cap.why)
+
+    def _near_set(self, origin: str | None, bound: float) -> frozenset[str]:
+        got = self.near_set.get((origin, bound))
+        if got is None:
+            got = self.near_set[(origin, bound)] = frozenset(self._near(origin, bound))
+        return got
 
     # -- preemption -----------------------------------------------------------------------------
     def _preempt(self, t: _Try, dcs: Sequence[str], blocks: Blocks) -> Preempt | None:
@@ -412,30 +470,98 @@ class _Cycle:
         return self._victims.choose(self, t, dcs, blocks)
 
 
+def _rows_for(need: float, per_row: float) -> int:
+    """At least how many rows of at most ``per_row`` each cover ``need``."""
+    if need <= _EPS:
+        return 0
+    return math.ceil(need / per_row - _EPS) if per_row > 0 else 1 << 30
+
+
+def _victim_order(r: _Row) -> tuple[int, float, str]:
+    """Lowest class first, then the newest (least work lost), then by key."""
+    return (r.value, -r.held.admitted_at, r.held.key)
+
+
 def _shape(spec: WorkloadSpec) -> Shape:
     """What placement reads of a spec (not its name, tenant, or admission fields)."""
-    return (spec.tier, spec.origin, spec.accelerator, spec.cpus, spec.memory_gb, spec.duration_hours, spec.inputs,
-            spec.deadline_hours)
+    acc = spec.accelerator
+    return (spec.tier, spec.origin, acc.family, acc.count, acc.model, spec.cpus, spec.memory_gb, spec.duration_hours,
+            spec.inputs, spec.deadline_hours)
+
+
+class _Row(NamedTuple):
+    """A held row as preemption reads it (computed once per cycle)."""
+
+    held: Held
+    value: int  # its class's value
+    budget: dict[str, float] | None  # what taking it counts against its tenant's borrowing (None: unbounded)
+
+
+class _Bucket:
+    """The rows of one (DC, tenant, class), and what those not yet chosen hold (a bound read before
+    any row is: most asks find too little to preempt, and learn it here)."""
+
+    __slots__ = ("tenant", "cohort", "value", "preemptible", "rows", "acc", "least", "most", "cpus", "memory_gb")
+
+    def __init__(self, tenant: str, cohort: str | None, value: int, preemptible: bool) -> None:
+        self.tenant, self.cohort, self.value, self.preemptible = tenant, cohort, value, preemptible
+        self.rows: list[_Row] = []
+        self.acc: dict[str, float] = {}
+        self.least: dict[str, float] = {}  # per model, the fewest accelerators one row holds
+        self.most: dict[str | None, float] = {}  # per model (None: CPUs), the most one row holds
+        self.cpus = self.memory_gb = 0.0
+
+    def count(self, h: Held, sign: int = 1) -> None:
+        r = h.resources
+        for m, n in r.accelerators.items():
+            self.acc[m] = self.acc.get(m, 0.0) + sign * n
+            if sign > 0:
+                self.least[m] = min(self.least.get(m, math.inf), n)
+                self.most[m] = max(self.most.get(m, 0.0), n)
+        self.cpus += sign * r.cpus
+        self.memory_gb += sign * r.memory_gb
+        if sign > 0:
+            self.most[None] = max(self.most.get(None, 0.0), r.cpus)
+            self.most[MEMORY_GB] = max(self.most.get(MEMORY_GB, 0.0), r.memory_gb)
+
+
+_Bound = tuple[float, float, float, list[_Bucket], list[_Bucket]]
 
 
 class _Victims:
-    """The held work preemption may pick from, per DC, and what each tenant has given up this cycle."""
+    """The held work preemption may pick from, per DC in buckets of (tenant, class), and what each
+    tenant gives back this cycle (its rows already preempting, and the victims picked so far)."""
 
     def __init__(self, held: Sequence[Held], tenants: Tenants, ledger: Ledger) -> None:
-        self.tenants, self.ledger = tenants, ledger
-        self.by_dc: dict[str, list[Held]] = {}
-        self.taken: dict[str, dict[str, float]] = {}  # tenant -> what its preempting work gives back
+        self.ledger = ledger
+        classes = tenants.priority_classes
+        self.taken: dict[str, dict[str, float]] = {}
+        self.buckets: dict[str, dict[tuple[str, str], _Bucket]] = {}
+        self.bucket_of: dict[str, _Bucket] = {}
         for h in held:
             if h.preempting:
-                self._give(h)
-            else:
-                self.by_dc.setdefault(h.data_center, []).append(h)
+                self._give(h.tenant, charges(h.family, h.resources))
+                continue
+            here = self.buckets.setdefault(h.data_center, {})
+            b = here.get((h.tenant, h.priority_class))
+            if b is None:
+                pc, terms = classes.get(h.priority_class), ledger.terms.get(h.tenant)
+                b = here[(h.tenant, h.priority_class)] = _Bucket(
+                    h.tenant, terms.cohort if terms is not None else None, pc.value if pc is not None else 0,
+                    pc is not None and pc.preemptible)
+            b.rows.append(_Row(h, b.value, self._budget(h)))
+            b.count(h)
+            self.bucket_of[h.key] = b
         self.chosen: set[str] = set()
-        self.nothing: set[tuple[object, ...]] = set()  # (dc, pool, tenant, class, reclaim) found short
+        self.borrowed: dict[str, tuple[int, dict[str, float]]] = {}  # tenant -> (ledger version, borrowed)
+        # (dc, model, tenant, class value, reclaim) -> what such an ask may preempt there at most. Kept
+        # for the cycle (dropped for a DC whose victims are picked): borrowing that grows within the
+        # cycle is seen by the next one.
+        self.bounds: dict[tuple[str, str | None, str, int, bool], _Bound] = {}
 
-    def _give(self, h: Held) -> None:
-        mine = self.taken.setdefault(h.tenant, {})
-        for k, n in charges(h.family, h.resources).items():
+    def _give(self, tenant: str, use: dict[str, float]) -> None:
+        mine = self.taken.setdefault(tenant, {})
+        for k, n in use.items():
             mine[k] = mine.get(k, 0.0) + n
 
     def _budget(self, h: Held) -> dict[str, float] | None:
@@ -450,75 +576,124 @@ class _Victims:
             return {k: n for k, n in use.items() if k in terms.named and k not in (CPUS, MEMORY_GB)}
         return {CPUS: use[CPUS]}
 
-    def _within_borrowed(self, h: Held, extra: dict[str, dict[str, float]]) -> bool:
-        """Whether taking ``h`` too (beside ``extra``, this pick's) keeps what its tenant gives up within
-        what it borrows."""
-        dims = self._budget(h)
-        if dims is None:
-            return True
-        borrowed, taken, more = self.ledger.borrowed(h.tenant), self.taken.get(h.tenant, {}), extra.get(h.tenant, {})
-        return all(taken.get(k, 0.0) + more.get(k, 0.0) + n <= borrowed.get(k, 0.0) + _EPS for k, n in dims.items())
+    def _left(self, tenant: str) -> tuple[dict[str, float], dict[str, float]]:
+        """What ``tenant`` borrows now, and what it has given back this cycle."""
+        version = self.ledger.version.get(tenant, 0)
+        got = self.borrowed.get(tenant)
+        if got is None or got[0] != version:
+            got = self.borrowed[tenant] = (version, self.ledger.borrowed(tenant))
+        return got[1], self.taken.get(tenant, {})
+
+    def _room(self, tenant: str, family: str | None, model: str | None) -> float:
+        """At most how many ``model`` accelerators ``tenant``'s work can give back before it has given
+        back all it borrows (infinite where not bounded)."""
+        terms = self.ledger.terms.get(tenant)
+        if terms is None or model is None:
+            return math.inf
+        borrowed, taken = self._left(tenant)
+        dims = [k for k in (family, model) if k in terms.named]
+        return min([math.inf, *(borrowed.get(k, 0.0) - taken.get(k, 0.0) for k in dims)])
+
+    def _bound(self, buckets: dict[tuple[str, str], _Bucket], pool: Pool, tenant: str, value: int,
+               cohort: str | None, reclaim: bool, rooms: dict[tuple[str, str | None], float]) -> _Bound:
+        """What an ask (of ``tenant``, class ``value``, on ``pool``) may preempt in one DC, at most:
+        accelerators of the pool's model, CPUs, memory; and the buckets it may take from."""
+        model = pool[1] if pool else None
+        mine: list[_Bucket] = []
+        theirs: list[_Bucket] = []
+        acc = cpus = mem = 0.0
+        for b in buckets.values():
+            if not b.rows:
+                continue
+            lower = b.preemptible and b.value < value
+            if b.tenant == tenant:
+                if not lower:
+                    continue
+                mine.append(b)
+                acc += b.acc.get(model, 0.0) if model else 0.0
+            elif lower or (reclaim and b.value <= value and b.cohort == cohort):
+                if model is not None:  # a tenant with nothing left of what it borrows gives nothing
+                    room = rooms.get((b.tenant, model))
+                    if room is None:
+                        room = rooms[(b.tenant, model)] = self._room(b.tenant, pool[0] if pool else None, model)
+                    if room < b.least.get(model, math.inf) - _EPS:
+                        continue
+                    acc += min(room, b.acc.get(model, 0.0))  # (a row is taken whole)
+                theirs.append(b)
+            else:
+                continue
+            cpus += b.cpus
+            mem += b.memory_gb
+        return acc, cpus, mem, theirs, mine
 
     def choose(self, cycle: _Cycle, t: _Try, dcs: Sequence[str], blocks: Blocks) -> Preempt | None:
-        classes = self.tenants.priority_classes
+        """The victims in the DC needing the fewest (then whose oldest is newest, then the first of
+        ``dcs``); None if no DC has enough this ask may preempt. Each (DC, pool) gets a lower bound on
+        its victims first; only those that could still win are tried."""
         cohort = self.ledger.terms[t.tenant].cohort
-        best: tuple[tuple[int, float, int], str, list[Held], bool] | None = None
+        spec, value, tenant = t.ask.spec, t.value, t.tenant
+        rooms: dict[tuple[str, str | None], float] = {}
+        reclaims = {pool: cohort is not None and self.ledger.within_nominal(tenant, cycle._use(t, pool))
+                    for pool in t.pools}
+        options: list[tuple[int, int, str, str | None, DCCapacity, list[_Bucket], list[_Bucket]]] = []
         for rank, dc in enumerate(dcs):
-            cap = cycle.free.get(dc)
-            if cap is None or dc not in self.by_dc:
+            cap, buckets = cycle.free.get(dc), self.buckets.get(dc)
+            if cap is None or not buckets:
                 continue
             region = cycle.region.get(dc, "")
             for pool in t.pools:
                 model = pool[1] if pool else None
-                if model is not None and model not in cap.free:
+                if (model is not None and model not in cap.free) or cycle._why(blocks, model, region):
                     continue
-                if cycle._why(blocks, model, region):
-                    continue
-                use = cycle._use(t, pool)
-                reclaim = cohort is not None and self.ledger.within_nominal(t.tenant, use)
-                memo = (dc, model, t.tenant, t.value, reclaim)
-                if memo in self.nothing:
-                    continue
-                cands = []
-                for h in self.by_dc[dc]:
-                    if h.key in self.chosen:
-                        continue
-                    pc = classes.get(h.priority_class)
-                    v = pc.value if pc is not None else 0
-                    lower = pc is not None and pc.preemptible and v < t.value
-                    if h.tenant == t.tenant:
-                        if lower:
-                            cands.append((1, v, -h.admitted_at, h.key, h))
-                    elif (lower or (reclaim and v <= t.value and self._cohort(h.tenant) == cohort)) \
-                            and self._within_borrowed(h, {}):
-                        cands.append((0, v, -h.admitted_at, h.key, h))
-                cands.sort(key=lambda c: c[:4])
-                picked = self._fit(cap, model, t, [c[4] for c in cands])
-                if picked is None:
-                    self.nothing.add(memo)
-                    continue
-                score = (len(picked), -min(h.admitted_at for h in picked), rank)
-                if best is None or score < best[0]:
-                    best = (score, dc, picked, reclaim)
+                need = (spec.accelerator.count - cap.free.get(model, 0) if model else 0.0,
+                        spec.cpus - cap.free_cpus, spec.memory_gb - cap.free_memory_gb)
+                reclaim = reclaims[pool]
+                memo = (dc, model, tenant, value, reclaim)
+                got = self.bounds.get(memo)
+                if got is None:
+                    got = self.bounds[memo] = self._bound(buckets, pool, tenant, value, cohort, reclaim, rooms)
+                acc, cpus, mem, theirs, mine = got
+                if acc < need[0] - _EPS or cpus < need[1] - _EPS or mem < need[2] - _EPS:
+                    continue  # not enough to preempt here, whichever rows
+                both = (*theirs, *mine)
+                per_row = max((b.most.get(model, 0.0) for b in both), default=0.0) if model else 0.0
+                least = max(1, _rows_for(need[0], per_row),
+                            _rows_for(need[1], max((b.most.get(None, 0.0) for b in both), default=0.0)),
+                            _rows_for(need[2], max((b.most.get(MEMORY_GB, 0.0) for b in both), default=0.0)))
+                options.append((least, rank, dc, model, cap, theirs, mine))
+        options.sort(key=lambda o: (o[0], o[1]))
+        best: tuple[tuple[int, float, int], str, list[Held]] | None = None
+        for least, rank, dc, model, cap, theirs, mine in options:
+            if best is not None and least > best[0][0]:
+                break
+            rows = sorted((r for b in theirs for r in b.rows), key=_victim_order)
+            rows += sorted((r for b in mine for r in b.rows), key=_victim_order)
+            picked = self._fit(cap, model, t, rows)
+            if picked is None:
+                continue
+            score = (len(picked), -min(h.admitted_at for h in picked), rank)
+            if best is None or score < best[0]:
+                best = (score, dc, picked)
         if best is None:
             return None
-        _, dc, picked, reclaim = best
+        _, dc, picked = best
+        for memo in [m for m in self.bounds if m[0] == dc]:  # what is left there changed
+            del self.bounds[memo]
         for h in picked:
             self.chosen.add(h.key)
-            if h.tenant != t.tenant:
-                self._give(h)
-        whose = sorted({"own best-effort" if h.tenant == t.tenant else f"borrowed by {h.tenant}" for h in picked})
+            b = self.bucket_of[h.key]
+            b.count(h, -1)
+            b.rows = [r for r in b.rows if r.held.key != h.key]
+            if h.tenant != tenant:
+                self._give(h.tenant, self._budget(h) or {})
+        whose = sorted({"own best-effort" if h.tenant == tenant else f"borrowed by {h.tenant}" for h in picked})
         return Preempt(t.ask.key, dc, tuple(h.key for h in picked),
                        f"{t.ask.priority_class} work preempts {len(picked)} workload(s) in {dc} "
                        f"({', '.join(whose)}): {', '.join(h.key for h in picked)}")
 
-    def _cohort(self, tenant: str) -> str | None:
-        terms = self.ledger.terms.get(tenant)
-        return None if terms is None else terms.cohort
-
-    def _fit(self, cap: DCCapacity, model: str | None, t: _Try, cands: list[Held]) -> list[Held] | None:
-        """Victims (in ``cands`` order; another tenant's only within what it borrows) whose release makes
-        the ask fit ``cap`` on ``model``, those not needed put back; None if all of them would not do."""
+    def _fit(self, cap: DCCapacity, model: str | None, t: _Try, cands: list[_Row]) -> list[Held] | None:
+        """Victims (in ``cands`` order; another tenant's only within what it borrows) whose release
+        makes the ask fit ``cap`` on ``model``, those not needed put back; None if all would not do."""
         spec = t.ask.spec
         left = [spec.accelerator.count - cap.free.get(model, 0) if model else 0,
                 spec.cpus - cap.free_cpus, spec.memory_gb - cap.free_memory_gb]
@@ -528,19 +703,23 @@ class _Victims:
             return (r.accelerators.get(model, 0.0) if model else 0.0), r.cpus, r.memory_gb
 
         picked: list[Held] = []
-        extra: dict[str, dict[str, float]] = {}  # per other tenant, what this pick takes of what it borrows
-        for h in cands:
+        rooms: dict[str, dict[str, float]] = {}  # per other tenant, what it borrows and has not given back
+        for r in cands:
             if max(left) <= _EPS:
                 break
+            h = r.held
             g = gives(h)
             if not any(x > _EPS and y > 0 for x, y in zip(left, g, strict=True)):
                 continue
-            if h.tenant != t.tenant:
-                if not self._within_borrowed(h, extra):
+            if h.tenant != t.tenant and r.budget is not None:
+                room = rooms.get(h.tenant)
+                if room is None:
+                    borrowed, taken = self._left(h.tenant)
+                    room = rooms[h.tenant] = {k: v - taken.get(k, 0.0) for k, v in borrowed.items()}
+                if any(room.get(k, 0.0) + _EPS < n for k, n in r.budget.items()):
                     continue
-                mine = extra.setdefault(h.tenant, {})
-                for k, n in (self._budget(h) or {}).items():
-                    mine[k] = mine.get(k, 0.0) + n
+                for k, n in r.budget.items():
+                    room[k] = room.get(k, 0.0) - n
             picked.append(h)
             left = [x - y for x, y in zip(left, g, strict=True)]
         if max(left) > _EPS:
