@@ -1,7 +1,8 @@
 """Where the admission store lives: URLs, engines, transactions and migrations.
 
 SQLite is the embedded default (``<state_dir>/admission.db``: WAL, a busy timeout, foreign keys);
-PostgreSQL (psycopg 3) serves several hosts. Every write runs in :func:`write_transaction`:
+PostgreSQL (psycopg 3) serves several hosts (a session idle in a transaction for 60 s is ended by the
+server, so a vanished client cannot hold a lock for long). Every write runs in :func:`write_transaction`:
 on SQLite ``BEGIN IMMEDIATE`` (one writer at a time, the others wait up to the busy timeout), on
 PostgreSQL READ COMMITTED, retried on a deadlock. :func:`migrate` runs the Alembic migrations
 shipped in ``admission/migrations`` to head, from code, serialised between processes.
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import unquote
 
 from alembic import command
 from alembic.config import Config
@@ -40,6 +42,12 @@ MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
 _PG_MIGRATE_LOCK: Final = 0x7765_7374_666C_6F77 & 0x7FFF_FFFF_FFFF_FFFF  # pg_advisory_xact_lock key ("westflow")
 _RETRY_SQLSTATES: Final = ("40P01", "40001")  # deadlock detected, serialization failure
 _PG_SCHEMES: Final = ("postgres", "postgresql", "postgresql+psycopg")
+# A client that vanishes mid-transaction (host lost, not just the process) must not hold the lease row's
+# lock until TCP gives up: the server ends a session idle in a transaction, and keepalives find a dead peer.
+_PG_CONNECT: Final[dict[str, Any]] = {
+    "connect_timeout": 10, "application_name": "westflow-admission",
+    "options": "-c idle_in_transaction_session_timeout=60000",
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 T = TypeVar("T")
 
 
@@ -60,9 +68,9 @@ class DatabaseError(WestflowError):
 def masked(url: str | URL) -> str:
     """``url`` with its password (if any) replaced by ``***``."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return unquote(url.render_as_string(hide_password=True))
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return unquote(make_url(url).render_as_string(hide_password=True))
     except Exception:  # noqa: BLE001 - a URL too broken to parse is masked by pattern
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
 
@@ -83,8 +91,8 @@ def canonical_url(url: str) -> URL:
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         db = parsed.database or ""
         if not db or db == ":memory:" or db.startswith("file:") or not Path(db).is_absolute():
-            raise DatabaseError(url, "Not a file path (an in-memory or relative SQLite database is not durable "
-                                "nor shared)", fix="use sqlite_url(state_dir).")
+            raise DatabaseError(url, "Not a file path (an in-memory or relative SQLite database is neither durable "
+                                "nor shared)", fix="give an absolute path, as in 'sqlite:////srv/westflow/admission.db'.")
         return parsed.set(drivername="sqlite")
     if parsed.drivername in _PG_SCHEMES:
         if not parsed.database:
@@ -102,8 +110,7 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(parsed, pool_pre_ping=True,
-                         connect_args={"connect_timeout": 10, "application_name": "westflow-admission"})
+    return create_engine(parsed, pool_pre_ping=True, connect_args=_PG_CONNECT)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -145,7 +145,7 @@ class WorkloadRecord(Base):
 
 
 class DecisionRecord(Base):
-    """One change to a workload, in commit order (``id``), with the controller (or caller) that made it."""
+    """One change to a workload (``id`` grows with each insert), with the controller (or caller) that made it."""
 
     __tablename__ = "decisions"
     __table_args__ = (CheckConstraint(_in("kind", KINDS), name="ck_decisions_kind"),)

@@ -67,6 +67,12 @@ def test_postgres_listens_on_no_tcp_port(pg_server: Postgres, pg_url: str) -> No
     assert (pg_server.socket_dir / ".s.PGSQL.5432").is_socket()
 
 
+def test_postgres_sessions_cannot_sit_in_a_transaction(pg_url: str) -> None:
+    """A client lost mid-transaction (its host gone, no FIN) is cut off by the server, freeing the lease row."""
+    with AdmissionQueue(pg_url) as q, q.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "1min"
+
+
 # -- the core behaviours on both backends ---------------------------------------------------------------
 
 
