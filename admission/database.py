@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote
@@ -23,7 +24,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
@@ -131,14 +132,19 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
 
 
-def insert_or_ignore(conn: Connection, model: Any, values: dict[str, Any]) -> bool:
-    """Insert ``values`` into ``model``'s table unless its primary key is taken; whether it inserted.
+def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert ``values`` into ``table`` unless its primary key is taken; whether it inserted.
 
     On PostgreSQL a concurrent insert of the same key waits for the other transaction, then skips.
     """
-    stmt = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(model).values(**values)
-    key = list(inspect(model).primary_key)  # RETURNING, as an INSERT's rowcount is not reliable (psycopg: -1)
-    return conn.execute(stmt.on_conflict_do_nothing().returning(*key)).first() is not None
+    return conn.execute(_insert_ignoring(conn.dialect.name, table), values).first() is not None
+
+
+@lru_cache(maxsize=16)
+def _insert_ignoring(dialect: str, table: Table) -> Any:
+    # RETURNING, as an INSERT's rowcount is not reliable (psycopg reports -1)
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    return insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Row, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, select, update
 
 from admission.database import insert_or_ignore, read_transaction, run_write
-from admission.rows import LeaseRecord, QueueError, check_key, check_number
+from admission.rows import LEASES, QueueError, check_key, check_number
 
 __all__ = ["Lease", "Leader", "fence", "DEFAULT_TTL_S"]
 
@@ -36,6 +36,11 @@ class Lease:
     expires_at: float
 
 
+_READ = select(LEASES).where(LEASES.c.name == bindparam("p_name"))
+_LOCK = _READ.with_for_update()
+_SET = update(LEASES).where(LEASES.c.name == bindparam("p_name"))
+
+
 class _HasEngine(Protocol):
     @property
     def engine(self) -> Engine: ...
@@ -43,16 +48,15 @@ class _HasEngine(Protocol):
 
 def _locked(conn: Connection, name: str) -> Row[Any]:
     """The lease row, created free if missing, locked until the transaction ends."""
-    insert_or_ignore(conn, LeaseRecord, {"name": name, "holder": "", "epoch": 0, "expires_at": 0.0, "ttl_s": 0.0})
-    return conn.execute(select(LeaseRecord).where(LeaseRecord.name == name).with_for_update()).one()
+    insert_or_ignore(conn, LEASES, {"name": name, "holder": "", "epoch": 0, "expires_at": 0.0, "ttl_s": 0.0})
+    return conn.execute(_LOCK, {"p_name": name}).one()
 
 
 def _extend(conn: Connection, row: Row[Any], expires_at: float, **values: Any) -> None:
-    conn.execute(update(LeaseRecord).where(LeaseRecord.name == row.name)
-                 .values(expires_at=expires_at, **values))
+    conn.execute(_SET.values(expires_at=expires_at, **values), {"p_name": row.name})
 
 
-def fence(conn: Connection, lease: Lease, now: float) -> Lease | None:
+def fence(conn: Connection, lease: Lease, clock: Callable[[], float]) -> Lease | None:
     """Inside a write transaction: renew ``lease`` if its holder still holds it at its epoch, else None.
 
     A lease past its expiry that nobody took over is still this holder's (nobody else wrote since).
@@ -60,7 +64,7 @@ def fence(conn: Connection, lease: Lease, now: float) -> Lease | None:
     row = _locked(conn, lease.name)
     if row.holder != lease.holder or row.epoch != lease.epoch or not lease.holder:
         return None
-    expires_at = now + row.ttl_s
+    expires_at = clock() + row.ttl_s  # read once the row is locked: waiting for the lock does not shorten it
     _extend(conn, row, expires_at)
     return Lease(lease.name, lease.holder, lease.epoch, expires_at)
 
@@ -92,8 +96,8 @@ class Leader:
         Taking it from anyone (or after a release) increments the epoch.
         """
         def take(conn: Connection) -> Lease | None:
-            now = self._clock()
             row = _locked(conn, self.name)
+            now = self._clock()
             expires_at = now + self.ttl_s
             if row.holder == self.holder:
                 _extend(conn, row, expires_at, ttl_s=self.ttl_s)
@@ -107,7 +111,7 @@ class Leader:
 
     def renew(self, lease: Lease) -> Lease | None:
         """``lease`` extended by the ttl, or None if it was lost (another holder, or a later epoch)."""
-        return run_write(self.engine, lambda conn: fence(conn, lease, self._clock()))
+        return run_write(self.engine, lambda conn: fence(conn, lease, self._clock))
 
     def release(self, lease: Lease) -> None:
         """Give ``lease`` up now (a no-op if it was lost already); the next taker increments the epoch."""
@@ -121,7 +125,7 @@ class Leader:
     def current(self) -> Lease | None:
         """Who holds the lease now (None when free or expired)."""
         with read_transaction(self.engine) as conn:
-            row = conn.execute(select(LeaseRecord).where(LeaseRecord.name == self.name)).one_or_none()
+            row = conn.execute(_READ, {"p_name": self.name}).one_or_none()
         if row is None or not row.holder or row.expires_at <= self._clock():
             return None
         return Lease(row.name, row.holder, row.epoch, row.expires_at)

@@ -23,7 +23,7 @@ from westflow.errors import WestflowError, field_message
 
 __all__ = [
     "STATES", "LIVE", "HOLDING", "FINAL", "FINISH_STATES", "KINDS", "QueueError",
-    "Base", "WorkloadRecord", "DecisionRecord", "LeaseRecord",
+    "Base", "WorkloadRecord", "DecisionRecord", "LeaseRecord", "WORKLOADS", "DECISIONS", "LEASES",
     "WorkloadRow", "DecisionRow", "Admission", "Waiting", "Preemption", "CycleWrite",
     "check_state", "check_kind", "check_key", "check_number", "exclude_json",
 ]
@@ -172,6 +172,11 @@ class LeaseRecord(Base):
     ttl_s: Mapped[float] = mapped_column(Double)
 
 
+WORKLOADS: Final = Base.metadata.tables["workloads"]
+DECISIONS: Final = Base.metadata.tables["decisions"]
+LEASES: Final = Base.metadata.tables["leases"]
+
+
 # -- what crosses the boundary -------------------------------------------------------------------
 
 
@@ -211,9 +216,10 @@ class WorkloadRow:
     @classmethod
     def of(cls, r: WorkloadRecord | Any) -> WorkloadRow:
         """From a mapped record or a selected row with the same column names."""
+        exclude = () if r.exclude == "[]" else tuple(json.loads(r.exclude))
         return cls(r.key, r.tenant, r.priority_class, r.priority, r.spec_name, r.spec_json, r.state,
-                   r.submitted_at, r.max_wait_s, tuple(json.loads(r.exclude)), r.owner, r.heartbeat_at,
-                   r.admitted_at, r.data_center, r.ray_cluster, r.region, r.family, r.accelerator_model,
+                   r.submitted_at, r.max_wait_s, exclude, r.owner, r.heartbeat_at, r.admitted_at, r.data_center,
+                   r.ray_cluster, r.region, r.family, r.accelerator_model,
                    r.accelerators, r.cpus, r.memory_gb, r.placement, r.reasons, r.preempted_by, r.preemptions,
                    r.attempts, r.finished_at, r.detail)
 

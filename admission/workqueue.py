@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import BindParameter, Connection, Engine, Row, bindparam, func, insert, select, update
 
 from admission.database import (
     DatabaseError,
@@ -37,15 +37,15 @@ from admission.database import (
 )
 from admission.lease import Lease, fence
 from admission.rows import (
+    DECISIONS,
     FINAL,
     FINISH_STATES,
     HOLDING,
     LIVE,
+    WORKLOADS,
     CycleWrite,
-    DecisionRecord,
     DecisionRow,
     QueueError,
-    WorkloadRecord,
     WorkloadRow,
     check_key,
     check_number,
@@ -56,8 +56,8 @@ from admission.rows import (
 __all__ = ["AdmissionQueue", "QueueError", "DatabaseError"]
 
 _CHUNK: Final = 500  # keys per IN (...) list
-W = WorkloadRecord
-D = DecisionRecord
+W = WORKLOADS.c
+D = DECISIONS.c
 _RELEASED: Final[dict[str, Any]] = {
     "admitted_at": None, "data_center": None, "ray_cluster": None, "region": None, "family": None,
     "accelerator_model": None, "accelerators": 0, "cpus": 0.0, "memory_gb": 0.0, "placement": None,
@@ -76,6 +76,32 @@ class _Decision:
 def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(keys), _CHUNK):
         yield keys[i:i + _CHUNK]
+
+
+def _p(name: str) -> BindParameter[Any]:
+    return bindparam(f"p_{name}")
+
+
+# Built once (compiled once per dialect): a cycle runs one of these per workload it changes.
+_ROW = select(WORKLOADS).where(W.key == _p("key"))
+_ROW_LOCKED = _ROW.with_for_update()
+_BEAT = update(WORKLOADS).where(W.key == _p("key"), W.state.in_(LIVE)).values(heartbeat_at=_p("now"))
+_ADMIT = (update(WORKLOADS).where(W.key == _p("key"), W.state == "pending")
+          .values(state="admitted", admitted_at=_p("now"), data_center=_p("data_center"),
+                  ray_cluster=_p("ray_cluster"), region=_p("region"), family=_p("family"),
+                  accelerator_model=_p("accelerator_model"), accelerators=_p("accelerators"), cpus=_p("cpus"),
+                  memory_gb=_p("memory_gb"), placement=_p("placement"), reasons=_p("none"), preempted_by=_p("none"))
+          .returning(W.attempts))
+_REASONS_NOW = select(W.key, W.reasons).where(W.key.in_(bindparam("p_keys", expanding=True)), W.state == "pending")
+_REASONS = (update(WORKLOADS).where(W.key == _p("key"), W.state == "pending").values(reasons=_p("reasons"))
+            .returning(W.key))
+_PREEMPT = (update(WORKLOADS).where(W.key == _p("key"), W.state == "admitted")
+            .values(state="preempting", preempted_by=_p("by")).returning(W.data_center))
+_EXPIRE = (update(WORKLOADS).where(W.key == _p("key"), W.state == "pending")
+           .values(state="expired", finished_at=_p("now"), detail=W.reasons).returning(W.reasons))
+_ABANDON = (update(WORKLOADS).where(W.key == _p("key"), W.state.in_(LIVE))
+            .values(state="abandoned", finished_at=_p("now"), detail="no heartbeat").returning(W.data_center))
+_RECORD = insert(DECISIONS)
 
 
 class AdmissionQueue:
@@ -138,7 +164,7 @@ class AdmissionQueue:
                           max_wait_s=None if max_wait_s is None else float(max_wait_s), exclude=excluded,
                           owner=owner, heartbeat_at=now, reasons=None, preemptions=0, attempts=0,
                           finished_at=None, detail=None)
-            if insert_or_ignore(conn, W, values):
+            if insert_or_ignore(conn, WORKLOADS, values):
                 self._record(conn, now, [_Decision(key, "queued", None, f"{tenant}/{priority_class}", owner)])
             row = self._locked_row(conn, key)
             if row.state in FINAL:
@@ -155,7 +181,7 @@ class AdmissionQueue:
         check_key(key)
 
         def write(conn: Connection) -> WorkloadRow | None:
-            conn.execute(update(W).where(W.key == key, W.state.in_(LIVE)).values(heartbeat_at=self._clock()))
+            conn.execute(_BEAT, {"p_key": key, "p_now": self._clock()})
             return self._row(conn, key)
 
         return run_write(self.engine, write)
@@ -170,7 +196,7 @@ class AdmissionQueue:
             if row.state in FINAL:
                 return False
             now = self._clock()
-            conn.execute(update(W).where(W.key == key).values(state=state, finished_at=now, detail=detail))
+            conn.execute(update(WORKLOADS).where(W.key == key).values(state=state, finished_at=now, detail=detail))
             self._record(conn, now, [_Decision(key, state, row.data_center, detail, row.owner)])
             return True
 
@@ -190,7 +216,7 @@ class AdmissionQueue:
                 raise QueueError("state", row.state, HOLDING, key=key, state=row.state,
                                  message=f"Workload {key!r} is {row.state}, not holding: it cannot be requeued")
             now = self._clock()
-            conn.execute(update(W).where(W.key == key).values({
+            conn.execute(update(WORKLOADS).where(W.key == key).values({
                 **_RELEASED, "state": "pending", "exclude": exclude_json([*row.exclude, *more]), "reasons": None,
                 "attempts": W.attempts + 1, "preemptions": W.preemptions + (1 if preempted else 0),
                 "heartbeat_at": now, "detail": reason}))
@@ -208,7 +234,7 @@ class AdmissionQueue:
             now = self._clock()
             live = conn.execute(select(W.key, W.data_center).where(W.owner == owner, W.state.in_(LIVE))
                                 .order_by(W.key).with_for_update()).all()
-            conn.execute(update(W).where(W.owner == owner, W.state.in_(LIVE))
+            conn.execute(update(WORKLOADS).where(W.owner == owner, W.state.in_(LIVE))
                          .values(state="cancelled", finished_at=now, detail=detail))
             self._record(conn, now, [_Decision(r.key, "cancelled", r.data_center, detail, owner) for r in live])
             return tuple(r.key for r in live)
@@ -223,7 +249,7 @@ class AdmissionQueue:
 
     def rows(self, states: Iterable[str] | None = None) -> list[WorkloadRow]:
         """Every workload (or those in ``states``), oldest first (submitted_at, then key)."""
-        query = select(W).order_by(W.submitted_at, W.key)
+        query = select(WORKLOADS).order_by(W.submitted_at, W.key)
         if states is not None:
             wanted = [check_state(s) for s in states]
             query = query.where(W.state.in_(wanted))
@@ -241,7 +267,7 @@ class AdmissionQueue:
     def decisions(self, key: str | None = None, limit: int = 1000) -> list[DecisionRow]:
         """The latest ``limit`` decisions (of ``key``, or all), oldest first."""
         check_number("limit", limit, integer=True)
-        query = select(D).order_by(D.id.desc()).limit(limit)
+        query = select(DECISIONS).order_by(D.id.desc()).limit(limit)
         if key is not None:
             query = query.where(D.key == key)
         with read_transaction(self.engine) as conn:
@@ -264,36 +290,32 @@ class AdmissionQueue:
         decision only when the reasons changed.
         """
         def cycle(conn: Connection) -> bool:
-            now = self._clock()
-            if fence(conn, lease, now) is None:
+            if fence(conn, lease, self._clock) is None:
                 return False
+            now = self._clock()
             by = lease.holder
             out: list[_Decision] = []
             for a in write.admitted:
-                got = conn.execute(update(W).where(W.key == a.key, W.state == "pending").values(
-                    state="admitted", admitted_at=now, data_center=a.data_center, ray_cluster=a.ray_cluster,
-                    region=a.region, family=a.family, accelerator_model=a.accelerator_model,
-                    accelerators=a.accelerators, cpus=float(a.cpus), memory_gb=float(a.memory_gb),
-                    placement=a.placement, reasons=None, preempted_by=None).returning(W.attempts)).first()
-                if got is not None:
-                    out.append(_Decision(a.key, "resumed" if got.attempts else "admitted", a.data_center, a.detail, by))
+                admitted = conn.execute(_ADMIT, {
+                    "p_key": a.key, "p_now": now, "p_data_center": a.data_center, "p_ray_cluster": a.ray_cluster,
+                    "p_region": a.region, "p_family": a.family, "p_accelerator_model": a.accelerator_model,
+                    "p_accelerators": a.accelerators, "p_cpus": float(a.cpus), "p_memory_gb": float(a.memory_gb),
+                    "p_placement": a.placement, "p_none": None}).first()
+                if admitted is not None:
+                    kind = "resumed" if admitted.attempts else "admitted"
+                    out.append(_Decision(a.key, kind, a.data_center, a.detail, by))
             out += self._waiting(conn, write, by)
             for p in write.preempt:
-                victim = conn.execute(update(W).where(W.key == p.victim, W.state == "admitted")
-                                      .values(state="preempting", preempted_by=p.by).returning(W.data_center)).first()
+                victim = conn.execute(_PREEMPT, {"p_key": p.victim, "p_by": p.by}).first()
                 if victim is not None:
                     detail = f"preempted by {p.by}" + (f": {p.detail}" if p.detail else "")
                     out.append(_Decision(p.victim, "preempting", victim.data_center, detail, by))
             for key in write.expire:
-                expired = conn.execute(update(W).where(W.key == key, W.state == "pending")
-                                       .values(state="expired", finished_at=now, detail=W.reasons)
-                                       .returning(W.reasons)).first()
+                expired = conn.execute(_EXPIRE, {"p_key": key, "p_now": now}).first()
                 if expired is not None:
                     out.append(_Decision(key, "expired", None, expired.reasons or "", by))
             for key in write.abandon:
-                gone = conn.execute(update(W).where(W.key == key, W.state.in_(LIVE))
-                                    .values(state="abandoned", finished_at=now, detail="no heartbeat")
-                                    .returning(W.data_center)).first()
+                gone = conn.execute(_ABANDON, {"p_key": key, "p_now": now}).first()
                 if gone is not None:
                     out.append(_Decision(key, "abandoned", gone.data_center, "no heartbeat from its owner", by))
             self._record(conn, now, out)
@@ -307,26 +329,23 @@ class AdmissionQueue:
         keys = sorted(wanted)
         now: dict[str, str | None] = {}
         for chunk in _chunks(keys):
-            current = conn.execute(select(W.key, W.reasons).where(W.key.in_(chunk), W.state == "pending"))
-            now.update((key, reasons) for key, reasons in current)
+            now.update((key, reasons) for key, reasons in conn.execute(_REASONS_NOW, {"p_keys": list(chunk)}))
         out = []
         for key in keys:
             if key in now and now[key] != wanted[key]:
-                got = conn.execute(update(W).where(W.key == key, W.state == "pending")
-                                   .values(reasons=wanted[key]).returning(W.key)).first()
-                if got is not None:
+                if conn.execute(_REASONS, {"p_key": key, "p_reasons": wanted[key]}).first() is not None:
                     out.append(_Decision(key, "waiting", None, wanted[key], by))
         return out
 
     # -- inside a transaction ----------------------------------------------------------------------
     @staticmethod
     def _row(conn: Connection, key: str) -> WorkloadRow | None:
-        got: Row[Any] | None = conn.execute(select(W).where(W.key == key)).one_or_none()
+        got: Row[Any] | None = conn.execute(_ROW, {"p_key": key}).one_or_none()
         return None if got is None else WorkloadRow.of(got)
 
     @staticmethod
     def _locked_row(conn: Connection, key: str) -> WorkloadRow:
-        got = conn.execute(select(W).where(W.key == key).with_for_update()).one_or_none()
+        got = conn.execute(_ROW_LOCKED, {"p_key": key}).one_or_none()
         if got is None:
             raise QueueError("key", key, "a submitted workload key", key=key, problem="Unknown")
         return WorkloadRow.of(got)
@@ -334,5 +353,5 @@ class AdmissionQueue:
     @staticmethod
     def _record(conn: Connection, now: float, decisions: Sequence[_Decision]) -> None:
         if decisions:
-            conn.execute(insert(D), [{"at": now, "key": d.key, "kind": d.kind, "data_center": d.data_center,
+            conn.execute(_RECORD, [{"at": now, "key": d.key, "kind": d.kind, "data_center": d.data_center,
                                       "detail": d.detail, "controller": d.controller} for d in decisions])
