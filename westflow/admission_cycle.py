@@ -24,10 +24,10 @@ clock. ``admission_cycle(pending, held, ...) -> CycleResult``, a pipeline of nam
    borrow; (b) *priority*: ``preemptible`` work of a lower class, of the ask's own tenant, or of
    others only up to what they borrow. Candidates in order: other tenants' (borrowed) first, then
    the lowest class, then the newest (least work lost); taken until the ask fits, then any not
-   needed are put back. The DC needing the fewest victims wins (then the one whose oldest victim
-   is newest, then inventory order). Rows already ``preempting`` are never victims again and still
-   hold their capacity. The preemptor stays pending (in ``waiting``, its first reason naming the
-   victims) until they release.
+   needed are put back. The DC needing the fewest victims wins (DCs are tried in order of a lower
+   bound on their victims, then in the order of the rejection table; the first to need the fewest
+   wins). Rows already ``preempting`` are never victims again and still hold their capacity. The
+   preemptor stays pending (in ``waiting``, its first reason naming the victims) until they release.
 
 Best effort: an ask that does not fit never blocks later ones. Every ask ends in exactly one of
 ``admitted`` and ``waiting``; a preemptor is in ``waiting`` and ``preempt``.
@@ -36,9 +36,11 @@ Best effort: an ask that does not fit never blocks later ones. Every ask ends in
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 from westflow.capacity import Capacity, DCCapacity, Resources
@@ -375,21 +377,33 @@ class _Cycle:
     def _blocks(self, t: _Try) -> tuple[Blocks, str]:
         """What quota rules out for this ask: per (region or ``*``, model; None for CPU-only work) the
         reason; and, when that is every pool in every region, the reasons joined (it then waits on
-        quota alone, without being placed)."""
-        ledger, tenant = self.ledger, t.tenant
-        regions = ledger.terms[tenant].regions
+        quota alone, without being placed). CPUs and memory are checked once, each family once."""
+        ledger, tenant, spec = self.ledger, t.tenant, t.ask.spec
+        terms = ledger.terms[tenant]
+        n = float(spec.accelerator.count)
         blocks: Blocks = {}
-        for pool in t.pools:
-            use = self._use(t, pool)
-            model = pool[1] if pool else None
-            why = ledger.misfit(tenant, use, pool[0] if pool else None, model)
+        scopes: list[tuple[str, Callable[[str, float], str]]] = [("*", partial(ledger.over, tenant))]
+        scopes += [(r, partial(ledger.region_over, tenant, r)) for r in terms.regions]
+        for scope, over in scopes:
+            why = over(CPUS, spec.cpus) or over(MEMORY_GB, spec.memory_gb)
             if why:
-                blocks[("*", model)] = why
+                for pool in t.pools:
+                    blocks.setdefault((scope, pool[1] if pool else None), why)
                 continue
-            for region in regions:
-                why = ledger.region_misfit(tenant, region, use)
+            family_why: dict[str, str] = {}
+            for pool in t.pools:
+                if pool is None or ("*", pool[1]) in blocks:
+                    continue
+                f, m = pool
+                if scope == "*" and f not in terms.named and m not in terms.named:
+                    blocks[("*", m)] = f"tenant {tenant} has no quota for {f} ({m})"
+                    continue
+                fam = family_why.get(f)
+                if fam is None:
+                    fam = family_why[f] = over(f, n)
+                why = fam or over(m, n)
                 if why:
-                    blocks[(region, model)] = why
+                    blocks[(scope, m)] = why
         if blocks and all(("*", p[1] if p else None) in blocks or all(
                 (r, p[1] if p else None) in blocks for r in self.regions) for p in t.pools):
             return blocks, "; ".join(dict.fromkeys(blocks.values()))
@@ -482,6 +496,16 @@ def _victim_order(r: _Row) -> tuple[int, float, str]:
     return (r.value, -r.held.admitted_at, r.held.key)
 
 
+def _ordered(buckets: Sequence[_Bucket]) -> Iterable[_Row]:
+    """The rows of ``buckets`` in victim order (each bucket sorted once, then merged lazily: a pick
+    usually reads only the first few)."""
+    for b in buckets:
+        if not b.ordered:
+            b.rows.sort(key=_victim_order)
+            b.ordered = True
+    return heapq.merge(*(b.rows for b in buckets), key=_victim_order)
+
+
 def _shape(spec: WorkloadSpec) -> Shape:
     """What placement reads of a spec (not its name, tenant, or admission fields)."""
     acc = spec.accelerator
@@ -490,22 +514,23 @@ def _shape(spec: WorkloadSpec) -> Shape:
 
 
 class _Row(NamedTuple):
-    """A held row as preemption reads it (computed once per cycle)."""
+    """A held row as preemption reads it."""
 
     held: Held
     value: int  # its class's value
-    budget: dict[str, float] | None  # what taking it counts against its tenant's borrowing (None: unbounded)
 
 
 class _Bucket:
     """The rows of one (DC, tenant, class), and what those not yet chosen hold (a bound read before
     any row is: most asks find too little to preempt, and learn it here)."""
 
-    __slots__ = ("tenant", "cohort", "value", "preemptible", "rows", "acc", "least", "most", "cpus", "memory_gb")
+    __slots__ = ("tenant", "cohort", "value", "preemptible", "rows", "ordered", "acc", "least", "most", "cpus",
+                 "memory_gb")
 
     def __init__(self, tenant: str, cohort: str | None, value: int, preemptible: bool) -> None:
         self.tenant, self.cohort, self.value, self.preemptible = tenant, cohort, value, preemptible
         self.rows: list[_Row] = []
+        self.ordered = False  # rows sorted in victim order (on first need)
         self.acc: dict[str, float] = {}
         self.least: dict[str, float] = {}  # per model, the fewest accelerators one row holds
         self.most: dict[str | None, float] = {}  # per model (None: CPUs), the most one row holds
@@ -549,9 +574,17 @@ class _Victims:
                 b = here[(h.tenant, h.priority_class)] = _Bucket(
                     h.tenant, terms.cohort if terms is not None else None, pc.value if pc is not None else 0,
                     pc is not None and pc.preemptible)
-            b.rows.append(_Row(h, b.value, self._budget(h)))
+            b.rows.append(_Row(h, b.value))
             b.count(h)
             self.bucket_of[h.key] = b
+        self.most: dict[str, dict[str | None, float]] = {}  # per DC: the most one row holds (model; None: CPUs)
+        for dc, here in self.buckets.items():
+            most: dict[str | None, float] = {}
+            for b in here.values():
+                for k, n in b.most.items():
+                    most[k] = max(most.get(k, 0.0), n)
+            self.most[dc] = most
+        self.budgets: dict[str, dict[str, float] | None] = {}
         self.chosen: set[str] = set()
         self.borrowed: dict[str, tuple[int, dict[str, float]]] = {}  # tenant -> (ledger version, borrowed)
         # (dc, model, tenant, class value, reclaim) -> what such an ask may preempt there at most. Kept
@@ -568,13 +601,16 @@ class _Victims:
         """What taking ``h`` (another tenant's) counts against what its tenant borrows: its accelerators
         on the dimensions the tenant's quota names (its CPUs for CPU-only work); None: not bounded
         (a tenant no longer configured: all it holds is borrowed)."""
+        if h.key in self.budgets:
+            return self.budgets[h.key]
         terms = self.ledger.terms.get(h.tenant)
-        if terms is None:
-            return None
-        use = charges(h.family, h.resources)
-        if h.resources.accelerators:
-            return {k: n for k, n in use.items() if k in terms.named and k not in (CPUS, MEMORY_GB)}
-        return {CPUS: use[CPUS]}
+        got: dict[str, float] | None = None
+        if terms is not None:
+            use = charges(h.family, h.resources)
+            got = {k: n for k, n in use.items() if k in terms.named and k not in (CPUS, MEMORY_GB)} \
+                if h.resources.accelerators else {CPUS: use[CPUS]}
+        self.budgets[h.key] = got
+        return got
 
     def _left(self, tenant: str) -> tuple[dict[str, float], dict[str, float]]:
         """What ``tenant`` borrows now, and what it has given back this cycle."""
@@ -627,9 +663,9 @@ class _Victims:
         return acc, cpus, mem, theirs, mine
 
     def choose(self, cycle: _Cycle, t: _Try, dcs: Sequence[str], blocks: Blocks) -> Preempt | None:
-        """The victims in the DC needing the fewest (then whose oldest is newest, then the first of
-        ``dcs``); None if no DC has enough this ask may preempt. Each (DC, pool) gets a lower bound on
-        its victims first; only those that could still win are tried."""
+        """The victims in the DC needing the fewest; None if no DC has enough this ask may preempt. Each
+        (DC, pool) gets a lower bound on its victims first (what it could give at most, the largest row
+        there); they are tried by (bound, order in ``dcs``) until none left could need fewer."""
         cohort = self.ledger.terms[t.tenant].cohort
         spec, value, tenant = t.ask.spec, t.value, t.tenant
         rooms: dict[tuple[str, str | None], float] = {}
@@ -655,25 +691,18 @@ class _Victims:
                 acc, cpus, mem, theirs, mine = got
                 if acc < need[0] - _EPS or cpus < need[1] - _EPS or mem < need[2] - _EPS:
                     continue  # not enough to preempt here, whichever rows
-                both = (*theirs, *mine)
-                per_row = max((b.most.get(model, 0.0) for b in both), default=0.0) if model else 0.0
-                least = max(1, _rows_for(need[0], per_row),
-                            _rows_for(need[1], max((b.most.get(None, 0.0) for b in both), default=0.0)),
-                            _rows_for(need[2], max((b.most.get(MEMORY_GB, 0.0) for b in both), default=0.0)))
+                most = self.most[dc]
+                least = max(1, _rows_for(need[0], most.get(model, 0.0) if model else 0.0),
+                            _rows_for(need[1], most.get(None, 0.0)), _rows_for(need[2], most.get(MEMORY_GB, 0.0)))
                 options.append((least, rank, dc, model, cap, theirs, mine))
         options.sort(key=lambda o: (o[0], o[1]))
-        best: tuple[tuple[int, float, int], str, list[Held]] | None = None
-        for least, rank, dc, model, cap, theirs, mine in options:
-            if best is not None and least > best[0][0]:
-                break
-            rows = sorted((r for b in theirs for r in b.rows), key=_victim_order)
-            rows += sorted((r for b in mine for r in b.rows), key=_victim_order)
-            picked = self._fit(cap, model, t, rows)
-            if picked is None:
-                continue
-            score = (len(picked), -min(h.admitted_at for h in picked), rank)
-            if best is None or score < best[0]:
-                best = (score, dc, picked)
+        best: tuple[int, str, list[Held]] | None = None
+        for least, _, dc, model, cap, theirs, mine in options:
+            if best is not None and least >= best[0]:
+                break  # no DC left can need fewer victims
+            picked = self._fit(cap, model, t, itertools.chain(_ordered(theirs), _ordered(mine)))
+            if picked is not None and (best is None or len(picked) < best[0]):
+                best = (len(picked), dc, picked)
         if best is None:
             return None
         _, dc, picked = best
@@ -691,7 +720,7 @@ class _Victims:
                        f"{t.ask.priority_class} work preempts {len(picked)} workload(s) in {dc} "
                        f"({', '.join(whose)}): {', '.join(h.key for h in picked)}")
 
-    def _fit(self, cap: DCCapacity, model: str | None, t: _Try, cands: list[_Row]) -> list[Held] | None:
+    def _fit(self, cap: DCCapacity, model: str | None, t: _Try, cands: Iterable[_Row]) -> list[Held] | None:
         """Victims (in ``cands`` order; another tenant's only within what it borrows) whose release
         makes the ask fit ``cap`` on ``model``, those not needed put back; None if all would not do."""
         spec = t.ask.spec
@@ -711,14 +740,15 @@ class _Victims:
             g = gives(h)
             if not any(x > _EPS and y > 0 for x, y in zip(left, g, strict=True)):
                 continue
-            if h.tenant != t.tenant and r.budget is not None:
+            budget = self._budget(h) if h.tenant != t.tenant else None
+            if budget is not None:
                 room = rooms.get(h.tenant)
                 if room is None:
                     borrowed, taken = self._left(h.tenant)
                     room = rooms[h.tenant] = {k: v - taken.get(k, 0.0) for k, v in borrowed.items()}
-                if any(room.get(k, 0.0) + _EPS < n for k, n in r.budget.items()):
+                if any(room.get(k, 0.0) + _EPS < n for k, n in budget.items()):
                     continue
-                for k, n in r.budget.items():
+                for k, n in budget.items():
                     room[k] = room.get(k, 0.0) - n
             picked.append(h)
             left = [x - y for x, y in zip(left, g, strict=True)]

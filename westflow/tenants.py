@@ -412,24 +412,42 @@ class Ledger:
         terms = self.terms[tenant]
         if model is not None and family not in terms.named and model not in terms.named:
             return f"tenant {tenant} has no quota for {family} ({model})"
-        used = self.used.get(tenant, {})
         for k, n in use.items():
-            if k not in terms.named or n <= 0:
-                continue
-            had, nominal = used.get(k, 0.0), terms.nominal.get(k, 0.0)
-            if had + n <= nominal + _EPS:
-                continue
-            limit = terms.borrow.get(k, 0.0)
-            if had + n > nominal + limit + _EPS:
-                return (f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked, may borrow "
-                        f"{limit:g}" if limit else f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked")
-            cohort = terms.cohort
-            if cohort is None:  # a borrowing limit only in a cohort (parse_tenants)
-                return f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked"
-            pool, total = self.cohort_used[cohort].get(k, 0.0), self.cohort_nominal[cohort].get(k, 0.0)
-            if pool + n > total + _EPS:
-                return (f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked; cohort {cohort} has "
-                        f"{max(0.0, total - pool):g} of {total:g} unused to lend")
+            why = self.over(tenant, k, n)
+            if why:
+                return why
+        return ""
+
+    def over(self, tenant: str, k: str, n: float) -> str:
+        """Why ``n`` more of dimension ``k`` does not fit the tenant's network-wide quota ("" if it does,
+        or if the quota does not name ``k``): past nominal + borrowing limit, or the cohort has not that
+        much unused to lend."""
+        terms = self.terms[tenant]
+        if n <= 0 or k not in terms.named:
+            return ""
+        had, nominal = self.used.get(tenant, {}).get(k, 0.0), terms.nominal.get(k, 0.0)
+        if had + n <= nominal + _EPS:
+            return ""
+        limit = terms.borrow.get(k, 0.0)
+        cohort = terms.cohort
+        if had + n > nominal + limit + _EPS or cohort is None:  # (a borrowing limit only in a cohort)
+            return (f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked, may borrow "
+                    f"{limit:g}" if limit else f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked")
+        pool, total = self.cohort_used[cohort].get(k, 0.0), self.cohort_nominal[cohort].get(k, 0.0)
+        if pool + n > total + _EPS:
+            return (f"tenant {tenant}: {k} {had:g}/{nominal:g} used, {n:g} asked; cohort {cohort} has "
+                    f"{max(0.0, total - pool):g} of {total:g} unused to lend")
+        return ""
+
+    def region_over(self, tenant: str, region: str, k: str, n: float) -> str:
+        """Why ``n`` more of ``k`` does not fit the tenant's quota in ``region`` ("" if it does, or none
+        limits ``k`` there)."""
+        limits = self.terms[tenant].regions.get(region)
+        if not limits or n <= 0 or k not in limits:
+            return ""
+        had, cap = self.region_used.get((tenant, region), {}).get(k, 0.0), limits[k]
+        if had + n > cap + _EPS:
+            return f"tenant {tenant}: {k} {had:g}/{cap:g} used in region {region}, {n:g} asked"
         return ""
 
     def region_misfit(self, tenant: str, region: str, use: Charges) -> str:
