@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("westflow", "westflow_cli", "pipelines", "jobs", "ray_cluster", "storage", "hostprocs", "benchmarks")
+PACKAGES = ("westflow", "westflow_cli", "pipelines", "jobs", "ray_cluster", "storage", "admission", "hostprocs",
+            "benchmarks")
 
 
 def _modules() -> list[Path]:
