@@ -266,3 +266,11 @@ def test_leaders_race_and_take_over(any_url: str) -> None:
     with AdmissionQueue(any_url) as q:
         lease = Leader(q, holder="observer").current()
         assert lease is None or lease.holder == loser
+
+
+@pytest.mark.parametrize("trial", range(10))
+def test_killing_the_leading_controller_mid_cycle_on_postgres(pg_url: str, tmp_path: Path, trial: int) -> None:
+    """The controller crash trial of tests/unit/test_admission_controller.py, against PostgreSQL."""
+    from tests.unit.test_admission_controller import crash_trial
+
+    crash_trial(pg_url, tmp_path, trial)

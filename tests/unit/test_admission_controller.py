@@ -240,7 +240,9 @@ def _crashing_controller(url: str, dcs: tuple[str, ...], barrier: str) -> None:
     q = AdmissionQueue(url)
 
     def pause(write: CycleWrite) -> None:
-        Path(barrier).write_text(json.dumps(sorted(a.key for a in write.admitted)))
+        tmp = Path(barrier + ".tmp")  # whole or absent: the test reads it the moment it exists
+        tmp.write_text(json.dumps(sorted(a.key for a in write.admitted)))
+        tmp.replace(barrier)
         time.sleep(BOUND_S)
 
     _controller(q, net, dcs, holder=f"doomed-{os.getpid()}", ttl_s=1.0, before_commit=pause).cycle()
