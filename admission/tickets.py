@@ -156,10 +156,12 @@ class StepTicket:
             time.sleep(self.poll_s)
 
     def finish(self, state: str = "finished", detail: str = "") -> None:
-        """The step is over: free what it holds (idempotent); stops the heartbeat."""
+        """The step is over: free what it holds (idempotent; nothing to do if it was never queued, or its row
+        already ended, e.g. expired); stops the heartbeat."""
         self._stop_beat.set()
-        if self._beat is not None:
-            self._beat.join(timeout=10)
+        if self._beat is None:
+            return  # never submitted
+        self._beat.join(timeout=10)
         self.queue.finish(self.key, state, detail)
 
     # -- heartbeat and preemption ------------------------------------------------

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # InfeasibleError (exit 3) when no DC could ever take it; nothing is submitted
         p = ticket.admit(spec, network=network, policy=policy, totals=totals, tenants=tenants, owner=owner)
     except QueueTimeout as exc:
-        ticket.finish("expired", str(exc))
+        ticket.finish("cancelled", str(exc))  # a no-op: the row already expired
         print(f"westflow: not admitted: {exc}", file=sys.stderr)
         return EXIT_NOT_ADMITTED
     except BaseException:
