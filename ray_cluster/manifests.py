@@ -47,6 +47,7 @@ __all__ = ["RAY_VERSION", "IMAGE", "NAMESPACE", "DISPATCHER", "DISPATCHER_IMAGE"
            "TOKEN_ENV_PREFIX", "DEFAULT_TOKEN_KEY", "PORTS", "CODE_SERVER_PORT", "NodeGroup", "node_groups",
            "SecretRef", "DispatcherCluster", "DispatcherConfig", "k8s_name", "token_env", "token_secret",
            "jobs_api_url", "kuberay_cluster", "dispatcher_config", "dispatcher_config_map", "dispatcher_deployment",
+           "controller_deployment", "CONTROLLER", "CONTROLLER_FILE", "ADMISSION_SECRET",
            "launcher_config", "render_kuberay", "render_launcher"]
 
 RAY_VERSION = "2.60.0"
@@ -64,6 +65,10 @@ DAGSTER_HOME = "/opt/dagster/dagster_home"
 STATE_DIR = "/var/lib/westflow"
 FEDERATION_DIR = "/etc/westflow"
 PG_SECRET, S3_SECRET = "westflow-dagster-postgres", "westflow-s3"
+ADMISSION_SECRET = "westflow-admission"  # key "url": the admission queue's PostgreSQL URL, shared by every host
+ADMISSION_URL_ENV = "WESTFLOW_ADMISSION_URL"
+CONTROLLER = "westflow-admission-controller"
+CONTROLLER_FILE = f"{CONTROLLER}.yaml"
 _PART_OF = {"app.kubernetes.io/part-of": "westflow"}
 _K8S_ACCEL = {Family.CUDA: "nvidia.com/gpu", Family.CANN: "huawei.com/Ascend910"}
 
@@ -225,7 +230,8 @@ def dispatcher_config_map(network: Network) -> dict[str, Any]:
 def dispatcher_deployment(network: Network) -> dict[str, Any]:
     """The code location (and so the dispatcher) as one pod: every cluster's token by ``secretKeyRef``.
 
-    One replica, replaced by ``Recreate``: the reservation journal is one file in the pod's state dir.
+    One replica, replaced by ``Recreate`` (the code location serves one Dagster deployment); its steps queue in
+    the admission database (PostgreSQL, ``$WESTFLOW_ADMISSION_URL`` from a Secret) shared with the controllers.
     """
     labels = {**_PART_OF, "app.kubernetes.io/name": DISPATCHER}
     fed = dispatcher_config(network)
@@ -234,6 +240,7 @@ def dispatcher_deployment(network: Network) -> dict[str, Any]:
                                  {"name": "WESTFLOW_DEPLOYMENT", "value": "federation"},
                                  {"name": ENV_STATE_DIR, "value": STATE_DIR}]
     env += [_secret_env(c.token_env, c.token_secret) for c in fed.clusters]
+    env.append(_secret_env(ADMISSION_URL_ENV, SecretRef(name=ADMISSION_SECRET, key="url")))
     env += [{"name": "DAGSTER_PG_HOSTNAME", "value": f"postgres.{NAMESPACE}.svc.cluster.local"},  # placeholder
             {"name": "DAGSTER_PG_USERNAME", "value": "dagster"}, {"name": "DAGSTER_PG_DB_NAME", "value": "dagster"},
             _secret_env("DAGSTER_PG_PASSWORD", SecretRef(name=PG_SECRET, key="password"))]
@@ -264,6 +271,30 @@ def dispatcher_deployment(network: Network) -> dict[str, Any]:
                                            "volumes": [{"name": "dagster-home", "emptyDir": {}},
                                                        {"name": "config", "configMap": {"name": DISPATCHER}},
                                                        {"name": "state", "emptyDir": {}}]}}}}
+
+
+def controller_deployment(network: Network) -> dict[str, Any]:
+    """The admission controller, two replicas: one leads (a lease in the admission database), the other takes
+    over within the lease's lifetime when the leader's pod dies. It reads every cluster's live capacity with
+    that cluster's token, as the dispatcher does."""
+    labels = {**_PART_OF, "app.kubernetes.io/name": CONTROLLER}
+    env: list[dict[str, Any]] = [{"name": ENV_STATE_DIR, "value": STATE_DIR},
+                                 _secret_env(ADMISSION_URL_ENV, SecretRef(name=ADMISSION_SECRET, key="url"))]
+    env += [_secret_env(c.token_env, c.token_secret) for c in dispatcher_config(network).clusters]
+    container = {
+        "name": "controller", "image": DISPATCHER_IMAGE,
+        "command": ["westflow", "controller", "--clusters", "inventory", "--state-dir", STATE_DIR],
+        "env": env,
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+        "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}],
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": CONTROLLER, "namespace": NAMESPACE, "labels": labels},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app.kubernetes.io/name": CONTROLLER}},
+                     "strategy": {"type": "RollingUpdate"},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [container],
+                                           "volumes": [{"name": "state", "emptyDir": {}}]}}}}
 
 
 # -- Ray cluster launcher -----------------------------------------------------------------------
@@ -388,6 +419,11 @@ def render_kuberay(network: Network, out_dir: Path) -> list[Path]:
         f"# Its image is a placeholder: {DISPATCHER_IMAGE}. Secrets it reads (never rendered): every cluster's\n"
         f"# token Secret, {PG_SECRET} (password), {S3_SECRET} (endpoint, access_key, secret_key).\n"
         + _dump(*docs))
+    (ctl,) = _checked(network, "ray_clusters", ", ".join(network.ray_clusters()), [controller_deployment(network)])
+    files[CONTROLLER_FILE] = (
+        head + "# The admission controller (`westflow controller`), two replicas, one leading. Secrets it reads\n"
+        f"# (never rendered): {ADMISSION_SECRET} (url: postgresql+psycopg://...), every cluster's token Secret.\n"
+        + _dump(ctl))
     return _write_all(out_dir, files)
 
 

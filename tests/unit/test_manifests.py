@@ -16,6 +16,7 @@ from pipelines.deployments import westflow_resource
 from ray_cluster.federation import Federation
 from ray_cluster.kuberay_schema import ConfigMapDoc, DeploymentDoc, EnvVar, RayClusterDoc, validate_document
 from ray_cluster.manifests import (
+    CONTROLLER_FILE,
     DISPATCHER,
     DISPATCHER_FILE,
     NAMESPACE,
@@ -24,6 +25,7 @@ from ray_cluster.manifests import (
     k8s_name,
     render_kuberay,
     render_launcher,
+    token_env,
 )
 from tests.builders import national
 from tests.unit.test_cli_fuzz import write_small_config
@@ -46,6 +48,8 @@ def _render(n: Network, out: Path) -> tuple[dict[str, RayClusterDoc], ConfigMapD
             if isinstance(typed, RayClusterDoc):
                 assert typed.metadata.name == k8s_name(path.stem.removeprefix("kuberay-"))
                 rays[path.stem.removeprefix("kuberay-")] = typed
+            elif path.name == CONTROLLER_FILE:
+                assert isinstance(typed, DeploymentDoc)
             else:
                 assert path.name == DISPATCHER_FILE
                 others.append(typed)
@@ -63,7 +67,7 @@ def test_kuberay_one_file_per_cluster_with_each_dc_tagged(tmp_path: Path) -> Non
     n = national()
     rays, _, _ = _render(n, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"kuberay-{c}.yaml" for c in n.ray_clusters()] + [DISPATCHER_FILE])
+        [f"kuberay-{c}.yaml" for c in n.ray_clusters()] + [DISPATCHER_FILE, CONTROLLER_FILE])
     seen = set()
     for cluster, doc in rays.items():
         for g in doc.spec.workerGroupSpecs:
@@ -238,3 +242,21 @@ def test_the_code_location_binds_its_pod_ip_only(tmp_path: Path) -> None:
     pod_ip = next(e for e in container.env if e.name == "POD_IP")
     assert pod_ip.valueFrom is not None and pod_ip.valueFrom.fieldRef is not None
     assert pod_ip.valueFrom.fieldRef.fieldPath == "status.podIP"
+
+
+def test_the_admission_controller_runs_two_replicas_on_the_shared_queue_with_every_token(tmp_path: Path) -> None:
+    n = national()
+    _render(n, tmp_path)
+    (doc,) = list(yaml.safe_load_all((tmp_path / CONTROLLER_FILE).read_text()))
+    dep = validate_document(doc)
+    assert isinstance(dep, DeploymentDoc) and dep.spec.replicas == 2  # one leads, one waits to take over
+    (c,) = dep.spec.template.spec.containers
+    assert c.command[:4] == ["westflow", "controller", "--clusters", "inventory"]
+    env = {e.name: e for e in c.env}
+    url = env["WESTFLOW_ADMISSION_URL"].valueFrom
+    assert url is not None and url.secretKeyRef is not None and url.secretKeyRef.name == "westflow-admission"
+    for cluster in n.ray_clusters():
+        assert token_env(cluster) in env
+    _, _, dispatcher = _render(n, tmp_path / "again")
+    (code,) = dispatcher.spec.template.spec.containers
+    assert "WESTFLOW_ADMISSION_URL" in {e.name for e in code.env}  # the steps queue in the same database

@@ -19,6 +19,7 @@ from types import FrameType
 
 from admission.controller import Controller
 from admission.database import masked
+from ray_cluster.federation import Federation
 from westflow.config import load_network
 from westflow.placement import POLICY_NAMES, get_policy
 from westflow_cli.admitting import queue_of, tenants_of
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--db", default=None, help="the queue's database URL (default: $WESTFLOW_ADMISSION_URL, else "
                    "SQLite in the state dir)")
     p.add_argument("--policy", default="westflow", choices=POLICY_NAMES)
+    p.add_argument("--clusters", default="auto", choices=("auto", "inventory"),
+                   help="auto: the clusters `westflow up` recorded (or $WESTFLOW_RAY_ADDRESS); inventory: every "
+                   "cluster of network.yaml, each token from $WESTFLOW_RAY_TOKEN_<NAME> (production)")
     p.add_argument("--once", action="store_true", help="run one cycle and exit")
     p.add_argument("--interval", type=float, default=None, help="seconds between cycles (default: tenants.yaml)")
     p.add_argument("--lease-ttl", type=float, default=5.0, help="seconds a dead leader's lease outlives it")
@@ -45,7 +49,7 @@ def _log(line: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     base = load_network(args.config_dir) if args.config_dir else load_network()
-    fed = federation_of(args.state_dir, base)
+    fed = Federation.of_network(base) if args.clusters == "inventory" else federation_of(args.state_dir, base)
     network = fed.grouped(base)
     tenants = tenants_of(args.config_dir, network)
     queue = queue_of(args.state_dir, args.db)
