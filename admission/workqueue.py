@@ -279,6 +279,20 @@ class AdmissionQueue:
         with read_transaction(self.engine) as conn:
             return {s: n for s, n in conn.execute(select(W.state, func.count()).group_by(W.state))}
 
+    def tally(self) -> dict[tuple[str, str, str], int]:
+        """Live workloads per ``(tenant, priority class, state)`` (pending, admitted, preempting)."""
+        with read_transaction(self.engine) as conn:
+            got = conn.execute(select(W.tenant, W.priority_class, W.state, func.count())
+                               .where(W.state.in_(LIVE)).group_by(W.tenant, W.priority_class, W.state))
+            return {(t, c, st): n for t, c, st, n in got}
+
+    def decision_tally(self) -> dict[tuple[str, str], int]:
+        """Every decision ever recorded per ``(tenant, kind)`` (the source of the exporter's counters)."""
+        with read_transaction(self.engine) as conn:
+            got = conn.execute(select(W.tenant, D.kind, func.count()).select_from(DECISIONS.join(
+                WORKLOADS, D.key == W.key)).group_by(W.tenant, D.kind))
+            return {(t, k): n for t, k, n in got}
+
     # -- the controller's cycle ------------------------------------------------------------------
     def apply(self, write: CycleWrite, lease: Lease) -> bool:
         """Write one cycle's decisions in one transaction if ``lease`` still holds (renewing it).
