@@ -298,3 +298,44 @@ class CycleWrite:
     def __post_init__(self) -> None:
         for key in (*self.expire, *self.abandon):
             check_key(key)
+
+
+# -- metering (admission.metering reads and writes it; migration r0002) ------------------------------
+
+USAGE_STATUSES: Final = ("SUCCEEDED", "FAILED", "STOPPED", "PREEMPTED", "LOST")
+
+
+class UsageEntry(Base):
+    """One Ray job that ran: append-only, one row per ``ray_job_id`` (the key that makes writes idempotent)."""
+
+    __tablename__ = "usage"
+    __table_args__ = (
+        CheckConstraint(_in("status", USAGE_STATUSES), name="ck_usage_status"),
+        Index("ix_usage_end", "end_at"),
+        Index("ix_usage_tenant_end", "tenant", "end_at"),
+    )
+
+    ray_job_id: Mapped[str] = mapped_column(String(KEY_MAX), primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(NAME_MAX))
+    data_center: Mapped[str] = mapped_column(String(NAME_MAX))
+    region: Mapped[str] = mapped_column(String(NAME_MAX))
+    tenant: Mapped[str] = mapped_column(String(NAME_MAX))
+    run_id: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    step: Mapped[str | None] = mapped_column(String(KEY_MAX))
+    accelerator_model: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    accelerators: Mapped[int] = mapped_column(Integer)
+    cpus: Mapped[float] = mapped_column(Double)
+    memory_gb: Mapped[float] = mapped_column(Double)
+    start_at: Mapped[float] = mapped_column(Double)
+    end_at: Mapped[float] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(16))
+    accelerator_hours: Mapped[float] = mapped_column(Double)
+    cpu_hours: Mapped[float] = mapped_column(Double)
+    kwh: Mapped[float] = mapped_column(Double)
+    cny: Mapped[float] = mapped_column(Double)
+    transfer_gb: Mapped[float] = mapped_column(Double)
+    transfer_cny: Mapped[float] = mapped_column(Double)
+    preemptions: Mapped[int] = mapped_column(Integer)
+    failovers: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[float] = mapped_column(Double)
+    recorded_by: Mapped[str] = mapped_column(String(16))

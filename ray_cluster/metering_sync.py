@@ -1,0 +1,101 @@
+"""The metering reconciler: meter every westflow Ray job that ended without a usage record.
+
+A job's record is normally written by the process that followed it; if that process died (killed
+between the job's end and its commit, a host lost), the job would go unbilled. :func:`reconcile`
+reads each cluster's job table (Ray's ``list_jobs``: status, start and end in ms, metadata), keeps
+the ended jobs westflow priced at submission (metadata ``admission.metering.USAGE_KEY``, written
+with ``JOB_DC``), and writes a record for each one that has none. Writes are
+``ON CONFLICT DO NOTHING`` on the Ray job id, so a reconciler racing the writer or another
+reconciler never writes a job twice. A cluster that does not answer is reported, never waited on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from admission.metering import Meter, UsageRecord, usage_from_job
+from ray_cluster.dispatch import JOB_DC, TERMINAL
+from ray_cluster.federation import Federation
+
+__all__ = ["JobLister", "ReconcileReport", "reconcile", "cluster_listers"]
+
+JobLister = Callable[[], Iterable[Any]]  # one cluster's jobs: objects shaped like Ray's JobDetails
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    """What one pass did: records written, jobs already metered, westflow jobs it could not price, clusters
+    that did not answer (name, why), and how long it took."""
+
+    written: int
+    already: int
+    unpriced: tuple[str, ...]
+    unreachable: tuple[tuple[str, str], ...]
+    seconds: float
+
+
+def _listed(lister: JobLister) -> list[Any]:
+    return list(lister())
+
+
+def _jobs_of(fed: Federation, name: str) -> list[Any]:
+    return list(fed.dispatcher(name).client().list_jobs())
+
+
+def _status(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _records(jobs: Iterable[Any]) -> tuple[list[UsageRecord], list[str]]:
+    out: list[UsageRecord] = []
+    unpriced: list[str] = []
+    for j in jobs:
+        meta = getattr(j, "metadata", None) or {}
+        status = _status(getattr(j, "status", ""))
+        if JOB_DC not in meta or status not in TERMINAL:
+            continue  # not westflow's, or still running
+        job_id = getattr(j, "submission_id", None) or getattr(j, "job_id", None) or ""
+        rec = usage_from_job(str(job_id), metadata=meta, status=status, start_ms=getattr(j, "start_time", None),
+                             end_ms=getattr(j, "end_time", None)) if job_id else None
+        if rec is None:
+            unpriced.append(str(job_id))
+        else:
+            out.append(rec)
+    return out, unpriced
+
+
+def reconcile(meter: Meter, listers: Mapping[str, JobLister], *, timeout_s: float = 30.0) -> ReconcileReport:
+    """One pass over every cluster's job table (read concurrently); see the module doc."""
+    t0 = time.perf_counter()
+    unreachable: list[tuple[str, str]] = []
+    found: list[UsageRecord] = []
+    unpriced: list[str] = []
+    pool = ThreadPoolExecutor(max_workers=max(1, len(listers)), thread_name_prefix="westflow-meter")
+    try:
+        futures = {name: pool.submit(_listed, f) for name, f in sorted(listers.items())}
+        deadline = time.monotonic() + timeout_s
+        for name, fut in futures.items():
+            try:
+                recs, bad = _records(fut.result(timeout=max(0.0, deadline - time.monotonic())))
+            except Exception as exc:  # noqa: BLE001 - an unreachable cluster is reported, the others go on
+                unreachable.append((name, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"))
+                continue
+            found += recs
+            unpriced += bad
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a cluster that hangs is not waited for
+    known = meter.known(r.ray_job_id for r in found)
+    missing = [r for r in found if r.ray_job_id not in known]
+    written = meter.record_many(missing, by="reconciler") if missing else 0
+    return ReconcileReport(written, len(found) - written, tuple(unpriced), tuple(unreachable),
+                           time.perf_counter() - t0)
+
+
+def cluster_listers(fed: Federation) -> dict[str, JobLister]:
+    """Each cluster's job table through its dispatcher's Jobs API client (token auth included)."""
+    return {name: partial(_jobs_of, fed, name) for name in fed.names}
