@@ -1,61 +1,96 @@
-"""Steps through the production path (issue 12): live capacity, reservation, Ray Job.
+"""Steps through the production path (issues 12 and 14): live capacity, the admission queue, a Ray Job.
 
-Each step does what :class:`pipelines.resources.WestflowResource` does for a
-Dagster step before its job runs: one read of live capacity and totals through
-the dashboard (:func:`ray_cluster.live.capacity_and_totals` over a
-:class:`~ray_cluster.live.DashboardReader`), one
-:meth:`~ray_cluster.reservations.Reservations.reserve` on the host's journal,
-and, when placed, one :meth:`ray_cluster.dispatch.Dispatcher.submit` of the
-command :func:`ray_cluster.dispatch.entrypoint` builds, pinned by
-``placement.ray.job_options()`` (Ray's job supervisor holds those entrypoint
-resources while the job runs). The command is :mod:`benchmarks.hold_job`, which
-holds until its release file exists. A submission that fails releases the
-step's reservation, as a failing step does.
+Each step does what :class:`pipelines.resources.WestflowResource` does for a Dagster step
+before its job runs, with the resource's own parts (:class:`Production`: its federation,
+grouped network, tenants, queue and policy): one read of live capacity and totals through
+the dashboard, ``StepTicket.admit`` on the durable queue (the never-fits check, a queued
+row, and a wait in which the step runs the admission cycle on live capacity itself while no
+controller leads; see :class:`benchmarks.load_bench.Side`), and, when admitted, one
+:meth:`ray_cluster.dispatch.Dispatcher.submit` of the command
+:func:`ray_cluster.dispatch.entrypoint` builds, pinned by ``placement.ray.job_options()``.
+The command is :mod:`benchmarks.hold_job`, which holds until its release file exists. A
+submission that fails finishes the step's ticket as failed, as a failing step does.
 
-:class:`JobSteps` runs many steps at once from spawned processes with threads
-each, released together; :func:`watch_running` follows the jobs in Ray's job
-list (one ``list_jobs`` per poll) and says when each was first seen RUNNING.
+:class:`JobSteps` runs many steps at once from spawned processes with threads each;
+:func:`watch_running` follows the jobs in Ray's job list (one ``list_jobs`` per poll) and
+says when each was first seen RUNNING.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from benchmarks.load_bench import Attempt, Outcome, attempt
+from admission.controller import Controller
+from admission.workqueue import AdmissionQueue
+from benchmarks.load_bench import Attempt, Outcome, Side, Spread, percentile, worker
 from ray_cluster.access import ClusterAccess
-from ray_cluster.dispatch import JOB_SUBMISSION, Dispatcher, entrypoint
-from ray_cluster.live import DashboardReader, capacity_and_totals
-from ray_cluster.reservations import Reservations
-from ray_cluster.retry import RetryPolicy
+from ray_cluster.dispatch import JOB_SUBMISSION, entrypoint
+from ray_cluster.federation import Federation
+from westflow.capacity import Capacity
 from westflow.inventory import Network
-from westflow.placement import Placement, get_policy
+from westflow.placement import Placement, Policy, get_policy
 from westflow.spec import WorkloadSpec
+from westflow.tenants import Tenants
 
-__all__ = ["Step", "JobSteps", "HOLD_MODULE", "JOB_LOAD", "submission_id", "hold_command", "release_path",
-           "watch_running", "Watch", "RUNNING_OR_LATER", "touch_all", "percentile", "job_env"]
+__all__ = ["Step", "JobSteps", "Production", "HOLD_MODULE", "JOB_LOAD", "CLUSTER_TIMEOUT_S", "submission_id",
+           "hold_command", "release_path", "watch_running", "Watch", "RUNNING_OR_LATER", "touch_all", "percentile",
+           "job_env"]
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD_MODULE = "benchmarks.hold_job"
 JOB_LOAD = "westflow.load"  # Ray job metadata: the load run (its submission-id prefix) a job belongs to
 RUNNING_OR_LATER = frozenset({"RUNNING", "SUCCEEDED", "FAILED", "STOPPED"})
+# WestflowResource.cluster_timeout_s for the load: 1,000 steps on 2 cores make a dashboard read take
+# seconds; the 1 s default would read the cluster as unreachable and refuse steps that fit.
+CLUSTER_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Production:
+    """The parts a step of ``WestflowResource`` places with, made by the resource itself."""
+
+    federation: Federation
+    network: Network  # grouped: each DC in the cluster that runs it here
+    tenants: Tenants
+    policy: Policy
+    queue: AdmissionQueue
+
+    @classmethod
+    def of(cls, access: ClusterAccess, state_dir: Path | str, *, admission_url: str | None = None,
+           cluster_timeout_s: float = CLUSTER_TIMEOUT_S) -> Production:
+        """The resource's federation, network, tenants, policy and queue for one cluster at ``access``."""
+        from pipelines.resources import WestflowResource
+
+        resource = WestflowResource(ray_address=access.dashboard_url, ray_auth_token=access.token,
+                                    state_dir=str(state_dir), admission_url=admission_url,
+                                    cluster_timeout_s=cluster_timeout_s)
+        fed = resource.federation()
+        network = resource.network(fed)
+        return cls(fed, network, resource.tenants(network), get_policy(resource.policy), resource.queue())
+
+    def capacity(self) -> tuple[Capacity, Capacity]:
+        """Live capacity and totals, one concurrent read of every cluster (the controller's read)."""
+        return self.federation.capacity_and_totals(self.network)
+
+    def controller(self, holder: str) -> Controller:
+        """A controller as ``WestflowResource.controller`` builds it (``holder``: who leads)."""
+        return Controller(self.queue, tenants=self.tenants, network=self.network, policy=self.policy,
+                          capacity=self.capacity, holder=holder)
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step's answer: its attempt, and for a placed one the Ray job it became (or why not)."""
+    """One step's answer: its attempt, and for an admitted one the Ray job it became (or why not)."""
 
     attempt: Attempt
     submission_id: str | None = None  # the Ray job id (Dispatcher.submit returns the submission id)
     submitted: float = 0.0  # time.time() right before the submission
-    error: str = ""  # the submission failed (the reservation was released)
+    error: str = ""  # the submission failed (the step's ticket was finished as failed)
 
     @property
     def outcome(self) -> Outcome:
@@ -63,7 +98,7 @@ class Step:
 
 
 def submission_id(prefix: str, spec: WorkloadSpec) -> str:
-    """The step's stable Ray submission id: one per step, whatever round places it."""
+    """The step's stable Ray submission id: one per step, whatever round admits it."""
     return f"{prefix}-{spec.name}"
 
 
@@ -84,93 +119,63 @@ def job_env() -> dict[str, str]:
 
 # -- worker processes --------------------------------------------------------------------------
 
-_W: dict[str, Any] = {}
+
+def _init(url: str, token: str, state_dir: str, admission_url: str, release_dir: str, ends: str, prefix: str,
+          python: str) -> None:
+    prod = Production.of(ClusterAccess(url, token), state_dir, admission_url=admission_url)
+    for name in prod.federation.names:
+        prod.federation.dispatcher(name).client()  # its constructor calls the server: not in the timed phase
+    w = worker()
+    w.update(prod=prod, release=release_dir, prefix=prefix, python=python,
+             side=Side(prod.queue, prod.network, prod.tenants, prod.policy, prod.capacity, prefix=prefix, ends=ends))
 
 
-def _init(journal: str, network: Network, url: str, token: str, release_dir: str, prefix: str, python: str,
-          barrier: Any) -> None:
-    access = ClusterAccess(url, token)
-    dispatcher = Dispatcher(access, retry=RetryPolicy(attempts=4))
-    dispatcher.client()  # its constructor calls the server: once per process, not in the timed phase
-    _W.update(journal=Reservations(journal), network=network, reader=DashboardReader(url, token),
-              dispatcher=dispatcher, release=release_dir, prefix=prefix, python=python, barrier=barrier,
-              policy=get_policy("westflow"), access=access)
-
-
-def _step(spec: WorkloadSpec, submit: bool = True) -> Step:
-    """Read live capacity, reserve, submit: one step of the production path (``submit=False``: no job)."""
-    journal: Reservations = _W["journal"]
-    live, totals = capacity_and_totals(_W["network"], _W["reader"])
-    a = attempt(journal, _W["policy"], _W["network"], spec, live, totals, owner=f"load {spec.name}")
-    if a.outcome is not Outcome.PLACED or not submit:
+def _step(spec: WorkloadSpec) -> Step:
+    """Read live capacity, queue and wait for the cycle's decision, submit: one step of the production path."""
+    w = worker()
+    side: Side = w["side"]
+    a = side.admit(spec)
+    if a.outcome is not Outcome.ADMITTED:
         return Step(a)
-    assert a.placement is not None and a.ticket is not None
-    sid = submission_id(_W["prefix"], spec)
-    command = hold_command(_W["python"], a.placement, release_path(_W["release"], sid))
+    assert a.placement is not None
+    sid = submission_id(w["prefix"], spec)
+    command = hold_command(w["python"], a.placement, release_path(w["release"], sid))
     t = time.time()
     try:
-        _W["dispatcher"].submit(a.placement, command, env=job_env(), submission_id=sid,
-                                metadata={JOB_LOAD: _W["prefix"]})
+        w["prod"].federation.dispatcher(a.placement.ray_cluster).submit(
+            a.placement, command, env=job_env(), submission_id=sid, metadata={JOB_LOAD: w["prefix"]})
     except Exception as exc:  # noqa: BLE001 - reported per step; a failed step holds nothing
-        journal.release(a.ticket)
+        side.finish(a.key, "failed", f"submission failed: {exc}"[:500])
         return Step(a, error=f"{type(exc).__name__}: {str(exc)[:300]}")
     return Step(a, sid, t)
 
 
-def _raw(p: Placement, sid: str) -> float:
+def _raw(item: tuple[Placement, str]) -> float:
     """The baseline: ``JobSubmissionClient.submit_job`` of the same command and resources, nothing else."""
+    p, sid = item
+    w = worker()
     t = time.time()
-    _W["dispatcher"].client().submit_job(entrypoint=hold_command(_W["python"], p, release_path(_W["release"], sid)),
-                                         submission_id=sid, runtime_env={"env_vars": job_env()},
-                                         metadata={JOB_LOAD: _W["prefix"], JOB_SUBMISSION: sid},
-                                         **p.ray.job_options())
+    w["prod"].federation.dispatcher(p.ray_cluster).client().submit_job(
+        entrypoint=hold_command(w["python"], p, release_path(w["release"], sid)), submission_id=sid,
+        runtime_env={"env_vars": job_env()}, metadata={JOB_LOAD: w["prefix"], JOB_SUBMISSION: sid},
+        **p.ray.job_options())
     return t
-
-
-def _run_all(fn: Callable[..., Any], items: Sequence[Any], threads: int, gate: Callable[[], None]) -> list[Any]:
-    go = threading.Event()
-
-    def one(item: Any) -> Any:
-        go.wait()
-        return fn(*item) if isinstance(item, tuple) else fn(item)
-
-    with ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(one, x) for x in items]
-        gate()
-        go.set()
-        return [f.result(timeout=600) for f in futures]
-
-
-def _chunk_steps(specs: Sequence[WorkloadSpec], threads: int) -> list[Step]:
-    return _run_all(_step, specs, threads, lambda: _W["barrier"].wait(120))
-
-
-def _chunk_reserve(specs: Sequence[WorkloadSpec], threads: int) -> list[Step]:
-    return _run_all(lambda spec: _step(spec, submit=False), specs, threads, lambda: _W["barrier"].wait(120))
-
-
-def _chunk_raw(items: Sequence[tuple[Placement, str]], threads: int) -> list[float]:
-    return _run_all(_raw, items, threads, lambda: _W["barrier"].wait(120))
 
 
 class JobSteps:
     """``processes`` spawned processes with ``threads`` threads each, running steps at once.
 
-    Reservations are held by the worker processes (they live until :meth:`close`), as a step's
-    is held by its step process.
+    Each process is a step process: it keeps its tickets beating and finishes each when the
+    file ``ends/<queue key>`` appears (the processes live until :meth:`close`).
     """
 
-    def __init__(self, journal: Path | str, network: Network, access: ClusterAccess, release_dir: Path | str,
-                 *, prefix: str, processes: int = 4, threads: int = 8, python: str = "python") -> None:
-        if processes < 1:
-            raise ValueError(f"Invalid processes {processes!r}; must be >= 1.")
-        self.processes, self.threads, self.prefix = processes, threads, prefix
-        ctx = mp.get_context("spawn")
-        self._barrier = ctx.Barrier(processes + 1)
-        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            processes, mp_context=ctx, initializer=_init,
-            initargs=(str(journal), network, access.dashboard_url, access.token, str(release_dir), prefix, python,
-                      self._barrier))
+    def __init__(self, access: ClusterAccess, state_dir: Path | str, admission_url: str, release_dir: Path | str,
+                 ends: Path | str, *, prefix: str, processes: int = 4, threads: int = 8,
+                 python: str = "python") -> None:
+        self.prefix = prefix
+        self._spread = Spread(_init, (access.dashboard_url, access.token or "", str(state_dir), admission_url,
+                                      str(release_dir), str(ends), prefix, python),
+                              processes=processes, threads=threads)
 
     def __enter__(self) -> JobSteps:
         return self
@@ -179,39 +184,16 @@ class JobSteps:
         self.close()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self._spread.close()
 
-    def _spread(self, fn: Callable[..., list[Any]], items: Sequence[Any]) -> tuple[list[Any], float, list[int]]:
-        assert self._pool is not None, "closed"
-        n = self.processes
-        chunks = [list(items[i::n]) for i in range(n)]  # round-robin: kinds and order mix in every process
-        futures = [self._pool.submit(fn, c, self.threads) for c in chunks]
-        self._barrier.wait(120)  # every process holds a chunk and its threads are at the gate
-        t0 = time.perf_counter()
-        results = [f.result(timeout=900) for f in futures]
-        elapsed = time.perf_counter() - t0
-        out: list[Any] = [None] * len(items)
-        for i, chunk in enumerate(results):
-            out[i::n] = chunk
-        return out, elapsed, [len(c) for c in chunks]
-
-    def run(self, specs: Sequence[WorkloadSpec], *, submit: bool = True) -> tuple[list[Step], float]:
-        """Every spec's step (in spec order) and the seconds from the common start to the last answer;
-        ``submit=False`` stops each step after its reservation (no Ray job)."""
-        if not specs:
-            return [], 0.0
-        steps, elapsed, _ = self._spread(_chunk_steps if submit else _chunk_reserve, specs)
-        return steps, elapsed
+    def run(self, specs: Sequence[WorkloadSpec]) -> tuple[list[Step], float]:
+        """Every spec's step (in spec order) and the seconds from the common start to the last answer."""
+        return self._spread.map(_step, specs)
 
     def raw(self, jobs: Sequence[tuple[Placement, str]]) -> tuple[list[float], float]:
         """The baseline: submit ``(placement, submission id)`` jobs with the bare Jobs API client, at once.
         Returns each job's submission time and the seconds to the last answer."""
-        if not jobs:
-            return [], 0.0
-        times, elapsed, _ = self._spread(_chunk_raw, jobs)
-        return times, elapsed
+        return self._spread.map(_raw, jobs)
 
 
 @dataclass
@@ -259,10 +241,3 @@ def touch_all(release_dir: Path | str, ids: Iterable[str]) -> None:
     """End the held jobs ``ids``."""
     for sid in ids:
         release_path(release_dir, sid).touch()
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q * len(s) + 0.5)) - 1))] if s else float("nan")
-

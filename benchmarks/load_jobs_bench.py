@@ -5,15 +5,18 @@ temp state dir, or the running one with ``--attach``: a single-cluster network
 such as ``westflow up --profile configs/local-one-cluster.yaml`` starts, since
 every job goes to the one Jobs API in ``$WESTFLOW_RAY_ADDRESS``), two phases from the same worker processes and threads:
 
-1. production: every step reads live capacity through the dashboard, reserves
-   on one journal and, when placed, is submitted by ``Dispatcher.submit`` as a
-   Ray Job (:mod:`benchmarks.load_jobs`); all start together;
-2. baseline: the placed steps' jobs again, same command and same entrypoint
+1. production: every step reads live capacity through the dashboard, goes
+   through ``StepTicket.admit`` on one SQLite admission queue (queued, then
+   decided by the admission cycle that a waiting step runs itself on live
+   capacity while no controller leads) and, when admitted, is submitted by
+   ``Dispatcher.submit`` as a Ray Job (:mod:`benchmarks.load_jobs`); all start
+   together. Steps that wait stop waiting once a cycle has decided them;
+2. baseline: the admitted steps' jobs again, same command and same entrypoint
    resources, each a bare ``JobSubmissionClient.submit_job`` (no capacity read,
-   no reservation, no dispatcher); all start together.
+   no queue, no dispatcher); all start together.
 
-Between the phases the jobs are released and the dashboard shows the network
-empty again. Time to RUNNING: the main process polls ``list_jobs`` every
+Between the phases the jobs are released, their steps end (their tickets
+finished), and the dashboard shows the network empty again. Time to RUNNING: the main process polls ``list_jobs`` every
 0.25 s; a job's time is the first poll that shows it RUNNING (or ended) minus
 the moment its submission call started (a wall clock read in the submitting
 thread), so each figure is late by at most one poll plus one ``list_jobs``.
@@ -28,13 +31,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load_bench import Outcome, make_specs
+from admission.database import sqlite_url
+from admission.workqueue import AdmissionQueue
+from benchmarks.load_bench import Outcome, await_final, end_all, make_specs
 from benchmarks.load_jobs import JobSteps, percentile, touch_all, watch_running
 from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import TERMINAL
 from ray_cluster.live import DashboardReader
 from ray_cluster.local import LocalNetwork, Ports, free_port, load_profile
-from ray_cluster.reservations import Reservations
 from westflow.config import load_network
 
 __all__ = ["run_jobs_bench"]
@@ -96,35 +100,40 @@ def run_jobs_bench(*, requests: int, processes: int, threads: int, attach: bool)
         client = JobSubmissionClient(access.dashboard_url, headers=access.headers())
         reader = DashboardReader(access.dashboard_url, access.token)
         _await_empty(reader)
-        release = tmp / "release"
+        release, ends = tmp / "release", tmp / "ends"
         release.mkdir()
+        ends.mkdir()
         prefix = f"wf-loadbench-{secrets.token_hex(4)}"
-        journal = Reservations(tmp / "reservations.json")
+        url = sqlite_url(tmp / "queue")
+        queue = AdmissionQueue(url)  # migrated before the processes start
         specs = [s for _, s in make_specs(requests)]
-        with JobSteps(journal.path, network, access, release, prefix=prefix, processes=processes,
+        with JobSteps(access, tmp / "queue", url, release, ends, prefix=prefix, processes=processes,
                       threads=threads) as js:
             t0 = time.time()
             steps, elapsed = js.run(specs)
             counts = Counter(s.outcome.value for s in steps)
             errors = [s.error for s in steps if s.error]
-            placed = [s for s in steps if s.submission_id]
-            ids = [s.submission_id for s in placed if s.submission_id]
-            waits, last = _phase(client, ids, {s.submission_id: s.submitted for s in placed if s.submission_id},
+            admitted = [s for s in steps if s.submission_id]
+            ids = [s.submission_id for s in admitted if s.submission_id]
+            waits, last = _phase(client, ids, {s.submission_id: s.submitted for s in admitted if s.submission_id},
                                  t0, prefix)
-            print(f"production path: {len(steps)} steps (live read, reservation, Dispatcher.submit) from "
-                  f"{processes} processes x {threads} threads in {elapsed:.2f} s = {len(steps) / elapsed:,.1f} "
-                  f"steps/s (placed {counts['placed']}, waiting {counts['waiting']}, refused {counts['refused']}, "
-                  f"submission errors {len(errors)})")
+            decided = [s.attempt.decided_s for s in steps]
+            print(f"production path: {len(steps)} steps (live read, StepTicket.admit on the queue, "
+                  f"Dispatcher.submit) from {processes} processes x {threads} threads in {elapsed:.2f} s = "
+                  f"{len(steps) / elapsed:,.1f} steps/s (admitted {counts['admitted']}, waiting "
+                  f"{counts['waiting']}, refused {counts['refused']}, submission errors {len(errors)}); "
+                  f"StepTicket.admit to its answer p50 {percentile(decided, 0.5):.2f} s, "
+                  f"p99 {percentile(decided, 0.99):.2f} s")
             print("  " + _summary("production", len(ids), elapsed, waits, last))
             touch_all(release, ids)
             ended = _await_ended(client, ids)
-            for s in placed:
-                if s.attempt.ticket:
-                    journal.release(s.attempt.ticket)
+            keys = [r.key for r in queue.holding()]
+            end_all(ends, keys)
+            await_final(queue, keys)
             _await_empty(reader)
 
-            raw_jobs = [(s.attempt.placement, f"{prefix}-raw-{s.attempt.spec.name}") for s in placed
-                        if s.attempt.placement is not None and s.outcome is Outcome.PLACED]
+            raw_jobs = [(s.attempt.placement, f"{prefix}-raw-{s.attempt.spec.name}") for s in admitted
+                        if s.attempt.placement is not None and s.outcome is Outcome.ADMITTED]
             t0 = time.time()
             times, raw_elapsed = js.raw(raw_jobs)
             raw_ids = [sid for _, sid in raw_jobs]
@@ -137,8 +146,9 @@ def run_jobs_bench(*, requests: int, processes: int, threads: int, attach: bool)
               f"p50 to RUNNING {percentile(waits, 0.5) / percentile(raw_waits, 0.5):.2f}x, "
               f"p99 {percentile(waits, 0.99) / percentile(raw_waits, 0.99):.2f}x, "
               f"all RUNNING {last / raw_last:.2f}x")
-        print(f"jobs ended: production {dict(ended)}, baseline {dict(raw_ended)}; reservations left: "
-              f"{len(journal.held())}")
+        print(f"jobs ended: production {dict(ended)}, baseline {dict(raw_ended)}; queue rows: "
+              f"{dict(sorted(queue.counts().items()))} (the waiting steps' processes closed: cancelled)")
+        queue.close()
     finally:
         if net is not None:
             net.down()
