@@ -158,13 +158,14 @@ class _Plan:
                            self.failovers if failovers is None else failovers)
 
 
-def usage_record(p: Placement, *, job_id: str, start: float, end: float, status: str, network: Network,
+def usage_record(p: Placement, *, job_id: str, start: float, end: float, status: str, network: Network | None,
                  run_id: str | None = None, step: str | None = None, preemptions: int = 0,
                  failovers: int = 0) -> UsageRecord:
     """The record of a job placed by ``p`` that ran from ``start`` to ``end`` (Ray's times, epoch seconds).
 
     Energy and CNY are the placement's (its one formula) scaled from the spec's planned hours to the
     hours run; data moved is the spec's inputs outside the DC's region, at the placement's price.
+    ``network``, when given, must know the placement's DC.
     """
     return _Plan.of(p, network, run_id=run_id, step=step).priced(job_id, start, end, status,
                                                                  preemptions=preemptions, failovers=failovers)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,6 +39,7 @@ from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
 from ray_cluster.federation import DEFAULT_TIMEOUT_S, Federation
 from ray_cluster.live import NodeView
 from ray_cluster.local import recorded_serve_url
+from ray_cluster.metering_sync import job_metadata, meter_job
 from ray_cluster.retry import RetryPolicy
 from ray_cluster.serving import SERVE_URL_ENV, Services
 from ray_cluster.shipping import DEFAULT_MAX_FILE_MB, CodeConfig, Shipment, check_module, ship
@@ -278,8 +280,10 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                                    context_injector=dg.PipesEnvContextInjector(),
                                    extras={"westflow_data_center": p.data_center}) as session:
             env = {**self.job_env(p), **session.get_bootstrap_env_vars()}
-            job_id = dispatcher.submit(p, self._entrypoint(module, args, p), env=env, submission_id=sid,
-                                       metadata={JOB_DAGSTER_RUN: context.run_id}, code=code)
+            step, submitted = context.get_step_execution_context().step.key, time.time()
+            job_id = dispatcher.submit(p, self._entrypoint(module, args, p), env=env, submission_id=sid, code=code,
+                                       metadata={JOB_DAGSTER_RUN: context.run_id,
+                                                 **job_metadata(p, run_id=context.run_id, step=step)})
             context.log.info(f"westflow: Ray job {job_id} submitted to Ray cluster {p.ray_cluster} "
                              f"({access.dashboard_url})")
             session.report_launched({"extras": {"ray_job_id": job_id, "ray_address": access.dashboard_url}})
@@ -300,6 +304,9 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 raise
             finally:
                 done.set()
+        meter_job(self.queue, dispatcher, p, job_id, status=outcome.status, submitted_at=submitted,
+                  run_id=context.run_id, step=step, preempted=preempted is not None and preempted.is_set(),
+                  log_fn=context.log.warning)  # never raises: a record it could not write, the reconciler writes
         report: dict[str, Any] = {}
         if outcome.succeeded:
             report = dict(dg.PipesClientCompletedInvocation(session).get_materialize_result().metadata or {})

@@ -11,6 +11,7 @@ reconciler never writes a job twice. A cluster that does not answer is reported,
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +19,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from admission.metering import Meter, UsageRecord, usage_from_job
-from ray_cluster.dispatch import JOB_DC, TERMINAL
+from admission.metering import Meter, UsageRecord, job_metadata, usage_from_job, usage_record
+from admission.workqueue import AdmissionQueue
+from ray_cluster.dispatch import JOB_DC, LOST, TERMINAL, Dispatcher
 from ray_cluster.federation import Federation
+from westflow.placement import Placement
 
-__all__ = ["JobLister", "ReconcileReport", "reconcile", "cluster_listers"]
+__all__ = ["JobLister", "ReconcileReport", "reconcile", "cluster_listers", "meter_job", "job_metadata"]
 
+_log = logging.getLogger("westflow.metering")
 JobLister = Callable[[], Iterable[Any]]  # one cluster's jobs: objects shaped like Ray's JobDetails
 
 
@@ -99,3 +103,33 @@ def reconcile(meter: Meter, listers: Mapping[str, JobLister], *, timeout_s: floa
 def cluster_listers(fed: Federation) -> dict[str, JobLister]:
     """Each cluster's job table through its dispatcher's Jobs API client (token auth included)."""
     return {name: partial(_jobs_of, fed, name) for name in fed.names}
+
+
+def meter_job(open_queue: Callable[[], AdmissionQueue], dispatcher: Dispatcher, p: Placement, job_id: str, *,
+              status: str, submitted_at: float, run_id: str | None = None, step: str | None = None,
+              preempted: bool = False, log_fn: Callable[[str], None] | None = None) -> UsageRecord | None:
+    """Write the record of a job that ended (the writer's side); never raises.
+
+    Start and end are Ray's (one ``get_job_info``); a job whose cluster was lost (``LOST``) has none to
+    read, so it is metered from ``submitted_at`` to now. A job stopped for a preemption is ``PREEMPTED``.
+    Any failure is logged and left to the reconciler, which meters the job from Ray's job table.
+    """
+    try:
+        start, end = submitted_at, time.time()
+        if status != LOST:
+            info = dispatcher.client().get_job_info(job_id)
+            start = info.start_time / 1000.0 if info.start_time else start
+            end = info.end_time / 1000.0 if info.end_time else end
+        final = "PREEMPTED" if preempted and status == "STOPPED" else status
+        rec = usage_record(p, job_id=job_id, start=start, end=end, status=final, network=None, run_id=run_id,
+                           step=step, preemptions=int(final == "PREEMPTED"), failovers=int(final == LOST))
+        queue = open_queue()
+        try:
+            Meter(queue).record(rec)
+        finally:
+            queue.close()
+        return rec
+    except Exception as exc:  # noqa: BLE001 - metering never fails a step: the reconciler catches up
+        (log_fn or _log.warning)(f"westflow: usage of Ray job {job_id} not recorded now ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())[:200]}); the reconciler meters it from Ray's job table")
+        return None

@@ -26,7 +26,7 @@ from westflow.placement import Placement, place
 
 FORK = mp.get_context("fork")  # the writer is killed in its transaction: fork starts it in milliseconds
 BOUND_S = 60.0
-T0 = 1_793_000_000.0  # 2026-10-27 (UTC): a fixed instant, so periods are stable
+T0 = 1_793_000_000.0  # 2026-10-26 (UTC): a fixed instant, so periods are stable
 
 
 @dataclass
@@ -241,3 +241,130 @@ def test_a_writer_that_committed_is_not_metered_again(meter: Meter) -> None:
     rec = usage_from_job("j", metadata=job.metadata, status="SUCCEEDED", start_ms=job.start_time, end_ms=job.end_time)
     assert rec is not None and meter.record(rec)
     assert reconcile(meter, {"c": lambda: [job]}).written == 0 and meter.count() == 1
+
+
+# -- westflow usage / westflow bill ------------------------------------------------------------------------
+
+NOV = 1_793_548_800.0  # 2026-11-02 00:00 Asia/Shanghai
+
+
+@pytest.fixture
+def billed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[UsageRecord]]:
+    """A state dir whose meter holds two tenants' November jobs and one October job."""
+    monkeypatch.delenv("WESTFLOW_ADMISSION_URL", raising=False)
+    state = tmp_path / "state"
+    recs = [rec_of(f"nov-{i}", tenant=("recsys", "retail-ai")[i % 3 == 0], end=NOV + i * 3600, hours=1 + i % 4)
+            for i in range(30)] + [rec_of("oct", end=NOV - 5 * 86400)]
+    q = AdmissionQueue.local(state)
+    Meter(q).record_many(recs)
+    q.close()
+    return state, recs
+
+
+def cli(*argv: str) -> int:
+    from westflow_cli.main import main
+
+    return main(list(argv))
+
+
+def test_usage_prints_a_table_per_tenant_and_json(billed: tuple[Path, list[UsageRecord]],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    state, recs = billed
+    assert cli("usage", "--state-dir", str(state)) == 0
+    out = capsys.readouterr().out
+    assert "recsys" in out and "retail-ai" in out and "total" in out
+    assert cli("usage", "--state-dir", str(state), "--tenant", "retail-ai", "--from", "2026-11-01", "--to",
+               "2026-11-30", "--by", "day", "--json") == 0
+    rows = json_of(capsys.readouterr().out)
+    mine = [r for r in recs if r.tenant == "retail-ai" and r.ray_job_id != "oct"]
+    assert sum(r["jobs"] for r in rows) == len(mine)
+    assert sum(r["accelerator_hours"] for r in rows) == pytest.approx(sum(r.accelerator_hours for r in mine))
+    assert {r["day"] for r in rows} <= {"2026-11-02", "2026-11-03"}
+
+
+def json_of(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_a_tenants_bill_sums_its_records_and_reruns_byte_identical(billed: tuple[Path, list[UsageRecord]],
+                                                                   tmp_path: Path, ext: str) -> None:
+    import pyarrow.parquet as pq
+
+    state, recs = billed
+    out, again = tmp_path / f"bill.{ext}", tmp_path / f"again.{ext}"
+    for path in (out, again):
+        assert cli("bill", "--state-dir", str(state), "--tenant", "retail-ai", "--period", "2026-11", "--out",
+                   str(path)) == 0
+    assert out.read_bytes() == again.read_bytes()
+    lines = pq.read_table(out).to_pylist() if ext == "parquet" else list(csv_rows(out))
+    mine = [r for r in recs if r.tenant == "retail-ai" and r.ray_job_id != "oct"]
+    assert {r["tenant"] for r in lines} == {"retail-ai"} and {r["kind"] for r in lines} == {"usage"}
+    assert sum(int(r["jobs"]) for r in lines) == len(mine)
+    assert sum(float(r["total_cny"]) for r in lines) == pytest.approx(sum(r.cny + r.transfer_cny for r in mine),
+                                                                      abs=1e-5)
+
+
+def csv_rows(path: Path) -> Iterator[dict[str, str]]:
+    import csv
+
+    with path.open(newline="") as f:
+        yield from csv.DictReader(f)
+
+
+def test_the_operators_bill_has_an_idle_line_per_dc(billed: tuple[Path, list[UsageRecord]], tmp_path: Path) -> None:
+    state, recs = billed
+    out = tmp_path / "all.csv"
+    assert cli("bill", "--state-dir", str(state), "--period", "2026-11", "--out", str(out)) == 0
+    lines = list(csv_rows(out))
+    idle = {r["data_center"]: r for r in lines if r["kind"] == "idle"}
+    assert set(idle) == {d.id for d in national().data_centers if d.accelerator_total}
+    dc = recs[0].data_center
+    used = sum(r.accelerator_hours for r in recs if r.data_center == dc and r.ray_job_id != "oct")
+    capacity = national().dc(dc).accelerator_total * 30 * 24
+    assert float(idle[dc]["accelerator_hours"]) == pytest.approx(capacity - used, abs=1e-5)
+    assert float(idle[dc]["idle_share"]) == pytest.approx((capacity - used) / capacity, abs=1e-6)
+
+
+@pytest.mark.parametrize(("argv", "field"), [
+    (["--tenant", "nobody", "--period", "2026-11", "--out", "{tmp}/b.csv"], "tenant"),
+    (["--period", "2999-01", "--out", "{tmp}/b.csv"], "--period"),
+    (["--period", "2026-13", "--out", "{tmp}/b.csv"], "--period"),
+    (["--period", "2026-11", "--out", "{tmp}/missing/b.csv"], "--out"),
+    (["--period", "2026-11", "--out", "{tmp}/b.xlsx"], "--out"),
+    (["--period", "2026-11", "--out", "{tmp}"], "--out"),
+], ids=["unknown-tenant", "future", "month-13", "no-dir", "bad-ext", "a-directory"])
+def test_bad_bill_input_exits_2_with_one_line(billed: tuple[Path, list[UsageRecord]], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str], argv: list[str], field: str) -> None:
+    state, _ = billed
+    code = cli("bill", "--state-dir", str(state), *(a.replace("{tmp}", str(tmp_path)) for a in argv))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and field in err
+
+
+def test_an_unwritable_out_exits_2(billed: tuple[Path, list[UsageRecord]], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    state, _ = billed
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: a read-only directory is still writable")
+        assert cli("bill", "--state-dir", str(state), "--period", "2026-11", "--out", str(locked / "b.csv")) == 2
+        assert "--out" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize(("argv", "field"), [(["--tenant", "nobody"], "tenant"), (["--from", "2026-13-01"], "--from"),
+                                             (["--from", "2026-11-05", "--to", "2026-11-01"], "--to")],
+                         ids=["unknown-tenant", "bad-date", "to-before-from"])
+def test_bad_usage_input_exits_2_with_one_line(billed: tuple[Path, list[UsageRecord]],
+                                               capsys: pytest.CaptureFixture[str], argv: list[str], field: str) -> None:
+    state, _ = billed
+    assert cli("usage", "--state-dir", str(state), *argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err

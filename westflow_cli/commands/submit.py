@@ -18,12 +18,14 @@ import os
 import secrets
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
 from admission.controller import Controller
 from admission.tickets import QueueTimeout, StepTicket
 from ray_cluster.dispatch import short_message
+from ray_cluster.metering_sync import job_metadata, meter_job
 from ray_cluster.shipping import (
     DEFAULT_MAX_FILE_MB,
     INSTALLERS,
@@ -155,11 +157,14 @@ def run(args: argparse.Namespace) -> int:
         env = {"WESTFLOW_REGION": p.region, "WESTFLOW_PLACED_DC": p.data_center,
                TASK_RESOURCES_ENV: json.dumps(p.ray.task_options(), sort_keys=True)}
         sid = f"westflow-submit-{spec.name}-{secrets.token_hex(4)}"
+        submitted = time.time()
         job_id = dispatcher.submit(p, shlex.join(command), env=env, submission_id=sid, code=code,
-                                   metadata={"westflow.submitted_by": "westflow submit"})
+                                   metadata={"westflow.submitted_by": "westflow submit", **job_metadata(p)})
         print(f"Ray job {job_id} at {p.data_center} (Ray cluster {p.ray_cluster}): {access.job_url(job_id)}\n",
               flush=True)
         outcome = dispatcher.wait(job_id, on_log=lambda line: print(line, flush=True))
+        meter_job(lambda: queue_of(args.state_dir, args.db), dispatcher, p, job_id, status=outcome.status,
+                  submitted_at=submitted, log_fn=lambda line: print(line, file=sys.stderr))  # never raises
         job_id, state = "", "finished" if outcome.succeeded else "failed"
     except BaseException as exc:  # interrupted, or the job could not be followed: it does not run on
         if job_id:
