@@ -260,8 +260,8 @@ class Meter:
         ids = list(dict.fromkeys(job_ids))
         out: set[str] = set()
         with read_transaction(self.engine) as conn:
-            for i in range(0, len(ids), 500):
-                out.update(conn.execute(select(U.ray_job_id).where(U.ray_job_id.in_(ids[i:i + 500]))).scalars())
+            for i in range(0, len(ids), _CHUNK):
+                out.update(conn.execute(select(U.ray_job_id).where(U.ray_job_id.in_(ids[i:i + _CHUNK]))).scalars())
         return out
 
     def _where(self, q: Select[Any], tenant: str | None, start: float | None, end: float | None) -> Select[Any]:

@@ -55,19 +55,26 @@ def _status(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def _records(jobs: Iterable[Any]) -> tuple[list[UsageRecord], list[str]]:
-    out: list[UsageRecord] = []
-    unpriced: list[str] = []
+def _ended(jobs: Iterable[Any]) -> list[tuple[str, str, Any]]:
+    """(job id, status, job) of every ended westflow job (not the running ones, not others' jobs)."""
+    out = []
     for j in jobs:
         meta = getattr(j, "metadata", None) or {}
         status = _status(getattr(j, "status", ""))
-        if JOB_DC not in meta or status not in TERMINAL:
-            continue  # not westflow's, or still running
-        job_id = getattr(j, "submission_id", None) or getattr(j, "job_id", None) or ""
-        rec = usage_from_job(str(job_id), metadata=meta, status=status, start_ms=getattr(j, "start_time", None),
-                             end_ms=getattr(j, "end_time", None)) if job_id else None
+        job_id = getattr(j, "submission_id", None) or getattr(j, "job_id", None)
+        if JOB_DC in meta and status in TERMINAL and job_id:
+            out.append((str(job_id), status, j))
+    return out
+
+
+def _priced(ended: Iterable[tuple[str, str, Any]]) -> tuple[list[UsageRecord], list[str]]:
+    out: list[UsageRecord] = []
+    unpriced: list[str] = []
+    for job_id, status, j in ended:
+        rec = usage_from_job(job_id, metadata=j.metadata, status=status, start_ms=getattr(j, "start_time", None),
+                             end_ms=getattr(j, "end_time", None))
         if rec is None:
-            unpriced.append(str(job_id))
+            unpriced.append(job_id)
         else:
             out.append(rec)
     return out, unpriced
@@ -77,27 +84,23 @@ def reconcile(meter: Meter, listers: Mapping[str, JobLister], *, timeout_s: floa
     """One pass over every cluster's job table (read concurrently); see the module doc."""
     t0 = time.perf_counter()
     unreachable: list[tuple[str, str]] = []
-    found: list[UsageRecord] = []
-    unpriced: list[str] = []
+    ended: list[tuple[str, str, Any]] = []
     pool = ThreadPoolExecutor(max_workers=max(1, len(listers)), thread_name_prefix="westflow-meter")
     try:
         futures = {name: pool.submit(_listed, f) for name, f in sorted(listers.items())}
         deadline = time.monotonic() + timeout_s
         for name, fut in futures.items():
             try:
-                recs, bad = _records(fut.result(timeout=max(0.0, deadline - time.monotonic())))
+                ended += _ended(fut.result(timeout=max(0.0, deadline - time.monotonic())))
             except Exception as exc:  # noqa: BLE001 - an unreachable cluster is reported, the others go on
                 unreachable.append((name, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"))
-                continue
-            found += recs
-            unpriced += bad
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # a cluster that hangs is not waited for
-    known = meter.known(r.ray_job_id for r in found)
-    missing = [r for r in found if r.ray_job_id not in known]
+    known = meter.known(job_id for job_id, _, _ in ended)  # priced only when not metered yet
+    missing, unpriced = _priced(e for e in ended if e[0] not in known)
     written = meter.record_many(missing, by="reconciler") if missing else 0
-    return ReconcileReport(written, len(found) - written, tuple(unpriced), tuple(unreachable),
-                           time.perf_counter() - t0)
+    already = len(ended) - len(unpriced) - written
+    return ReconcileReport(written, already, tuple(unpriced), tuple(unreachable), time.perf_counter() - t0)
 
 
 def cluster_listers(fed: Federation) -> dict[str, JobLister]:
