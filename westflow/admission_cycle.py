@@ -20,9 +20,11 @@ clock. ``admission_cycle(pending, held, ...) -> CycleResult``, a pipeline of nam
 4. **preempt** (:meth:`_Cycle._preempt`), for an ask that failed on capacity (never on latency,
    accelerator, deadline or quota) and is not already ``awaiting_preemption``: in a DC that
    failed it on capacity, workloads it may displace are (a) *reclaim*: when the ask is within its
-   tenant's nominal quota, other tenants' work of a class no higher, up to what those tenants
-   borrow; (b) *priority*: ``preemptible`` work of a lower class, of the ask's own tenant, or of
-   others only up to what they borrow. Candidates in order: other tenants' (borrowed) first, then
+   tenant's nominal quota, other tenants' work (same cohort) of a class no higher, up to what those
+   tenants borrow, and only while the ask's tenant would not end with a larger weighted share than
+   the victim's (Kueue's fair-sharing guard: reclaim never undoes the weights); (b) *priority*:
+   ``preemptible`` work of a lower class, of the ask's own tenant, or of others only up to what
+   they borrow. Candidates in order: other tenants' (borrowed) first, then
    the lowest class, then the newest (least work lost); taken until the ask fits, then any not
    needed are put back. The DC needing the fewest victims wins (DCs are tried in order of a lower
    bound on their victims, then in the order of the rejection table; the first to need the fewest
@@ -35,6 +37,7 @@ Best effort: an ask that does not fit never blocks later ones. Every ask ends in
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -247,26 +250,42 @@ class _Order:
         raise StopIteration
 
 
+class _Facts:
+    """What a cycle reads of a network that does not change: per DC its region, size and inventory
+    position; each model's family; memos of the DCs near a city and of the pools a request can use."""
+
+    def __init__(self, network: Network) -> None:
+        self.tables = tables_for(network)
+        self.region = dict(zip(self.tables.ids, self.tables.region, strict=True))
+        self.regions = tuple(sorted(set(self.tables.region)))
+        self.family_of = {p.model: p.family.value for d in network.data_centers for p in d.pools}
+        self.size = {d.id: (float(d.accelerator_total), float(d.cpus)) for d in network.data_centers}
+        self.index = {dc: i for i, dc in enumerate(self.tables.ids)}
+        self.near: dict[tuple[str | None, float | None], tuple[str, ...]] = {}
+        self.near_set: dict[tuple[str | None, float], frozenset[str]] = {}
+        self.pools_of: dict[tuple[Family, str | None], tuple[Pool, ...]] = {}
+
+
+@functools.lru_cache(maxsize=8)
+def _facts(network: Network) -> _Facts:
+    return _Facts(network)
+
+
 class _Cycle:
     def __init__(self, pending: Sequence[Ask], held: Sequence[Held], tenants: Tenants, network: Network,
                  capacity: Capacity, policy: Policy, ledger: Ledger) -> None:
         self.pending, self.held, self.tenants, self.network, self.policy = pending, held, tenants, network, policy
         self.ledger = ledger
         self.free: dict[str, DCCapacity] = dict(capacity)
-        self.tables = tables_for(network)
-        self.region = dict(zip(self.tables.ids, self.tables.region, strict=True))
-        self.regions = tuple(sorted(set(self.tables.region)))
-        self.family_of = {p.model: p.family.value for d in network.data_centers for p in d.pools}
-        self.size = {d.id: (float(d.accelerator_total), float(d.cpus)) for d in network.data_centers}
+        facts = _facts(network)
+        self.tables, self.region, self.regions = facts.tables, facts.region, facts.regions
+        self.family_of, self.size, self.index = facts.family_of, facts.size, facts.index
+        self.near, self.near_set, self.pools_of = facts.near, facts.near_set, facts.pools_of
         self.failed: dict[Shape, _Failed] = {}
         self.no_victims: set[tuple[object, ...]] = set()  # (DCs failed on capacity, tenant, need, class value)
         self.over_quota: dict[tuple[object, ...], str] = {}
         self.views: dict[Shape, tuple[int, dict[str, DCCapacity]]] = {}  # (len(changed) when built, view)
         self.changed: list[str] = []  # the DC of each admission, in order
-        self.index = {dc: i for i, dc in enumerate(self.tables.ids)}
-        self.near: dict[tuple[str | None, float | None], tuple[str, ...]] = {}
-        self.near_set: dict[tuple[str | None, float], frozenset[str]] = {}
-        self.pools_of: dict[tuple[Family, str | None], tuple[Pool, ...]] = {}
         self.admitted: list[Admit] = []
         self.waiting: list[Wait] = []
         self.preempt: list[Preempt] = []
@@ -700,7 +719,9 @@ class _Victims:
         for least, _, dc, model, cap, theirs, mine in options:
             if best is not None and least >= best[0]:
                 break  # no DC left can need fewer victims
-            picked = self._fit(cap, model, t, itertools.chain(_ordered(theirs), _ordered(mine)))
+            pool = next(p for p in t.pools if (p[1] if p else None) == model)
+            after = self.ledger.share(tenant, cycle._use(t, pool))
+            picked = self._fit(cap, model, t, itertools.chain(_ordered(theirs), _ordered(mine)), after)
             if picked is not None and (best is None or len(picked) < best[0]):
                 best = (len(picked), dc, picked)
         if best is None:
@@ -720,9 +741,13 @@ class _Victims:
                        f"{t.ask.priority_class} work preempts {len(picked)} workload(s) in {dc} "
                        f"({', '.join(whose)}): {', '.join(h.key for h in picked)}")
 
-    def _fit(self, cap: DCCapacity, model: str | None, t: _Try, cands: Iterable[_Row]) -> list[Held] | None:
-        """Victims (in ``cands`` order; another tenant's only within what it borrows) whose release
-        makes the ask fit ``cap`` on ``model``, those not needed put back; None if all would not do."""
+    def _fit(self, cap: DCCapacity, model: str | None, t: _Try, cands: Iterable[_Row],
+             after: float) -> list[Held] | None:
+        """Victims (in ``cands`` order; another tenant's only within what it borrows, and, taken to
+        reclaim, only while the ask's tenant would not end with a larger weighted share than the
+        victim's (``after``: its share once the ask is admitted), as Kueue's fair sharing reclaims)
+        whose release makes the ask fit ``cap`` on ``model``, those not needed put back; None if all
+        would not do."""
         spec = t.ask.spec
         left = [spec.accelerator.count - cap.free.get(model, 0) if model else 0,
                 spec.cpus - cap.free_cpus, spec.memory_gb - cap.free_memory_gb]
@@ -733,6 +758,7 @@ class _Victims:
 
         picked: list[Held] = []
         rooms: dict[str, dict[str, float]] = {}  # per other tenant, what it borrows and has not given back
+        gone: dict[str, dict[str, float]] = {}  # per other tenant, minus what it gives back this cycle
         for r in cands:
             if max(left) <= _EPS:
                 break
@@ -740,6 +766,16 @@ class _Victims:
             g = gives(h)
             if not any(x > _EPS and y > 0 for x, y in zip(left, g, strict=True)):
                 continue
+            b = self.bucket_of[h.key]
+            if h.tenant != t.tenant and not (b.preemptible and b.value < t.value):  # taken to reclaim
+                minus = gone.get(h.tenant)
+                if minus is None:
+                    minus = gone[h.tenant] = {k: -n for k, n in self.taken.get(h.tenant, {}).items()}
+                use = {k: -n for k, n in charges(h.family, h.resources).items()}
+                if after > self.ledger.share(h.tenant, minus, use) + _EPS:
+                    continue
+                for k, n in use.items():
+                    minus[k] = minus.get(k, 0.0) + n
             budget = self._budget(h) if h.tenant != t.tenant else None
             if budget is not None:
                 room = rooms.get(h.tenant)

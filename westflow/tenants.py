@@ -362,26 +362,39 @@ class Ledger:
 
     def add(self, tenant: str, region: str, family: str | None, resources: Resources, sign: int = 1) -> None:
         """Count (``sign`` 1) or release (-1) a use of ``resources`` by ``tenant`` in ``region``."""
-        got = charges(family, resources)
         terms = self.terms.get(tenant)
-        mine = self.used.setdefault(tenant, {})
-        here = self.region_used.setdefault((tenant, region), {})
+        mine = self.used.get(tenant)
+        if mine is None:
+            mine = self.used[tenant] = {}
+        here = self.region_used.get((tenant, region))
+        if here is None:
+            here = self.region_used[(tenant, region)] = {}
         pool = self.cohort_used[terms.cohort] if terms is not None and terms.cohort is not None else None
-        for k, n in got.items():
-            mine[k] = mine.get(k, 0.0) + sign * n
-            here[k] = here.get(k, 0.0) + sign * n
-            if pool is not None and terms is not None and k in terms.named:
-                pool[k] = pool.get(k, 0.0) + sign * n
+        named = terms.named if terms is not None else frozenset()
+        items = [(CPUS, resources.cpus), (MEMORY_GB, resources.memory_gb)]
+        for model, n in resources.accelerators.items():
+            if n:
+                items.append((model, n))
+                if family:
+                    items.append((family, n))
+        for k, n in items:
+            n *= sign
+            mine[k] = mine.get(k, 0.0) + n
+            here[k] = here.get(k, 0.0) + n
+            if pool is not None and k in named:
+                pool[k] = pool.get(k, 0.0) + n
         self.version[tenant] = self.version.get(tenant, 0) + 1
 
-    def share(self, tenant: str) -> float:
-        """The tenant's dominant share (:func:`dominant_share`) of what it uses now."""
+    def share(self, tenant: str, *deltas: Mapping[str, float]) -> float:
+        """The tenant's dominant share (:func:`dominant_share`) of what it uses now, plus ``deltas``."""
         terms = self.terms.get(tenant)
         if terms is None:
             return math.inf
         used, worst = self.used.get(tenant, {}), 0.0
         for k, q in terms.nominal.items():
             n = used.get(k, 0.0)
+            for d in deltas:
+                n += d.get(k, 0.0)
             if n > _EPS:
                 worst = max(worst, math.inf if q <= 0 else n / q)
         return worst / terms.weight

@@ -191,20 +191,23 @@ def test_a_workload_that_does_not_fit_does_not_block_later_ones() -> None:
 def test_weights_two_to_one_flooding_one_pool_converge_to_two_to_one_accelerator_hours() -> None:
     # One pool of 96 H800 (yrd_demo); both tenants keep 40 asks of 4 H800 for 1-3 h pending at every
     # cycle. Equal nominal quotas (48 each, the pool), free to borrow; the share is use / nominal / weight.
+    # Preemptions are carried out (the victim stops; its hours not run are not counted): reclaim within
+    # nominal must not undo the weights.
     free_to_borrow = {"accelerators": {"cuda": 96}}
     t = tenants({"name": "heavy", "weight": 2, "quota": quota(cuda=48), "borrowing_limit": free_to_borrow},
                 {"name": "light", "weight": 1, "quota": quota(cuda=48), "borrowing_limit": free_to_borrow})
-    running: list[tuple[int, Held]] = []  # (end step, row)
+    running: dict[str, tuple[int, Held]] = {}  # key -> (end step, row)
     hours = {"heavy": 0.0, "light": 0.0}
     made = {"heavy": 0, "light": 0}
     pending: dict[str, list[Ask]] = {"heavy": [], "light": []}
+    preempted = 0
     for step in range(80):
         for name, queue in pending.items():
             while len(queue) < 40:
                 i = made[name] = made[name] + 1
                 queue.append(ask(f"{name}-{i}", name, "H800:4", at=float(i), duration_hours=1 + i % 3))
-        running = [r for r in running if r[0] > step]
-        hold = [r[1] for r in running]
+        running = {k: r for k, r in running.items() if r[0] > step}
+        hold = [r[1] for r in running.values()]
         capacity = caps()
         capacity["yrd_demo"] = DCCapacity({"H800": 96 - int(sum(h.resources.accelerator_count for h in hold))},
                                           4096.0, 32768.0, 0.0)
@@ -213,12 +216,17 @@ def test_weights_two_to_one_flooding_one_pool_converge_to_two_to_one_accelerator
             tenant = a.placement.spec.tenant
             pending[tenant] = [p for p in pending[tenant] if p.key != a.key]
             d = a.placement.spec.duration_hours
-            running.append((step + int(d), held_of(a.placement, a.key, tenant, "production", a.family, float(step))))
+            running[a.key] = (step + int(d), held_of(a.placement, a.key, tenant, "production", a.family, float(step)))
             if step >= 10:  # past the first fill
                 hours[tenant] += 4 * d
+        for victim in (v for p in r.preempt for v in p.victims):
+            end, row = running.pop(victim)
+            preempted += 1
+            if step >= 10:
+                hours[row.tenant] -= 4 * (end - step)
         assert all(p.placement.data_center == "yrd_demo" for p in r.admitted)
     ratio = hours["heavy"] / hours["light"]
-    assert 2 * 0.9 <= ratio <= 2 * 1.1, (ratio, hours)
+    assert 2 * 0.9 <= ratio <= 2 * 1.1, (ratio, hours, preempted)
 
 
 # -- preemption -----------------------------------------------------------------------------------
@@ -260,6 +268,16 @@ def test_preemption_never_takes_more_than_another_tenant_borrowed() -> None:
     hold = [held("b-1", "b", "yrd_demo", "H800", 8, at=1.0), held("b-2", "b", "yrd_demo", "H800", 8, at=2.0)]
     r = run([rt("rt16", "a", "H800:16")], hold, t, caps())  # 16 needed, b borrows 8: not enough
     assert not r.preempt
+
+
+def test_reclaim_never_undoes_the_weights() -> None:
+    # b (weight 3) borrows 8 past its nominal 8 but its weighted share, 16 / 8 / 3, is below what a's
+    # would be after the ask, 8 / 8 / 1: no reclaim
+    t = tenants({"name": "a", "quota": quota(cuda=8)},
+                {"name": "b", "weight": 3, "quota": quota(cuda=8), "borrowing_limit": {"accelerators": {"cuda": 8}}})
+    hold = [held("b-1", "b", "yrd_demo", "H800", 8, "production", at=1.0),
+            held("b-2", "b", "yrd_demo", "H800", 8, "production", at=2.0)]
+    assert not run([ask("a1", "a", "H800:8")], hold, t, caps()).preempt
 
 
 def test_reclaim_within_nominal_displaces_borrowed_production_up_to_what_was_borrowed() -> None:

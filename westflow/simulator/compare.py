@@ -5,23 +5,37 @@ from __future__ import annotations
 import multiprocessing as mp
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from westflow.inventory import Network
 from westflow.placement import get_policy
 from westflow.simulator.demand import Workload
 from westflow.simulator.engine import PolicyResult, simulate
+from westflow.simulator.tenancy import BATCH_CLASS
+from westflow.tenants import Tenants
 
-__all__ = ["run_policies", "comparison_rows", "COMPARISON_HEADERS"]
+__all__ = ["run_policies", "comparison_rows", "COMPARISON_HEADERS", "tenant_rows", "TENANT_HEADERS"]
 
-_SHARED: dict[str, object] = {}
+@dataclass(frozen=True)
+class _Run:
+    """What every policy's simulation shares (set before forking: the workers read it copy on write)."""
+
+    network: Network
+    workload: Workload
+    progress: Callable[[str, float], None] | None
+    tenants: Tenants | None
+    realtime_tenant: str | None
+    batch_class: str
+
+
+_SHARED: list[_Run] = []
 
 
 def _one(args: tuple[str, int]) -> PolicyResult:
     name, seed = args
-    network = _SHARED["network"]
-    workload = _SHARED["workload"]
-    assert isinstance(network, Network) and isinstance(workload, Workload)
-    return simulate(get_policy(name, seed=seed), network, workload, progress=_SHARED.get("progress"))  # type: ignore[arg-type]
+    run = _SHARED[-1]
+    return simulate(get_policy(name, seed=seed), run.network, run.workload, progress=run.progress,
+                    tenants=run.tenants, realtime_tenant=run.realtime_tenant, batch_class=run.batch_class)
 
 
 def _stderr_progress(policy: str, frac: float) -> None:
@@ -29,14 +43,16 @@ def _stderr_progress(policy: str, frac: float) -> None:
 
 
 def run_policies(names: Sequence[str], network: Network, workload: Workload, *, seed: int = 0,
-                 processes: int = 2, progress: Callable[[str, float], None] | None = _stderr_progress
-                 ) -> list[PolicyResult]:
+                 processes: int = 2, progress: Callable[[str, float], None] | None = _stderr_progress,
+                 tenants: Tenants | None = None, realtime_tenant: str | None = None,
+                 batch_class: str = BATCH_CLASS) -> list[PolicyResult]:
     """Simulate each policy; results in the order of ``names``.
 
-    ``processes`` > 1 forks workers that share the loaded workload (copy on write).
+    ``processes`` > 1 forks workers that share the loaded workload (copy on write). ``tenants``,
+    ``realtime_tenant``, ``batch_class``: as :func:`~westflow.simulator.engine.simulate` takes them.
     """
     _ = workload.batch_specs  # build once, before forking
-    _SHARED.update(network=network, workload=workload, progress=progress)
+    _SHARED[:] = [_Run(network, workload, progress, tenants, realtime_tenant, batch_class)]
     tasks = [(n, seed) for n in names]
     if processes > 1 and len(names) > 1 and "fork" in mp.get_all_start_methods():
         with mp.get_context("fork").Pool(min(processes, len(names))) as pool:
@@ -45,8 +61,9 @@ def run_policies(names: Sequence[str], network: Network, workload: Workload, *, 
 
 
 COMPARISON_HEADERS = [
-    "policy", "util east", "util west", "RT beyond 20ms (req)", "RT dropped (req)", "energy MWh",
-    "cost kCNY", "CNY/acc-h", "batch wait mean h", "p95 h", "p99 h", "batch west", "sim s",
+    "policy", "util east", "util west", "RT beyond 20ms (req)", "RT dropped (req)", "RT by preemption (req)",
+    "energy MWh", "cost kCNY", "CNY/acc-h", "batch wait mean h", "p95 h", "p99 h", "batch west", "preempted",
+    "sim s",
 ]
 
 
@@ -57,10 +74,30 @@ def comparison_rows(results: Sequence[PolicyResult]) -> list[list[str]]:
         served = r.batch_acc_hours + (r.rt_demand_acc_min - r.rt_dropped_acc_min) / 60
         rows.append([
             r.policy, f"{r.util_region.get('east', 0):.1%}", f"{r.util_region.get('west', 0):.1%}",
-            f"{r.rt_beyond_requests:,.0f}", f"{r.rt_dropped_requests:,.0f}",
+            f"{r.rt_beyond_requests:,.0f}", f"{r.rt_dropped_requests:,.0f}", f"{r.rt_by_preemption_requests:,.0f}",
             f"{r.energy_kwh / 1000:,.1f}", f"{r.cost_cny / 1000:,.1f}",
             f"{r.cost_cny / served:.3f}" if served else "-",
             f"{mean / 3600:.2f}", f"{p95 / 3600:.2f}", f"{p99 / 3600:.2f}", f"{r.west_share:.1%}",
-            f"{r.wall_s:.1f}",
+            f"{r.preemptions:,}", f"{r.wall_s:.1f}",
         ])
+    return rows
+
+
+TENANT_HEADERS = ["policy", "tenant", "weight", "jobs", "wait p50 h", "wait p95 h", "acc-h share",
+                  "share / weight share", "preempted", "Jain (policy)"]
+
+
+def tenant_rows(results: Sequence[PolicyResult]) -> list[list[str]]:
+    """Per policy and tenant: waits, share of the accelerator-hours against the weight's share, preemptions;
+    and the policy's Jain index over the tenants that submitted work."""
+    rows = []
+    for r in results:
+        total = sum(s.acc_hours for s in r.tenants.values())
+        weights = sum(s.weight for s in r.tenants.values() if s.jobs)
+        for name, s in r.tenants.items():
+            share = s.acc_hours / total if total else 0.0
+            rows.append([r.policy, name, f"{s.weight:g}", f"{s.jobs:,}", f"{s.wait(0.5) / 3600:.2f}",
+                         f"{s.wait(0.95) / 3600:.2f}", f"{share:.1%}",
+                         f"{share / (s.weight / weights):.2f}" if s.jobs and weights else "-", f"{s.preempted:,}",
+                         f"{r.jain:.3f}"])
     return rows

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from westflow.inventory import BATCH, Family, Network, Region
 from westflow.simulator.traces import BatchJob, TraceSet
@@ -124,8 +124,8 @@ def build_workload(
         k = scaling.batch_load * total_acc * max(span, 1.0) / work
     start = min((j.submit_s for j in jobs), default=0.0)
     scaled = tuple(
-        BatchJob((j.submit_s - start) / k, j.duration_s, j.accelerators,
-                 j.origin or rng.choices(list(shares), weights=list(shares.values()))[0], j.family, j.source)
+        replace(j, submit_s=(j.submit_s - start) / k,
+                origin=j.origin or rng.choices(list(shares), weights=list(shares.values()))[0])
         for j in jobs)
     if window_s is None:
         window_s = (span - start) / k + STEP_S if jobs else 86400.0

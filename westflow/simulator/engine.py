@@ -1,18 +1,31 @@
-"""The discrete-event simulator: one policy, the whole network, simulated capacity.
+"""The discrete-event simulator: one policy, the whole network, simulated capacity, one admission cycle.
 
 Each data center starts empty (:func:`westflow.capacity.full_capacity`). Time runs in
-one-minute steps; inside a step, batch arrivals and completions are events at their
-own second. At each step boundary the real-time demand of every origin city is
-placed by the policy under test (``Policy.place``, the one the CLI uses) on what
-batch work left free, and holds it for the step. Demand no DC within the tier's
-bound can hold is dropped, never sent further: the policy's own filter decides,
-and a policy that ignores the bound (``cheapest``) shows up as SLA violations.
-Batch jobs that fit nowhere wait in a queue (FIFO per size, smaller jobs may
-backfill) and start when a completion frees room. No preemption.
+one-minute steps; inside a step, batch arrivals and completions are events at their own
+second. Every decision goes through :func:`westflow.admission_cycle.admission_cycle`, the
+cycle the admission controller runs (priority, weighted fair share, age; quotas, borrowing;
+preemption), over the policy under test (``Policy.place``, the one the CLI uses):
 
-What the network holds is the capacity model's :class:`~westflow.capacity.Resources`
-per DC; what the policy sees, and the utilisation measured, come from it through
-:func:`~westflow.capacity.capacity_of`, as for live capacity and reservations.
+- **batch**: an arriving job becomes a pending ask of its tenant (a trace column, or
+  :func:`~westflow.simulator.tenancy.assign_tenants`) in the batch class (``best-effort`` by
+  default); after the events of each second with work pending, one cycle admits what fits.
+  A job that does not fit waits for a later cycle; none blocks another.
+- **real time**: at each step boundary the demand of every origin city becomes realtime-class
+  asks of the real-time tenant, placed before any batch of that step on what batch work left
+  free and held for the step. An ask that fails on capacity within its bound may preempt
+  best-effort batch (the cycle's rules: the tenant's own, or others' only within what they
+  borrow); the victims stop at once and go back to the queue with their remaining work (they
+  resume from a checkpoint: no work is lost; the live grace period is not modelled), and the
+  demand is admitted "by preemption". Demand larger than one DC's room is split, each piece
+  placed by the policy; what no DC within the tier's bound can hold, even by preemption, is
+  dropped, never sent further (a policy that ignores the bound, ``cheapest``, shows up as SLA
+  violations).
+
+What the network holds is the capacity model's :class:`~westflow.capacity.Resources` per DC;
+what the policy sees, and the utilisation measured, come from it through
+:func:`~westflow.capacity.capacity_of`, as for live capacity. The tenants' use is one
+:class:`~westflow.tenants.Ledger`, kept as work starts and ends and handed to every cycle.
+Without tenants, one tenant holds the whole network (:func:`~westflow.simulator.tenancy.whole_network`).
 """
 
 from __future__ import annotations
@@ -20,21 +33,33 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import overload
 
+from westflow.admission_cycle import Admit, Ask, CycleResult, Held, Preempt, admission_cycle, held_of
 from westflow.capacity import DCCapacity, Resources, capacity_of, inventory_totals, utilisation
-from westflow.errors import InfeasibleError
+from westflow.errors import SpecError
 from westflow.inventory import REALTIME, Family, Network, Region
-from westflow.placement import Placement, Policy, Reason
+from westflow.placement import Placement, Policy
 from westflow.simulator.demand import STEP_S, Workload
+from westflow.simulator.tenancy import (
+    BATCH_CLASS,
+    REALTIME_CLASS,
+    TenantStats,
+    assign_tenants,
+    class_for,
+    jain,
+    whole_network,
+)
 from westflow.spec import AcceleratorRequest, WorkloadSpec
+from westflow.tenants import Ledger, Tenants
 
 __all__ = ["PolicyResult", "Simulation", "simulate", "RT_CPUS_PER_ACCELERATOR", "RT_MEMORY_GB_PER_ACCELERATOR"]
 
 RT_CPUS_PER_ACCELERATOR = 1.0
 RT_MEMORY_GB_PER_ACCELERATOR = 8.0
+MAX_RETRIES = 4  # cycles run again at one instant after preemptions freed capacity
 
 Progress = Callable[[str, float], None]
 
@@ -54,6 +79,8 @@ class PolicyResult:
     rt_beyond_requests: float = 0.0
     rt_dropped_acc_min: float = 0.0
     rt_dropped_requests: float = 0.0
+    rt_by_preemption_acc_min: float = 0.0  # real-time demand admitted after preempting batch work
+    rt_by_preemption_requests: float = 0.0
     energy_kwh: float = 0.0
     cost_cny: float = 0.0
     batch_jobs: int = 0
@@ -62,6 +89,8 @@ class PolicyResult:
     batch_acc_hours: float = 0.0
     batch_west_acc_hours: float = 0.0
     batch_dc: dict[str, int] = field(default_factory=dict)
+    preemptions: int = 0  # batch jobs stopped (and requeued) for other work
+    tenants: dict[str, TenantStats] = field(default_factory=dict)
     decisions: int = 0
     wall_s: float = 0.0
 
@@ -78,6 +107,11 @@ class PolicyResult:
     def west_share(self) -> float:
         return self.batch_west_acc_hours / self.batch_acc_hours if self.batch_acc_hours else 0.0
 
+    @property
+    def jain(self) -> float:
+        """Jain's fairness index of the tenants' accelerator-hours against their weights."""
+        return jain(self.tenants)
+
 
 class _Network:
     """What the simulated network holds per DC, and what is derived from it: the capacity snapshot
@@ -88,7 +122,6 @@ class _Network:
         self.used = {dc: Resources() for dc in self.totals}
         self._snap = {dc: capacity_of(t, Resources()) for dc, t in self.totals.items()}
         self._dirty: set[str] = set()
-        self._max_free: int | None = None
 
     def take(self, dc: str, held: Resources) -> None:
         self.used[dc] = self.used[dc].plus(held)
@@ -100,7 +133,6 @@ class _Network:
 
     def _changed(self, dc: str) -> None:
         self._dirty.add(dc)
-        self._max_free = None
 
     def capacity(self) -> dict[str, DCCapacity]:
         """The snapshot ``place()`` reads."""
@@ -109,26 +141,48 @@ class _Network:
         self._dirty.clear()
         return self._snap
 
-    def max_free(self) -> int:
-        """The largest free pool of any DC (no DC can hold a larger request)."""
-        if self._max_free is None:
-            most = 0
-            for c in self.capacity().values():
-                for n in c.free.values():
-                    most = max(most, n)
-            self._max_free = most
-        return self._max_free
+
+class _Holding(Sequence[Held]):
+    """The held rows as the admission cycle reads them: a view of the simulation's dict (a cycle
+    reads them only when it looks for victims; the tenants' use comes from the ledger)."""
+
+    def __init__(self, rows: dict[str, Held]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Held]:
+        return iter(self.rows.values())
+
+    @overload
+    def __getitem__(self, i: int) -> Held: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Held]: ...
+    def __getitem__(self, i: int | slice) -> Held | Sequence[Held]:
+        return list(self.rows.values())[i]
 
 
-_Running = tuple[float, int, int, str, Resources]  # (end, seq, job, dc, held)
+@dataclass
+class _Run:
+    """A batch job running: where, since when, what it was charged for the work left at its start."""
+
+    job: int
+    seq: int
+    start: float
+    left_s: float  # work left when it started
+    energy_kwh: float
+    cost_cny: float
 
 
 class Simulation:
     """One policy replaying one workload: a single event loop over real-time steps and batch events."""
 
-    def __init__(self, policy: Policy, network: Network, workload: Workload,
-                 progress: Progress | None = None) -> None:
+    def __init__(self, policy: Policy, network: Network, workload: Workload, progress: Progress | None = None,
+                 *, tenants: Tenants | None = None, realtime_tenant: str | None = None,
+                 batch_class: str = BATCH_CLASS) -> None:
         self.policy, self.network, self.workload, self.progress = policy, network, workload, progress
+        self.tenants = whole_network(network) if tenants is None else tenants
         self.res = PolicyResult(policy.name, workload.window_s, batch_jobs=len(workload.jobs))
         self.net = _Network(network)
         self.region_of = {d.id: d.region for d in network.data_centers}
@@ -139,13 +193,53 @@ class Simulation:
                                for r, ids in self._regions.items()}
         self._area = dict.fromkeys(self.net.totals, 0.0)  # integral of each DC's utilisation over time
         self._last_t = 0.0
-        self._running: list[_Running] = []
+        # tenants: who each job belongs to, its class; the real-time tenant
+        self.job_tenant = assign_tenants(workload.jobs, self.tenants) if tenants is not None \
+            else [self.tenants.default_tenant] * len(workload.jobs)  # one tenant: a tenant column is moot
+        self.job_class = {t: class_for(self.tenants, t, batch_class) for t in set(self.job_tenant)}
+        self.rt_tenant = realtime_tenant or self._realtime_tenant()
+        for name, t in self.tenants.tenants.items():
+            self.res.tenants[name] = TenantStats(t.weight)
+        for name in self.job_tenant:
+            self.res.tenants[name].jobs += 1
+        self.ledger = Ledger(self.tenants)
+        self.held: dict[str, Held] = {}
+        self._holding = _Holding(self.held)
+        self.pending: dict[str, Ask] = {}
+        self._left = [j.duration_s for j in workload.jobs]  # work left per job
+        self._started = [False] * len(workload.jobs)
+        self._running: list[tuple[float, int, str]] = []  # heap of (end, seq, key)
+        self._runs: dict[str, _Run] = {}
         self._seq = 0
-        self._queues: dict[int, deque[int]] = {}
-        self._queued = 0
         self._next_job = 0
-        self._rt_held: list[tuple[str, Resources]] = []
+        self._rt_held: list[str] = []
         self._rt_specs: dict[tuple[str, int], WorkloadSpec] = {}
+        self._rt_sites = self._sites()
+
+    def _realtime_tenant(self) -> str:
+        """The tenant real-time demand runs as: the default tenant if it may use the realtime class, else
+        the first that may."""
+        t = self.tenants
+        for name in (t.default_tenant, *t.tenants):
+            if REALTIME_CLASS in t.tenants[name].priority_classes:
+                return name
+        raise SpecError("tenants", sorted(t.tenants), f"a tenant allowed the {REALTIME_CLASS!r} priority class",
+                        problem="None of", fix="let one tenant use realtime (for the real-time demand).")
+
+    def _sites(self) -> dict[str, tuple[tuple[str, ...], int]]:
+        """Per origin city, the DCs a real-time piece may go to (within the bound, for a policy that
+        respects it), and the largest piece one of them could ever hold."""
+        bound = self.bound if self.policy.respect_latency else None
+        out = {}
+        for c in self.workload.rt_cities:
+            sites = tuple(d.id for d in self.network.data_centers
+                          if bound is None or self.network.rtt(d.id, c) <= bound)
+            most = max((min(int(max(self.net.totals[d].accelerators.values(), default=0)),
+                            int(self.net.totals[d].cpus // RT_CPUS_PER_ACCELERATOR),
+                            int(self.net.totals[d].memory_gb // RT_MEMORY_GB_PER_ACCELERATOR)) for d in sites),
+                       default=0)
+            out[c] = (sites, most)
+        return out
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> PolicyResult:
@@ -159,7 +253,8 @@ class Simulation:
             t0 = step * STEP_S
             self._account(t0)
             self._release_realtime()  # real-time holds last one step
-            self._place_realtime(step)
+            self._place_realtime(step, t0)
+            self._admit_batch(t0)  # what the step's real-time work left (or released) for the queue
             for region, share in self._region_shares().items():
                 hour[region] += share
             self._events(until=t0 + STEP_S)
@@ -172,6 +267,7 @@ class Simulation:
                 self.progress(self.policy.name, step / steps)
         self._account(w.window_s)
         self._release_realtime()
+        self._admit_batch(w.window_s)
         self._events(until=math.inf)  # no more real-time: remaining arrivals and the queue run to completion
         self._finish(series)
         res.wall_s = time.perf_counter() - wall0
@@ -180,7 +276,8 @@ class Simulation:
         return res
 
     def _events(self, until: float) -> None:
-        """Batch completions and arrivals before ``until``, in time order (completions first on ties)."""
+        """Batch completions and arrivals before ``until``, in time order (completions first on ties);
+        after the events of each instant, a cycle for what is pending."""
         jobs, running = self.workload.jobs, self._running
         while True:
             t_done = running[0][0] if running else math.inf
@@ -189,13 +286,16 @@ class Simulation:
             if t >= until:
                 return
             self._account(t)
-            if t_done <= t_arr:
-                _, _, _, dc, held = heapq.heappop(running)
-                self.net.release(dc, held)
-                self._drain_queue(t)
-            else:
-                self._arrive(self._next_job, t)
+            while running and running[0][0] == t:
+                _, seq, key = heapq.heappop(running)
+                run = self._runs.get(key)
+                if run is not None and run.seq == seq:  # (else preempted meanwhile)
+                    del self._runs[key]
+                    self._release(key)
+            while self._next_job < len(jobs) and jobs[self._next_job].submit_s == t:
+                self._arrive(self._next_job)
                 self._next_job += 1
+            self._admit_batch(t)
 
     def _account(self, t: float) -> None:
         """Integrate each DC's utilisation up to ``t`` (capped at the window)."""
@@ -227,58 +327,110 @@ class Simulation:
             res.util_region[r.value] = sum(weights[i] * res.util_dc[i] for i in ids) / tot if tot else 0.0
         res.util_series = series
 
+    # -- admission -------------------------------------------------------------------------------
+    def _cycle(self, asks: Sequence[Ask]) -> CycleResult:
+        """One admission cycle on the simulated network (the controller's, see the module doc)."""
+        return admission_cycle(asks, self._holding, tenants=self.tenants, network=self.network,
+                               capacity=self.net.capacity(), policy=self.policy, ledger=self.ledger)
+
+    def _hold(self, row: Held) -> None:
+        self.held[row.key] = row
+        self.net.take(row.data_center, row.resources)
+        self.ledger.add(row.tenant, row.region, row.family, row.resources)
+
+    def _release(self, key: str) -> Held:
+        row = self.held.pop(key)
+        self.net.release(row.data_center, row.resources)
+        self.ledger.add(row.tenant, row.region, row.family, row.resources, -1)
+        return row
+
+    def _spend(self, p: Placement, share: float = 1.0) -> None:
+        self.res.energy_kwh += p.energy_kwh * share
+        self.res.cost_cny += (p.energy_cost_cny + p.transfer_cost_cny) * share
+
     # -- batch -----------------------------------------------------------------------------------
-    def _start(self, i: int, t: float) -> bool:
-        spec, job, res = self.workload.batch_specs[i], self.workload.jobs[i], self.res
-        try:
-            p = self.policy.place(spec, self.network, self.net.capacity())
-        except InfeasibleError:
-            return False
+    def _key(self, i: int) -> str:
+        return f"job{i:07d}"  # (keys sort as the jobs do: the cycle's last tie-break)
+
+    def _arrive(self, i: int) -> None:
+        tenant = self.job_tenant[i]
+        spec = self.workload.batch_specs[i]
+        if tenant != spec.tenant:
+            spec = spec.copy(tenant=tenant)
+        self.pending[self._key(i)] = Ask(self._key(i), spec, self.job_class[tenant], self.workload.jobs[i].submit_s)
+
+    def _admit_batch(self, t: float) -> None:
+        """Cycles for the pending batch work at ``t``: admit what fits; apply preemptions at once and
+        cycle again (bounded) so the preemptors take what their victims left."""
+        for _ in range(MAX_RETRIES):
+            if not self.pending:
+                return
+            r = self._cycle(list(self.pending.values()))
+            for a in r.admitted:
+                self._start(a, t)
+            for p in r.preempt:
+                self._preempt(p, t)
+                ask = self.pending.get(p.key)
+                if ask is not None:
+                    self.pending[p.key] = replace(ask, awaiting_preemption=True)
+            if not r.preempt:
+                break
+        for key, ask in self.pending.items():
+            if ask.awaiting_preemption:
+                self.pending[key] = replace(ask, awaiting_preemption=False)
+
+    def _start(self, a: Admit, t: float) -> None:
+        res, key = self.res, a.key
+        ask = self.pending.pop(key)
+        i = int(key[3:])
+        p, tenant = a.placement, ask.spec.tenant
+        self._hold(held_of(p, key, tenant, ask.priority_class, a.family, t))
         res.decisions += 1
-        n = spec.accelerator.count
-        held = Resources.of(p.accelerator_model, n, spec.cpus, spec.memory_gb)
-        self.net.take(p.data_center, held)
-        heapq.heappush(self._running, (t + job.duration_s, self._seq, i, p.data_center, held))
+        left = self._left[i]
         self._seq += 1
-        res.batch_started += 1
-        res.batch_delay_s.append(t - job.submit_s)
+        heapq.heappush(self._running, (t + left, self._seq, key))
+        self._runs[key] = _Run(i, self._seq, t, left, p.energy_kwh, p.energy_cost_cny + p.transfer_cost_cny)
+        stats = res.tenants[tenant]
+        if not self._started[i]:
+            self._started[i] = True
+            res.batch_started += 1
+            res.batch_delay_s.append(t - self.workload.jobs[i].submit_s)
+            stats.started += 1
+            stats.wait_s.append(t - self.workload.jobs[i].submit_s)
         self._spend(p)
-        ah = n * spec.duration_hours
+        n = p.spec.accelerator.count
+        ah = n * left / 3600
         res.batch_acc_hours += ah
+        stats.acc_hours += n * max(0.0, min(t + left, self.workload.window_s) - t) / 3600  # within the window
         if self.region_of[p.data_center] is Region.WEST:
             res.batch_west_acc_hours += ah
         res.batch_dc[p.data_center] = res.batch_dc.get(p.data_center, 0) + 1
-        return True
 
-    def _drain_queue(self, t: float) -> None:
-        """Start queued jobs that now fit: oldest first among sizes that can fit anywhere."""
-        if not self._queued:
-            return
-        blocked: set[int] = set()
-        while True:
-            room = self.net.max_free()
-            best_n, best_i = -1, -1
-            for n, q in self._queues.items():
-                if q and n <= room and n not in blocked and (best_i < 0 or q[0] < best_i):
-                    best_n, best_i = n, q[0]
-            if best_i < 0:
-                return
-            if self._start(best_i, t):
-                self._queues[best_n].popleft()
-                self._queued -= 1
-            else:
-                blocked.add(best_n)
-
-    def _arrive(self, i: int, t: float) -> None:
-        n = self.workload.jobs[i].accelerators
-        q = self._queues.get(n)
-        if (q and len(q)) or not self._start(i, t):
-            self._queues.setdefault(n, deque()).append(i)
-            self._queued += 1
-
-    def _spend(self, p: Placement) -> None:
-        self.res.energy_kwh += p.energy_kwh
-        self.res.cost_cny += p.energy_cost_cny + p.transfer_cost_cny
+    def _preempt(self, p: Preempt, t: float) -> None:
+        """Stop ``p``'s victims now; each goes back to the queue with the work it has left."""
+        res = self.res
+        for key in p.victims:
+            run = self._runs.pop(key, None)
+            if run is None:
+                continue  # not a batch job (the cycle never picks real-time work: it is not preemptible)
+            row = self._release(key)
+            unrun = run.start + run.left_s - t
+            share = unrun / run.left_s if run.left_s else 0.0
+            res.energy_kwh -= run.energy_kwh * share
+            res.cost_cny -= run.cost_cny * share
+            n = row.resources.accelerator_count
+            ah = n * unrun / 3600
+            res.batch_acc_hours -= ah
+            stats = res.tenants[row.tenant]
+            stats.acc_hours -= n * max(0.0, min(run.start + run.left_s, self.workload.window_s) - t) / 3600
+            if self.region_of[row.data_center] is Region.WEST:
+                res.batch_west_acc_hours -= ah
+            stats.preempted += 1
+            res.preemptions += 1
+            i = run.job
+            self._left[i] = unrun
+            spec = self.workload.batch_specs[i].copy(tenant=row.tenant, duration_hours=max(unrun, 1.0) / 3600)
+            self.pending[key] = Ask(key, spec, row.priority_class, self.workload.jobs[i].submit_s)
 
     # -- real time -------------------------------------------------------------------------------
     def _rt_spec(self, city: str, n: int) -> WorkloadSpec:
@@ -286,17 +438,17 @@ class Simulation:
         s = self._rt_specs.get((city, n))
         if s is None:
             s = self._rt_specs[(city, n)] = WorkloadSpec(
-                name=f"rt-{city}", tier=REALTIME, origin=city, accelerator=AcceleratorRequest(Family.ANY, n),
-                cpus=RT_CPUS_PER_ACCELERATOR * n, memory_gb=RT_MEMORY_GB_PER_ACCELERATOR * n,
-                duration_hours=STEP_S / 3600)
+                name=f"rt-{city}", tenant=self.rt_tenant, tier=REALTIME, origin=city,
+                accelerator=AcceleratorRequest(Family.ANY, n), cpus=RT_CPUS_PER_ACCELERATOR * n,
+                memory_gb=RT_MEMORY_GB_PER_ACCELERATOR * n, duration_hours=STEP_S / 3600)
         return s
 
     def _release_realtime(self) -> None:
-        for dc, held in self._rt_held:
-            self.net.release(dc, held)
+        for key in self._rt_held:
+            self._release(key)
         self._rt_held.clear()
 
-    def _place_realtime(self, step: int) -> None:
+    def _place_realtime(self, step: int, t: float) -> None:
         w, res = self.workload, self.res
         row = w.rt_demand[step % len(w.rt_demand)]
         reqs = w.rt_requests[step % len(w.rt_requests)]
@@ -311,51 +463,67 @@ class Simulation:
             tries = 0
             while left > 0 and tries < 2 * len(self.net.totals):
                 tries += 1
-                got = self._place_piece(city, left)
+                got = self._place_piece(city, left, step, t)
                 if got is None:
                     break
-                p, n = got
-                res.decisions += 1
-                held = Resources.of(p.accelerator_model, n, p.spec.cpus, p.spec.memory_gb)
-                self.net.take(p.data_center, held)
-                self._rt_held.append((p.data_center, held))
-                self._spend(p)
+                p, n, preempted = got
                 if self.bound is not None and p.rtt_ms is not None and p.rtt_ms > self.bound:
                     res.rt_beyond_acc_min += n
                     res.rt_beyond_requests += n * per_acc
+                if preempted:
+                    res.rt_by_preemption_acc_min += n
+                    res.rt_by_preemption_requests += n * per_acc
                 left -= n
             if left > 0:
                 res.rt_dropped_acc_min += left
                 res.rt_dropped_requests += left * per_acc
 
-    def _place_piece(self, city: str, left: int) -> tuple[Placement, int] | None:
-        """Place as much of ``left`` accelerators for ``city`` as one DC can take; None if none can."""
+    def _place_piece(self, city: str, left: int, step: int, t: float) -> tuple[Placement, int, bool] | None:
+        """Admit as much of ``left`` accelerators for ``city`` as one DC can take (preempting batch work
+        where it must); None if none can. The piece: what the largest pool near the city holds, else
+        (when that cannot be had, even by preemption) the most one DC has free."""
+        sites, most = self._rt_sites[city]
         caps = self.net.capacity()
-        # no DC can hold more than its largest free pool: asking for more must fail, so
-        # ask for that much (the policy still decides where, or that nothing fits)
-        ask = min(left, self.net.max_free())
-        if ask <= 0:
-            return None
-        try:
-            return self.policy.place(self._rt_spec(city, ask), self.network, caps), ask
-        except InfeasibleError as exc:
-            # the largest piece one DC the policy accepted (all but capacity) can take
-            room = 0
-            for r in exc.rejected:
-                if r.reason is Reason.CAPACITY:
-                    cap = caps[r.data_center]
-                    room = max(room, min(max(cap.free.values(), default=0),
-                                         int(cap.free_cpus // RT_CPUS_PER_ACCELERATOR),
-                                         int(cap.free_memory_gb // RT_MEMORY_GB_PER_ACCELERATOR)))
-        if room <= 0:
-            return None
-        try:
-            return self.policy.place(self._rt_spec(city, room), self.network, caps), room
-        except InfeasibleError:
-            return None
+        for n in dict.fromkeys((min(left, most), min(left, self._room(caps, sites)))):
+            if n <= 0:
+                continue
+            key = f"rt:{step}:{city}:{len(self._rt_held)}"
+            ask = Ask(key, self._rt_spec(city, n), REALTIME_CLASS, t)
+            r = self._cycle([ask])
+            preempted = bool(r.preempt)
+            if preempted:  # the victims stop now; the ask is admitted on what they leave
+                for p in r.preempt:
+                    self._preempt(p, t)
+                r = self._cycle([replace(ask, awaiting_preemption=True)])
+            if r.admitted:
+                a = r.admitted[0]
+                self._hold(held_of(a.placement, key, self.rt_tenant, REALTIME_CLASS, a.family, t))
+                self._rt_held.append(key)
+                self.res.decisions += 1
+                self._spend(a.placement)
+                return a.placement, n, preempted
+        return None
+
+    @staticmethod
+    def _room(caps: dict[str, DCCapacity], sites: Sequence[str]) -> int:
+        """The largest real-time piece one of ``sites`` can take on what is free there."""
+        room = 0
+        for d in sites:
+            cap = caps.get(d)
+            if cap is not None and cap.alive:
+                room = max(room, min(max(cap.free.values(), default=0), int(cap.free_cpus // RT_CPUS_PER_ACCELERATOR),
+                                     int(cap.free_memory_gb // RT_MEMORY_GB_PER_ACCELERATOR)))
+        return room
 
 
-def simulate(policy: Policy, network: Network, workload: Workload,
-             progress: Progress | None = None) -> PolicyResult:
-    """Replay ``workload`` on ``network`` with ``policy``; deterministic for a given policy seed."""
-    return Simulation(policy, network, workload, progress).run()
+def simulate(policy: Policy, network: Network, workload: Workload, progress: Progress | None = None, *,
+             tenants: Tenants | None = None, realtime_tenant: str | None = None,
+             batch_class: str = BATCH_CLASS) -> PolicyResult:
+    """Replay ``workload`` on ``network`` with ``policy``; deterministic for a given policy seed.
+
+    ``tenants``: who shares the network (None: one tenant holds it all); batch jobs run in
+    ``batch_class`` (where their tenant may use it), real-time demand as ``realtime_tenant``
+    (default: the default tenant, if it may use the realtime class).
+    """
+    return Simulation(policy, network, workload, progress, tenants=tenants, realtime_tenant=realtime_tenant,
+                      batch_class=batch_class).run()

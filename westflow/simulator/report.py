@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from westflow.inventory import Network, Region
-from westflow.simulator.compare import COMPARISON_HEADERS, comparison_rows
+from westflow.simulator.compare import COMPARISON_HEADERS, TENANT_HEADERS, comparison_rows, tenant_rows
 from westflow.simulator.demand import (
     BATCH_CPUS_PER_ACCELERATOR,
     BATCH_MEMORY_GB_PER_ACCELERATOR,
@@ -14,7 +14,9 @@ from westflow.simulator.demand import (
     Workload,
 )
 from westflow.simulator.engine import RT_CPUS_PER_ACCELERATOR, RT_MEMORY_GB_PER_ACCELERATOR, PolicyResult
+from westflow.simulator.tenancy import BATCH_CLASS
 from westflow.simulator.traces import ITP_ORIGINS, SPLITWISE_CITATION, TraceSet
+from westflow.tenants import Tenants
 from westflow.text import markdown_table
 
 __all__ = ["write_report", "plot_utilisation", "plot_cost_sla"]
@@ -74,8 +76,35 @@ def _inventory_rows(network: Network) -> list[list[object]]:
              d.utilisation_target] for d in network.data_centers]
 
 
+def _tenancy_lines(results: Sequence[PolicyResult], tenants: Tenants | None) -> list[str]:
+    """The tenants section: per policy and tenant, and what the tenants were."""
+    if tenants is None:
+        who = ("One tenant (`default`) holds the whole network (no tenants file: `--tenants none`, or the "
+               "config dir has none); batch jobs run best-effort, real-time demand as realtime.")
+    else:
+        who = (f"Tenants from `{tenants.source}`: "
+               + ", ".join(f"{n} (weight {t.weight:g}, nominal accelerators "
+                           f"{', '.join(f'{k} {v:,}' for k, v in t.quota.accelerators.items()) or 'none'})"
+                           for n, t in tenants.tenants.items()) + ".")
+    return [
+        "## Tenants",
+        "",
+        who,
+        "",
+        markdown_table(TENANT_HEADERS, tenant_rows(results)),
+        "",
+        "Wait = first start - (scaled) submit time, per tenant (p50, p95, nearest rank). acc-h share: the "
+        "tenant's share of the batch accelerator-hours run; share / weight share is 1.00 when it got exactly "
+        "its weight's share. Jain's index is over x = share / weight for the tenants that submitted work "
+        "(1 = perfectly weighted-fair, 1/n at worst); it measures the outcome, which also follows each "
+        "tenant's demand. Preempted: batch jobs of the tenant stopped (and requeued with their remaining "
+        "work) for real-time or higher-priority work.",
+        "",
+    ]
+
+
 def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Network, workload: Workload,
-                 traces: TraceSet, *, elapsed_s: float, seed: int) -> Path:
+                 traces: TraceSet, *, elapsed_s: float, seed: int, tenants: Tenants | None = None) -> Path:
     """Write ``report.md``, ``utilisation.png`` and ``cost_sla.png`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_utilisation(results, out_dir / "utilisation.png")
@@ -114,6 +143,7 @@ def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Networ
         "",
         per_dc,
         "",
+        *_tenancy_lines(results, tenants),
         "## Assumptions",
         "",
         "- **Inventory** (`configs/network.yaml`, every DC starts empty = `full_capacity`):",
@@ -126,8 +156,17 @@ def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Networ
         f"- **Load scaling** (arrivals, never the inventory; the same for every policy): batch "
         f"{workload.notes.get('batch arrivals')}; real-time {workload.notes.get('real-time arrivals')}.",
         f"- **Batch jobs**: accelerator family `any`, {BATCH_CPUS_PER_ACCELERATOR:g} CPUs and "
-        f"{BATCH_MEMORY_GB_PER_ACCELERATOR:g} GB per accelerator, the trace's duration; no preemption; "
-        "jobs that fit nowhere wait (FIFO per size, smaller sizes may backfill).",
+        f"{BATCH_MEMORY_GB_PER_ACCELERATOR:g} GB per accelerator, the trace's duration, priority class "
+        f"`{BATCH_CLASS}` unless told otherwise. Every admission goes through the admission cycle the "
+        "controller runs (`westflow.admission_cycle`: priority, weighted fair share, age; quotas and "
+        "borrowing; preemption), once after the events of each second with work pending; a job that "
+        "fits nowhere waits and never blocks another. A preempted job stops at once, goes back to the "
+        "queue with the work it has left and resumes from its checkpoint (no work lost; the live grace "
+        "period is not modelled).",
+        "- **Tenants of batch jobs**: the trace's `tenant` column where it has one; else a stable hash "
+        "(SHA-256) of the job id (ITP `job_id`; a generic trace's file and row) over the tenants, "
+        "weighted by their weights. Quotas are scaled so the nominal quotas add up to the network "
+        "(one factor for accelerators, CPUs, memory; `--quota-scale as-is` keeps them).",
         "- **ITP cluster -> origin city** (the trace has no location): "
         + ", ".join(f"{k} {v}" for k, v in ITP_ORIGINS.items()) + ".",
         f"- **Real-time service model** (one accelerator, continuous batching): "
@@ -137,9 +176,11 @@ def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Networ
         "accelerator, held for the minute. The one-hour stream is tiled over the window.",
         "- **Origin cities of real-time requests** (assumption, seeded draw): "
         + ", ".join(f"{k} {v:.0%}" for k, v in ORIGIN_SHARES.items()) + ".",
-        "- **Real-time first**: each minute, real-time demand is placed on what running batch work "
-        "left free; a minute's demand that no DC within 20 ms can hold is dropped. Demand larger "
-        "than one DC's room is split across DCs, each piece placed by the policy.",
+        "- **Real-time first**: each minute, real-time demand (priority class `realtime`, the default "
+        "tenant's unless told otherwise) is admitted before any batch of the minute; where no DC within "
+        "20 ms has room it may preempt best-effort batch (its tenant's own, or others' only within what "
+        "they borrow), and is then counted 'by preemption'; what no DC within the bound can hold even so "
+        "is dropped. Demand larger than one DC's room is split across DCs, each piece placed by the policy.",
         "- **Policies**: the same `Policy.place()` the CLI and Dagster use "
         "(`westflow.placement.get_policy`), fed a `DCCapacity` snapshot the simulator maintains.",
         "",

@@ -8,10 +8,11 @@
   Efficient generative LLM inference using phase splitting", ISCA 2024.
 - any other value of ``--trace`` is a path to a CSV in the generic format::
 
-      submit_s,duration_s,accelerators,tier[,origin][,family]
+      submit_s,duration_s,accelerators,tier[,origin][,family][,tenant]
 
   ``tier`` is ``batch`` or ``realtime``; ``origin`` a city id (empty: drawn from the
-  origin distribution); ``family`` ``any`` (default), ``cuda`` or ``cann``.
+  origin distribution); ``family`` ``any`` (default), ``cuda`` or ``cann``; ``tenant`` a
+  tenant of tenants.yaml (empty: assigned, see :mod:`westflow.simulator.tenancy`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class BatchJob:
     origin: str | None
     family: str = "any"
     source: str = ""
+    job_id: str = ""  # the trace's own id, where it has one (ITP)
+    tenant: str | None = None  # the trace's tenant column, where it has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ def load_itp(traces_dir: Path | str = DEFAULT_TRACES_DIR) -> list[BatchJob]:
         with _reading(path, "submission_time, duration, num_gpu"), path.open(newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 jobs.append(BatchJob(float(row["submission_time"]), max(1.0, float(row["duration"])),
-                                     int(row["num_gpu"]), city, "any", name))
+                                     int(row["num_gpu"]), city, "any", name, row.get("job_id") or ""))
     jobs.sort(key=lambda j: j.submit_s)
     return jobs
 
@@ -150,7 +153,7 @@ def _number(p: Path, i: int, row: dict[str, str], col: str, kind: type[float] | 
 
 
 def load_generic(path: Path | str) -> tuple[list[BatchJob], list[Request]]:
-    """A CSV ``submit_s,duration_s,accelerators,tier[,origin][,family]`` (header required)."""
+    """A CSV ``submit_s,duration_s,accelerators,tier[,origin][,family][,tenant]`` (header required)."""
     p = _need(Path(path))
     jobs: list[BatchJob] = []
     reqs: list[Request] = []
@@ -158,7 +161,7 @@ def load_generic(path: Path | str) -> tuple[list[BatchJob], list[Request]]:
         reader = csv.DictReader(f)
         need = {"submit_s", "duration_s", "accelerators", "tier"}
         if not reader.fieldnames or not need <= set(reader.fieldnames):
-            raise SpecError("trace header", reader.fieldnames, sorted(need) + ["origin", "family"],
+            raise SpecError("trace header", reader.fieldnames, sorted(need) + ["origin", "family", "tenant"],
                             fix="start the file with 'submit_s,duration_s,accelerators,tier,origin,family'.")
         for i, row in enumerate(reader):
             missing = [k for k in sorted(need) if row.get(k) is None]
@@ -173,8 +176,9 @@ def load_generic(path: Path | str) -> tuple[list[BatchJob], list[Request]]:
             submit = _number(p, i, row, "submit_s", float, MAX_TRACE_S)
             dur = _number(p, i, row, "duration_s", float, MAX_TRACE_S)
             n = int(_number(p, i, row, "accelerators", int, MAX_ACCELERATORS))
+            tenant = (row.get("tenant") or "").strip() or None
             if tier == "batch":
-                jobs.append(BatchJob(submit, max(1.0, dur), n, origin, fam, p.name))
+                jobs.append(BatchJob(submit, max(1.0, dur), n, origin, fam, p.name, "", tenant))
             elif tier == "realtime":
                 reqs.append(Request(submit, origin=origin, accel_seconds=n * dur))
             else:

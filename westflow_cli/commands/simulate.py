@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from westflow.config import CONFIG_DIR, load_network
+from westflow.config import CONFIG_DIR, load_network, load_yaml
 from westflow.errors import SpecError
+from westflow.inventory import Network
 from westflow.placement import POLICY_NAMES
-from westflow.simulator.compare import COMPARISON_HEADERS, comparison_rows, run_policies
+from westflow.simulator.compare import COMPARISON_HEADERS, TENANT_HEADERS, comparison_rows, run_policies, tenant_rows
 from westflow.simulator.demand import (
     DECODE_MS_PER_TOKEN,
     PREFILL_MS_PER_TOKEN,
@@ -19,7 +20,9 @@ from westflow.simulator.demand import (
     build_workload,
 )
 from westflow.simulator.report import write_report
+from westflow.simulator.tenancy import BATCH_CLASS, scaled_to, whole_network
 from westflow.simulator.traces import DEFAULT_TRACES_DIR, SPLITWISE_CITATION, TRACE_NAMES, load_traces
+from westflow.tenants import TENANTS_FILE, Tenants, parse_tenants
 from westflow.text import table
 from westflow_cli.options import number, out_dir, whole, writable_dir
 
@@ -50,6 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    default=DECODE_MS_PER_TOKEN, help="accelerator ms per generated token")
     p.add_argument("--processes", type=whole(low=1, high=64), default=2,
                    help="policies simulated in parallel")
+    p.add_argument("--tenants", default=None, metavar="PATH|none",
+                   help=f"who shares the network: a tenants file (default: the config dir's {TENANTS_FILE} if it "
+                        "has one); 'none': one tenant holds the whole network")
+    p.add_argument("--quota-scale", default="network", choices=("network", "as-is"),
+                   help="scale the tenants' quotas so their nominal quotas add up to the network (default), "
+                        "or take them as written")
+    p.add_argument("--batch-class", default=BATCH_CLASS, metavar="CLASS",
+                   help="priority class of batch jobs (where their tenant may use it; default best-effort: "
+                        "real-time work may preempt it)")
+    p.add_argument("--realtime-tenant", default=None, metavar="TENANT",
+                   help="tenant of the real-time demand (default: the default tenant)")
     p.set_defaults(func=run)
 
 
@@ -57,9 +71,27 @@ def _progress(policy: str, frac: float) -> None:
     print(f"westflow simulate: {policy:<12} {frac:4.0%}", file=sys.stderr, flush=True)
 
 
+def _tenants(args: argparse.Namespace, network: Network) -> Tenants | None:
+    """The tenants the simulation runs (None: one tenant holds the network), checked against the flags."""
+    tenants: Tenants | None = None
+    path = Path(args.tenants) if args.tenants else Path(args.config_dir or CONFIG_DIR) / TENANTS_FILE
+    if args.tenants != "none" and (args.tenants is not None or path.exists()):
+        tenants = parse_tenants(load_yaml(path), models={p.model for d in network.data_centers for p in d.pools},
+                                file=str(path))
+    effective = tenants or whole_network(network)
+    if args.batch_class not in effective.priority_classes:
+        raise SpecError("--batch-class", args.batch_class, sorted(effective.priority_classes), problem="Unknown")
+    if args.realtime_tenant is not None:
+        effective.check(args.realtime_tenant, "realtime")
+    if tenants is not None and args.quota_scale == "network":
+        return scaled_to(tenants, network)
+    return tenants
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     network = load_network(args.config_dir or CONFIG_DIR)
+    tenants = _tenants(args, network)
     names = args.trace or ["itp", "azure-conv"]
     print(f"westflow simulate: loading {', '.join(names)} from {args.traces_dir}", file=sys.stderr, flush=True)
     traces = load_traces(names, Path(args.traces_dir))
@@ -76,11 +108,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"westflow simulate: {len(workload.jobs):,} batch jobs, {workload.steps:,} steps, "
           f"policies {', '.join(policies)}", file=sys.stderr, flush=True)
     results = run_policies(policies, network, workload, seed=args.seed, processes=args.processes,
-                           progress=_progress)
+                           progress=_progress, tenants=tenants, realtime_tenant=args.realtime_tenant,
+                           batch_class=args.batch_class)
     elapsed = time.perf_counter() - t0
     print(table(COMPARISON_HEADERS, comparison_rows(results)))
+    print()
+    print(table(TENANT_HEADERS, tenant_rows(results)))
     try:
-        report = write_report(out, results, network, workload, traces, elapsed_s=elapsed, seed=args.seed)
+        report = write_report(out, results, network, workload, traces, elapsed_s=elapsed, seed=args.seed,
+                              tenants=tenants)
     except OSError as exc:
         raise SpecError("--out", str(out), f"a directory westflow can write into ({exc.strerror or exc})",
                         problem="Cannot write") from None
