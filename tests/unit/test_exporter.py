@@ -16,7 +16,7 @@ from admission.specjson import spec_to_json
 from admission.workqueue import AdmissionQueue
 from tests.builders import make_spec, national
 from westflow.capacity import DCCapacity
-from westflow_cli.exporter import METRICS, NetworkCollector
+from westflow_cli.metrics import METRICS, NetworkCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "westflow.json"
