@@ -29,7 +29,7 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_FAILURE = 0, 2, 3, 4
 
 # One module per command family under westflow_cli/commands/.
 COMMANDS = ["plan", "submit", "init", "network", "up", "down", "status", "render", "simulate", "demo", "ui",
-            "storage", "services", "queue", "quotas", "admitter", "exporter", "usage", "bill"]
+            "storage", "services", "queue", "quotas", "admitter", "exporter", "usage", "bill", "usage_charts"]
 
 
 class _Parser(argparse.ArgumentParser):
