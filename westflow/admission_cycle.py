@@ -401,9 +401,10 @@ class _Cycle:
         terms = ledger.terms[tenant]
         n = float(spec.accelerator.count)
         blocks: Blocks = {}
-        scopes: list[tuple[str, Callable[[str, float], str]]] = [("*", partial(ledger.over, tenant))]
-        scopes += [(r, partial(ledger.region_over, tenant, r)) for r in terms.regions]
-        for scope, over in scopes:
+        scopes: list[tuple[str, Callable[[str, float], str], Iterable[str]]] = [
+            ("*", partial(ledger.over, tenant), terms.named)]
+        scopes += [(r, partial(ledger.region_over, tenant, r), limits) for r, limits in terms.regions.items()]
+        for scope, over, named in scopes:
             why = over(CPUS, spec.cpus) or over(MEMORY_GB, spec.memory_gb)
             if why:
                 for pool in t.pools:
@@ -414,13 +415,13 @@ class _Cycle:
                 if pool is None or ("*", pool[1]) in blocks:
                     continue
                 f, m = pool
-                if scope == "*" and f not in terms.named and m not in terms.named:
+                if scope == "*" and f not in named and m not in named:
                     blocks[("*", m)] = f"tenant {tenant} has no quota for {f} ({m})"
                     continue
                 fam = family_why.get(f)
                 if fam is None:
-                    fam = family_why[f] = over(f, n)
-                why = fam or over(m, n)
+                    fam = family_why[f] = over(f, n) if f in named else ""
+                why = fam or (over(m, n) if m in named else "")
                 if why:
                     blocks[(scope, m)] = why
         if blocks and all(("*", p[1] if p else None) in blocks or all(
@@ -688,8 +689,7 @@ class _Victims:
         cohort = self.ledger.terms[t.tenant].cohort
         spec, value, tenant = t.ask.spec, t.value, t.tenant
         rooms: dict[tuple[str, str | None], float] = {}
-        reclaims = {pool: cohort is not None and self.ledger.within_nominal(tenant, cycle._use(t, pool))
-                    for pool in t.pools}
+        reclaims: dict[Pool, bool] = {}  # per pool: the ask is within its tenant's nominal quota there
         options: list[tuple[int, int, str, str | None, DCCapacity, list[_Bucket], list[_Bucket]]] = []
         for rank, dc in enumerate(dcs):
             cap, buckets = cycle.free.get(dc), self.buckets.get(dc)
@@ -702,7 +702,10 @@ class _Victims:
                     continue
                 need = (spec.accelerator.count - cap.free.get(model, 0) if model else 0.0,
                         spec.cpus - cap.free_cpus, spec.memory_gb - cap.free_memory_gb)
-                reclaim = reclaims[pool]
+                reclaim = reclaims.get(pool)
+                if reclaim is None:
+                    reclaim = reclaims[pool] = cohort is not None and self.ledger.within_nominal(
+                        tenant, cycle._use(t, pool))
                 memo = (dc, model, tenant, value, reclaim)
                 got = self.bounds.get(memo)
                 if got is None:
@@ -715,12 +718,15 @@ class _Victims:
                             _rows_for(need[1], most.get(None, 0.0)), _rows_for(need[2], most.get(MEMORY_GB, 0.0)))
                 options.append((least, rank, dc, model, cap, theirs, mine))
         options.sort(key=lambda o: (o[0], o[1]))
+        afters: dict[str | None, float] = {}  # per model: the ask's tenant's weighted share once admitted
         best: tuple[int, str, list[Held]] | None = None
         for least, _, dc, model, cap, theirs, mine in options:
             if best is not None and least >= best[0]:
                 break  # no DC left can need fewer victims
-            pool = next(p for p in t.pools if (p[1] if p else None) == model)
-            after = self.ledger.share(tenant, cycle._use(t, pool))
+            after = afters.get(model)
+            if after is None:
+                pool = next(p for p in t.pools if (p[1] if p else None) == model)
+                after = afters[model] = self.ledger.share(tenant, cycle._use(t, pool))
             picked = self._fit(cap, model, t, itertools.chain(_ordered(theirs), _ordered(mine)), after)
             if picked is not None and (best is None or len(picked) < best[0]):
                 best = (len(picked), dc, picked)
@@ -759,6 +765,7 @@ class _Victims:
         picked: list[Held] = []
         rooms: dict[str, dict[str, float]] = {}  # per other tenant, what it borrows and has not given back
         gone: dict[str, dict[str, float]] = {}  # per other tenant, minus what it gives back this cycle
+        fair: set[str] = set()  # tenants reclaim has brought down to the ask's tenant's share
         for r in cands:
             if max(left) <= _EPS:
                 break
@@ -768,11 +775,14 @@ class _Victims:
                 continue
             b = self.bucket_of[h.key]
             if h.tenant != t.tenant and not (b.preemptible and b.value < t.value):  # taken to reclaim
+                if h.tenant in fair:
+                    continue
                 minus = gone.get(h.tenant)
                 if minus is None:
                     minus = gone[h.tenant] = {k: -n for k, n in self.taken.get(h.tenant, {}).items()}
                 use = {k: -n for k, n in charges(h.family, h.resources).items()}
                 if after > self.ledger.share(h.tenant, minus, use) + _EPS:
+                    fair.add(h.tenant)  # (giving back more would only lower its share further)
                     continue
                 for k, n in use.items():
                     minus[k] = minus.get(k, 0.0) + n
