@@ -691,31 +691,44 @@ class _Victims:
         rooms: dict[tuple[str, str | None], float] = {}
         reclaims: dict[Pool, bool] = {}  # per pool: the ask is within its tenant's nominal quota there
         options: list[tuple[int, int, str, str | None, DCCapacity, list[_Bucket], list[_Bucket]]] = []
+        count, cpus_asked, mem_asked = spec.accelerator.count, spec.cpus, spec.memory_gb
+        free_of, buckets_of, region_of, bounds, most_of = cycle.free, self.buckets, cycle.region, self.bounds, self.most
         for rank, dc in enumerate(dcs):
-            cap, buckets = cycle.free.get(dc), self.buckets.get(dc)
+            cap, buckets = free_of.get(dc), buckets_of.get(dc)
             if cap is None or not buckets:
                 continue
-            region = cycle.region.get(dc, "")
+            region = region_of.get(dc, "")
+            short_cpus, short_mem = cpus_asked - cap.free_cpus, mem_asked - cap.free_memory_gb
+            most = most_of[dc]
             for pool in t.pools:
                 model = pool[1] if pool else None
-                if (model is not None and model not in cap.free) or cycle._why(blocks, model, region):
+                if model is None:
+                    short = 0.0
+                else:
+                    have = cap.free.get(model)
+                    if have is None:
+                        continue
+                    short = count - have
+                if blocks and cycle._why(blocks, model, region):
                     continue
-                need = (spec.accelerator.count - cap.free.get(model, 0) if model else 0.0,
-                        spec.cpus - cap.free_cpus, spec.memory_gb - cap.free_memory_gb)
                 reclaim = reclaims.get(pool)
                 if reclaim is None:
                     reclaim = reclaims[pool] = cohort is not None and self.ledger.within_nominal(
                         tenant, cycle._use(t, pool))
                 memo = (dc, model, tenant, value, reclaim)
-                got = self.bounds.get(memo)
+                got = bounds.get(memo)
                 if got is None:
-                    got = self.bounds[memo] = self._bound(buckets, pool, tenant, value, cohort, reclaim, rooms)
+                    got = bounds[memo] = self._bound(buckets, pool, tenant, value, cohort, reclaim, rooms)
                 acc, cpus, mem, theirs, mine = got
-                if acc < need[0] - _EPS or cpus < need[1] - _EPS or mem < need[2] - _EPS:
+                if acc < short - _EPS or cpus < short_cpus - _EPS or mem < short_mem - _EPS:
                     continue  # not enough to preempt here, whichever rows
-                most = self.most[dc]
-                least = max(1, _rows_for(need[0], most.get(model, 0.0) if model else 0.0),
-                            _rows_for(need[1], most.get(None, 0.0)), _rows_for(need[2], most.get(MEMORY_GB, 0.0)))
+                least = 1
+                if short > _EPS:
+                    least = max(least, _rows_for(short, most.get(model, 0.0)))
+                if short_cpus > _EPS:
+                    least = max(least, _rows_for(short_cpus, most.get(None, 0.0)))
+                if short_mem > _EPS:
+                    least = max(least, _rows_for(short_mem, most.get(MEMORY_GB, 0.0)))
                 options.append((least, rank, dc, model, cap, theirs, mine))
         options.sort(key=lambda o: (o[0], o[1]))
         afters: dict[str | None, float] = {}  # per model: the ask's tenant's weighted share once admitted
