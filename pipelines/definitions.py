@@ -7,11 +7,12 @@ import dagster as dg
 from pipelines.assets import RAY_ASSETS
 from pipelines.dagster_jobs import ALL_JOBS
 from pipelines.deployments import westflow_resource
+from pipelines.metering_asset import metering
 from pipelines.schedules import ALL_SCHEDULES, ALL_SENSORS
 from pipelines.utilisation import network_utilisation
 
 defs = dg.Definitions(
-    assets=[*RAY_ASSETS, network_utilisation],
+    assets=[*RAY_ASSETS, network_utilisation, metering],
     jobs=ALL_JOBS,
     schedules=ALL_SCHEDULES,
     sensors=ALL_SENSORS,

@@ -1,27 +1,41 @@
-"""``network_utilisation``: each DC's use read from the running cluster, against that DC's own target.
+"""``network_utilisation``: each DC's metered use over the last day, against that DC's own target.
 
-The rows are :func:`westflow.capacity.utilisation_report` of the live usage
-(:func:`ray_cluster.live.usage`): the same utilisation ``westflow status`` and the
-simulator report, compared with each DC's ``utilisation_target`` from the config.
+From actuals, not a snapshot: the usage records (:class:`admission.metering.Meter`) of jobs that
+ended in the last 24 hours or since, each clipped to the window, give per DC the accelerator-hours
+run (CPU-hours where a DC has no accelerators) over its capacity-hours in the window
+(:func:`westflow.usage_report.dc_utilisation`), compared with its ``utilisation_target``. A job still
+running is not metered yet, so a DC's figure can only rise as its jobs end. Needs no Ray.
 """
 
 import time
 from pathlib import Path
+from typing import Final
 
 import dagster as dg
 
+from admission.metering import Meter
 from pipelines.resources import WestflowResource
-from ray_cluster.live import usage
-from westflow.capacity import UtilisationRow, utilisation_report
+from westflow.capacity import UtilisationRow
+from westflow.config import load_network
 from westflow.text import markdown_table
+from westflow.usage_report import dc_utilisation
 
-__all__ = ["network_utilisation", "utilisation_rows"]
+__all__ = ["network_utilisation", "utilisation_rows", "WINDOW_S"]
+
+WINDOW_S: Final = 86400.0
 
 
-def utilisation_rows(westflow: WestflowResource) -> tuple[UtilisationRow, ...]:
-    """One row per DC with a live node: used and total accelerators (CPUs where it has none), share, target."""
-    network = westflow.network()
-    return utilisation_report(network, usage(network, westflow.nodes()))
+def utilisation_rows(westflow: WestflowResource, *, now: float | None = None,
+                     window_s: float = WINDOW_S) -> tuple[UtilisationRow, ...]:
+    """One row per DC of the inventory: metered use in ``[now - window_s, now)`` over capacity, share, target."""
+    end = time.time() if now is None else now
+    start = end - window_s
+    queue = westflow.queue()
+    try:
+        records = Meter(queue).records(start=start)  # ended in the window or after: clipped to it
+    finally:
+        queue.close()
+    return dc_utilisation(records, load_network(westflow.config_dir), start, end)
 
 
 def _plot(rows: tuple[UtilisationRow, ...], path: Path) -> None:
@@ -38,24 +52,25 @@ def _plot(rows: tuple[UtilisationRow, ...], path: Path) -> None:
                label="the DC's utilisation target")
     ax.set_ylabel("in use (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("westflow network utilisation (red: below its target)")
+    ax.set_title("metered utilisation, last 24 h (red: below its target)")
+    ax.tick_params(axis="x", labelsize=7, rotation=30)
     ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-@dg.asset(group_name="operations", kinds={"ray", "report"},
-          description="Per-DC accelerator use read from the running Ray network; flags DCs below their own "
-                      "utilisation target (configs/network.yaml).")
+@dg.asset(group_name="operations", kinds={"sqlite", "report"},
+          description="Per-DC accelerator-hours metered over the last 24 hours against capacity; flags DCs "
+                      "below their own utilisation target (configs/network.yaml).")
 def network_utilisation(context: dg.AssetExecutionContext, westflow: WestflowResource) -> dg.MaterializeResult:
     rows = utilisation_rows(westflow)
     reports = Path(westflow.state_dir).resolve() / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     png = reports / f"utilisation-{time.strftime('%Y%m%dT%H%M%S')}.png"
     _plot(rows, png)
-    table = markdown_table(["data center", "region", "used", "total", "use", "target", "standing"],
-                           [(r.dc, r.region, f"{r.used:g}", f"{r.total:g} {r.unit}", f"{r.utilisation:.0%}",
+    table = markdown_table(["data center", "region", "used", "capacity", "use", "target", "standing"],
+                           [(r.dc, r.region, f"{r.used:,.1f}", f"{r.total:,.0f} {r.unit}", f"{r.utilisation:.0%}",
                              f"{r.target:.0%}", r.standing.value) for r in rows])
     below = [r.dc for r in rows if r.below]
     if below:
@@ -66,4 +81,5 @@ def network_utilisation(context: dg.AssetExecutionContext, westflow: WestflowRes
         "plot": dg.MetadataValue.path(str(png)),
         "below_target": ", ".join(below) or "none",
         "data_centers": len(rows),
+        "window_hours": WINDOW_S / 3600,
     })

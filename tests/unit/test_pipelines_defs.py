@@ -34,7 +34,17 @@ def test_definitions_resolve_every_job_and_schedule() -> None:
                                                                                      "realtime_scoring"}
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert keys == {"daily_features", "nightly_training", "batch_inference", "realtime_scoring",
-                    "network_utilisation"}
+                    "network_utilisation", "metering"}
+
+
+def test_metering_is_partitioned_by_shanghai_day() -> None:
+    node = defs.get_repository_def().asset_graph.get(dg.AssetKey("metering"))
+    parts = node.partitions_def
+    assert isinstance(parts, dg.DailyPartitionsDefinition) and parts.timezone == "Asia/Shanghai"
+    keys = parts.get_partition_keys(current_time=datetime(2026, 11, 3, 0, 30, tzinfo=ZoneInfo("Asia/Shanghai")))
+    assert keys[0] == "2026-01-01" and keys[-1] == "2026-11-02"  # only whole days: 11-03 has not ended
+    util = defs.get_repository_def().asset_graph.get(dg.AssetKey("network_utilisation"))
+    assert util.partitions_def is None  # the hourly schedule runs it unpartitioned
 
 
 def test_dagster_cli_validates_the_workspace() -> None:

@@ -182,6 +182,52 @@ def test_an_unwritable_report_dir_exits_2(metered: Path, tmp_path: Path, capsys:
         locked.chmod(0o700)
 
 
+# -- the Dagster assets (no Ray: the database, and the catalogue behind its seam) -------------------------------
+
+
+def test_a_metering_day_is_one_dataset_with_its_sums() -> None:
+    from jobs.memstore import MemoryDatasetStore
+    from pipelines.metering_asset import ACCELERATOR_HOURS, CNY, ROWS, SCHEMA, day_window, write_day
+
+    start, end = day_window("2026-11-01")
+    assert (start, end) == (NOV_START, NOV_START + 86400)
+    recs = [rec("a", cny=2.5, transfer_cny=0.5), rec("b", "zhangjiakou", hours=2, cny=1.0)]
+    store = MemoryDatasetStore()
+    meta = write_day(store, "2026-11-01", recs)
+    assert (meta[ROWS], meta[ACCELERATOR_HOURS], meta[CNY]) == (2, 24.0, 4.0)
+    table = store.read("metering-2026-11-01", "east")
+    assert table.schema == SCHEMA and table.to_pylist()[1]["data_center"] == "zhangjiakou"
+    assert table.to_pylist()[0]["run_id"] is None
+    assert write_day(store, "2026-11-02", [])[ROWS] == 0 and store.read("metering-2026-11-02").num_rows == 0
+
+
+def test_network_utilisation_reads_metered_actuals_without_ray(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from pipelines.resources import WestflowResource
+    from pipelines.utilisation import network_utilisation, utilisation_rows
+
+    for var in ("WESTFLOW_ADMISSION_URL", "WESTFLOW_RAY_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    net = national()
+    now = NOV_START + 86400
+    cap = net.dc("guian").accelerator_total
+    q = AdmissionQueue.local(tmp_path)
+    Meter(q).record_many([rec("g", "guian", start=now - 20 * H, hours=18, accelerators=cap),
+                          rec("old", "guian", start=now - 50 * H, hours=1, accelerators=cap)])
+    q.close()
+    res = WestflowResource(state_dir=str(tmp_path))
+    rows = {r.dc: r for r in utilisation_rows(res, now=now)}
+    assert rows["guian"].utilisation == pytest.approx(18 / 24) and rows["guian"].standing is Standing.MET
+    assert rows["helinger"].below and set(rows) == set(net.dc_ids)
+    result = dg.materialize([network_utilisation], instance=dg.DagsterInstance.ephemeral(),
+                            resources={"westflow": res})
+    meta = result.asset_materializations_for_node("network_utilisation")[0].metadata
+    assert "| target | standing |" in meta["table"].value and Path(meta["plot"].value).exists()
+    assert meta["data_centers"].value == len(net.dc_ids) and "helinger" in meta["below_target"].value
+
+
 def write_examples(out: Path) -> list[Path]:
     """The example PNGs of docs/metering.md: the synthetic month, drawn by the command's own renderer."""
     from westflow_cli.commands.usage_charts import render
