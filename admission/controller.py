@@ -38,9 +38,14 @@ from westflow.inventory import Network
 from westflow.placement import Placement, Policy
 from westflow.tenants import Tenants
 
-__all__ = ["Controller", "CycleReport", "CapacityRead", "placement_summary", "holder_name", "as_held"]
+__all__ = ["Controller", "CycleReport", "CapacityRead", "placement_summary", "holder_name", "as_held", "lease_name"]
 
 CapacityRead = Callable[[], tuple[Capacity, Capacity | None]]  # (live free per DC, each DC's totals)
+
+
+def lease_name(scope: str = "") -> str:
+    """The lease the controllers of ``scope`` (one federation) contend for."""
+    return f"controller:{scope}" if scope else "controller"
 
 
 def holder_name() -> str:
@@ -92,13 +97,14 @@ class Controller:
     def __init__(self, queue: AdmissionQueue, *, tenants: Tenants, network: Network, capacity: CapacityRead,
                  policy: Policy, holder: str | None = None, ttl_s: float = 5.0,
                  clock: Callable[[], float] = time.time,
-                 before_commit: Callable[[CycleWrite], None] | None = None) -> None:
+                 before_commit: Callable[[CycleWrite], None] | None = None, scope: str = "") -> None:
         self.queue = queue
         self.tenants = tenants
         self.network = network
         self.policy = policy
         self.holder = holder or holder_name()
-        self.leader = Leader(queue, holder=self.holder, ttl_s=ttl_s, clock=clock)
+        self.scope = scope  # the federation this controller admits for (see AdmissionQueue.submit)
+        self.leader = Leader(queue, holder=self.holder, name=lease_name(scope), ttl_s=ttl_s, clock=clock)
         self._capacity = capacity
         self._clock = clock
         self._before_commit = before_commit
@@ -111,7 +117,7 @@ class Controller:
             return CycleReport(led=False)
         now = self._clock()
         settings = self.tenants.admission
-        pending, holding = self.queue.pending(), self.queue.holding()
+        pending, holding = self.queue.pending(self.scope), self.queue.holding(self.scope)
         stale = {r.key for r in (*pending, *holding) if now - r.heartbeat_at > settings.stale_after_s}
         expired = [r.key for r in pending if r.key not in stale and r.max_wait_s is not None
                    and now - r.submitted_at > r.max_wait_s]

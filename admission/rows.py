@@ -142,6 +142,9 @@ class WorkloadRecord(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     finished_at: Mapped[float | None] = mapped_column(Double)
     detail: Mapped[str | None] = mapped_column(Text)
+    # The federation (set of Ray clusters) the workload is for: a controller admits only its own scope's work
+    # on its own capacity read, so two federations sharing one database never admit each other's steps.
+    scope: Mapped[str] = mapped_column(String(NAME_MAX), server_default="")
 
 
 class DecisionRecord(Base):
@@ -212,6 +215,7 @@ class WorkloadRow:
     attempts: int
     finished_at: float | None
     detail: str | None
+    scope: str = ""
 
     @classmethod
     def of(cls, r: WorkloadRecord | Any) -> WorkloadRow:
@@ -221,7 +225,7 @@ class WorkloadRow:
                    r.submitted_at, r.max_wait_s, exclude, r.owner, r.heartbeat_at, r.admitted_at, r.data_center,
                    r.ray_cluster, r.region, r.family, r.accelerator_model,
                    r.accelerators, r.cpus, r.memory_gb, r.placement, r.reasons, r.preempted_by, r.preemptions,
-                   r.attempts, r.finished_at, r.detail)
+                   r.attempts, r.finished_at, r.detail, getattr(r, "scope", "") or "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,10 +66,13 @@ class StepTicket:
     """One step's workload in ``queue`` (``key`` unique per step run)."""
 
     def __init__(self, queue: AdmissionQueue, key: str, *, controller: Controller | None = None,
-                 poll_s: float = 0.5, heartbeat_s: float = 5.0, on_event: Event | None = None) -> None:
+                 poll_s: float = 0.5, heartbeat_s: float = 5.0, on_event: Event | None = None,
+                 scope: str | None = None) -> None:
         self.queue = queue
         self.key = key
         self.controller = controller
+        # the federation it is for: the self-serve controller's, unless given
+        self.scope = scope if scope is not None else (controller.scope if controller is not None else "")
         self.poll_s = poll_s
         self.heartbeat_s = heartbeat_s
         self._on_event = on_event or (lambda kind, text: None)
@@ -110,7 +113,7 @@ class StepTicket:
                exclude: Iterable[str] = ()) -> WorkloadRow:
         row = self.queue.submit(self.key, tenant=spec.tenant, priority_class=priority_class, priority=spec.priority,
                                 spec_name=spec.name, spec_json=spec_to_json(spec), max_wait_s=max_wait_s,
-                                owner=owner, exclude=tuple(exclude))
+                                owner=owner, exclude=tuple(exclude), scope=self.scope)
         self._on_event("queued", f"queued as {self.key} (tenant {row.tenant}, priority {row.priority_class})")
         self._start_heartbeat()
         return row

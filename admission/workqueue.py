@@ -140,7 +140,7 @@ class AdmissionQueue:
 
     # -- a step's own workload -------------------------------------------------------------------
     def submit(self, key: str, *, tenant: str, priority_class: str, priority: int, spec_name: str, spec_json: str,
-               max_wait_s: float | None, owner: str, exclude: Iterable[str] = ()) -> WorkloadRow:
+               max_wait_s: float | None, owner: str, exclude: Iterable[str] = (), scope: str = "") -> WorkloadRow:
         """Queue ``key`` as pending and record ``queued``; idempotent while the key is live.
 
         A second submit of a pending, admitted or preempting key returns its row unchanged; a key in
@@ -155,6 +155,8 @@ class AdmissionQueue:
         if not isinstance(spec_json, str):
             raise QueueError("spec_json", type(spec_json).__name__, "JSON text (str)")
         check_number("max_wait_s", max_wait_s, optional=True)
+        if scope:
+            check_key(scope, "scope")
         excluded = exclude_json(exclude)
 
         def write(conn: Connection) -> WorkloadRow:
@@ -163,7 +165,7 @@ class AdmissionQueue:
                           spec_name=spec_name, spec_json=spec_json, state="pending", submitted_at=now,
                           max_wait_s=None if max_wait_s is None else float(max_wait_s), exclude=excluded,
                           owner=owner, heartbeat_at=now, reasons=None, preemptions=0, attempts=0,
-                          finished_at=None, detail=None)
+                          finished_at=None, detail=None, scope=scope)
             if insert_or_ignore(conn, WORKLOADS, values):
                 self._record(conn, now, [_Decision(key, "queued", None, f"{tenant}/{priority_class}", owner)])
             row = self._locked_row(conn, key)
@@ -247,22 +249,24 @@ class AdmissionQueue:
         with read_transaction(self.engine) as conn:
             return self._row(conn, key)
 
-    def rows(self, states: Iterable[str] | None = None) -> list[WorkloadRow]:
-        """Every workload (or those in ``states``), oldest first (submitted_at, then key)."""
+    def rows(self, states: Iterable[str] | None = None, *, scope: str | None = None) -> list[WorkloadRow]:
+        """Every workload (or those in ``states``, of ``scope``), oldest first (submitted_at, then key)."""
         query = select(WORKLOADS).order_by(W.submitted_at, W.key)
         if states is not None:
             wanted = [check_state(s) for s in states]
             query = query.where(W.state.in_(wanted))
+        if scope is not None:
+            query = query.where(W.scope == scope)
         with read_transaction(self.engine) as conn:
             return [WorkloadRow.of(r) for r in conn.execute(query)]
 
-    def pending(self) -> list[WorkloadRow]:
-        """Pending workloads, oldest first."""
-        return self.rows(["pending"])
+    def pending(self, scope: str | None = None) -> list[WorkloadRow]:
+        """Pending workloads (of ``scope``), oldest first."""
+        return self.rows(["pending"], scope=scope)
 
-    def holding(self) -> list[WorkloadRow]:
-        """Admitted and preempting workloads (they hold capacity), oldest first."""
-        return self.rows(HOLDING)
+    def holding(self, scope: str | None = None) -> list[WorkloadRow]:
+        """Admitted and preempting workloads (they hold capacity; of ``scope``), oldest first."""
+        return self.rows(HOLDING, scope=scope)
 
     def decisions(self, key: str | None = None, limit: int = 1000) -> list[DecisionRow]:
         """The latest ``limit`` decisions (of ``key``, or all), oldest first."""

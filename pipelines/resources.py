@@ -161,7 +161,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                    tenants: Tenants) -> Controller:
         """The admission cycle this step runs itself when no ``westflow controller`` leads."""
         return Controller(queue, tenants=tenants, network=network, policy=get_policy(self.policy),
-                          capacity=lambda: federation.capacity_and_totals(network))
+                          capacity=lambda: federation.capacity_and_totals(network), scope=federation.scope)
 
     def admitted_as(self, context: dg.AssetExecutionContext, spec: WorkloadSpec, tenants: Tenants) -> WorkloadSpec:
         """The spec with the tenant this run is admitted as: the run tag, else the resource's, else the default.

@@ -138,6 +138,15 @@ class Federation:
     def names(self) -> tuple[str, ...]:
         return tuple(self.members)
 
+    @property
+    def scope(self) -> str:
+        """A stable id of these clusters (names and Jobs API URLs): the admission queue's scope, so steps and
+        controllers of one federation share capacity accounting and other federations' work stays apart."""
+        import hashlib
+
+        text = "\n".join(f"{n} {m.access.dashboard_url}" for n, m in sorted(self.members.items()))
+        return "fed-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def access(self, name: str) -> ClusterAccess:
         try:
             return self.members[name].access

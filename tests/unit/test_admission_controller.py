@@ -286,3 +286,21 @@ def crash_trial(url: str, tmp_path: Path, trial: int) -> None:
 @pytest.mark.parametrize("trial", range(10))
 def test_killing_the_leader_mid_cycle_loses_nothing_and_admits_nothing_twice(tmp_path: Path, trial: int) -> None:
     crash_trial(f"sqlite:///{tmp_path / 'q.db'}", tmp_path, trial)
+
+
+def test_two_federations_sharing_one_database_never_admit_each_others_work(tmp_path: Path) -> None:
+    """Each controller reads only its own clusters' capacity: it must admit only its own scope's steps."""
+    net = _network()
+    q = AdmissionQueue.local(tmp_path)
+    spec = make_spec(name="s", accelerator="H20:1", cpus=1, memory_gb=1)
+    for key, scope in (("east-step", "fed-east"), ("west-step", "fed-west")):
+        q.submit(key, tenant="default", priority_class="production", priority=0, spec_name="s",
+                 spec_json=spec_to_json(spec), max_wait_s=60, owner="t", scope=scope)
+    cap = _capacity(net, ZW)
+    east = Controller(q, tenants=_tenants(net), network=net, policy=get_policy("westflow"),
+                      capacity=lambda: (cap, cap), holder="east", scope="fed-east")
+    west = Controller(q, tenants=_tenants(net), network=net, policy=get_policy("westflow"),
+                      capacity=lambda: (cap, cap), holder="west", scope="fed-west")
+    assert east.cycle().admitted == ("east-step",)
+    assert west.cycle().admitted == ("west-step",)  # each leads its own scope's lease at the same time
+    assert east.leader.current() is not None and west.leader.current() is not None

@@ -86,6 +86,7 @@ class _Federation:
     def __init__(self, live: dict[str, DCCapacity]) -> None:
         self.live = live
         self.dispatcher_obj = _Dispatcher()
+        self.scope = "fed-test"
 
     def grouped(self, network: Any) -> Any:
         return network

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     tenants = tenants_of(args.config_dir, network)
     queue = queue_of(args.state_dir, args.db)
     ctl = Controller(queue, tenants=tenants, network=network, policy=get_policy(args.policy),
-                     capacity=lambda: fed.capacity_and_totals(network), ttl_s=args.lease_ttl)
+                     capacity=lambda: fed.capacity_and_totals(network), ttl_s=args.lease_ttl, scope=fed.scope)
     if args.once:
         report = ctl.cycle()
         ctl.release()

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 
 from westflow.config import load_network
 from westflow_cli.admitting import queue_of
-from westflow_cli.metrics import NetworkCollector
 from westflow_cli.localnet import default_state_dir, federation_of
+from westflow_cli.metrics import NetworkCollector
 
 __all__ = ["register", "run", "HOST", "DEFAULT_PORT"]
 

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     tenants = tenants_of(args.config_dir, network)
     queue = queue_of(args.state_dir, args.db)
     controller = Controller(queue, tenants=tenants, network=network, policy=policy,
-                            capacity=lambda: fed.capacity_and_totals(network))
+                            capacity=lambda: fed.capacity_and_totals(network), scope=fed.scope)
     ticket = StepTicket(queue, f"submit-{spec.name}-{secrets.token_hex(4)}", controller=controller,
                         on_event=lambda kind, text: print(f"westflow: {text}", file=sys.stderr, flush=True))
     owner = f"westflow submit (pid {os.getpid()}) spec {spec.name}"
