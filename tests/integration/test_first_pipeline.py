@@ -33,6 +33,7 @@ import yaml
 from pipelines import metadata as md
 from ray_cluster.local import LocalNetwork, free_port
 from tests.conftest import ROOT
+from westflow_cli.admitting import stop_controller
 
 pytestmark = pytest.mark.integration
 
@@ -205,14 +206,17 @@ def test_the_walkthrough_runs_as_written(ray_network: LocalNetwork, walkthrough_
     shell = Shell(tmp_path / "shell-state.sh", _user_env(ray_network, home, venv_on_path=False), home)
     ran: dict[str, Ran] = {}
     ui: dict[str, object] = {}
-    for command in commands:
-        if command.startswith("dagster dev"):
-            with _serving(shell, command, tmp_path / "dagster-dev.log") as port:
-                ui = _ui_metadata(port, "my_first_pipeline")
-            continue
-        result = shell.run(substituted.get(command, command))
-        assert result.returncode == 0, f"$ {command}\n{result.output[-5000:]}"
-        ran[command] = result
+    try:
+        for command in commands:
+            if command.startswith("dagster dev"):
+                with _serving(shell, command, tmp_path / "dagster-dev.log") as port:
+                    ui = _ui_metadata(port, "my_first_pipeline")
+                continue
+            result = shell.run(substituted.get(command, command))
+            assert result.returncode == 0, f"$ {command}\n{result.output[-5000:]}"
+            ran[command] = result
+    finally:  # `westflow up` started the admission controller in the session's state dir: the later tests run
+        stop_controller(ray_network.state_dir)  # without one (their steps run the cycle themselves)
     project = home / "my-first-pipeline"
     assert not project.resolve().is_relative_to(ROOT)
 
