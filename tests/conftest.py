@@ -15,12 +15,12 @@ pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray", "tests.fixtures.pos
 
 # Integration modules share one local network per session: check it fresh first, break it last.
 # test_jobs_ray runs its own in-process Ray cluster, so it must come before any driver joins the network.
-# test_admission_pg needs no Ray (a PostgreSQL of its own from pgserver): it runs first.
-_ORDER = ["test_admission_pg", "test_jobs_ray", "test_ray_network", "test_plan_live", "test_jobs_s3", "test_locality",
-          "test_storage", "test_security", "test_load", "test_pipelines", "test_dagster_server", "test_s3_fault_step",
-          "test_dagster_race", "test_first_pipeline", "test_own_code", "test_admission_live", "test_failover",
-          "test_failover_realtime",
-          "test_services", "test_federation"]
+# test_admission_pg and test_metering_live need no Ray (a PostgreSQL of their own from pgserver): they run first.
+_ORDER = ["test_admission_pg", "test_metering_live", "test_jobs_ray", "test_ray_network", "test_plan_live",
+          "test_jobs_s3", "test_locality", "test_storage", "test_security", "test_load", "test_pipelines",
+          "test_dagster_server", "test_s3_fault_step", "test_dagster_race", "test_first_pipeline", "test_own_code",
+          "test_admission_live", "test_failover", "test_failover_realtime", "test_services", "test_controller_proc",
+          "test_federation"]
 # test_federation stops the single-cluster network (and this process's Ray driver of it) to start the
 # federation: it and test_services (which shares it) must stay last, test_federation the very last (its last
 # test stops the federation).
