@@ -73,7 +73,7 @@ class Result:
     def row(self, journal: Result | None) -> str:
         p50, p99 = percentile(self.latencies, 0.5) * 1000, percentile(self.latencies, 0.99) * 1000
         rate = len(self.latencies) / self.elapsed
-        line = f"{self.backend:<10} {self.path:<34} {len(self.latencies):>5} {p50:>9.1f} {p99:>9.1f} {rate:>9.1f}"
+        line = f"{self.backend:<10} {self.path:<40} {len(self.latencies):>5} {p50:>9.1f} {p99:>9.1f} {rate:>9.1f}"
         if journal is None or journal is self:
             return line
         j50, j99 = percentile(journal.latencies, 0.5) * 1000, percentile(journal.latencies, 0.99) * 1000
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [s for kind, s in make_specs(args.n * 2) if kind not in IMPOSSIBLE][:args.n]
     print(f"{args.n} submissions per path from {args.processes} processes x {args.threads} threads, each admitted "
           f"then released at once; capacity: every DC of network.yaml empty ({len(snapshot)} DCs)")
-    print(f"{'backend':<10} {'path':<34} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'steps/s':>9}"
+    print(f"{'backend':<10} {'path':<40} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'steps/s':>9}"
           f" {'p50/jrnl':>9} {'p99/jrnl':>9} {'jrnl/s÷':>9}")
     with tempfile.TemporaryDirectory(prefix="wf-admlat-") as tmp:
         for name in [b.strip() for b in args.backends.split(",") if b.strip()]:

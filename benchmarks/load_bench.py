@@ -28,7 +28,7 @@ the waiting ones, as ``westflow controller`` would) until none is left.
 checks Ray's own accounting.
 
     .venv/bin/python -m benchmarks.load_bench [--mode jobs|queue] [--requests 1000] [--processes 4]
-        [--threads 8] [--attach]
+        [--threads 8] [--heartbeat-s 10] [--attach]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import os
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -62,8 +63,9 @@ from westflow.placement import Placement, Policy, get_policy
 from westflow.spec import WorkloadSpec, parse_spec
 from westflow.tenants import Tenants, load_tenants
 
-__all__ = ["MIX", "IMPOSSIBLE", "CPUS", "POLL_S", "HEARTBEAT_S", "make_specs", "empty_capacity", "Outcome",
-           "Attempt", "Side", "Spread", "queue_key", "end_all", "await_final", "tenants_for", "percentile"]
+__all__ = ["MIX", "IMPOSSIBLE", "CPUS", "POLL_S", "HEARTBEAT_S", "LOAD_HEARTBEAT_S", "make_specs", "empty_capacity",
+           "Outcome", "Attempt", "Side", "Spread", "WorkerError", "queue_key", "end_all", "await_final", "tenants_for",
+           "percentile"]
 
 # (kind, spec fields). Every kind but the IMPOSSIBLE ones fits an empty local network.
 MIX: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -81,6 +83,11 @@ IMPOSSIBLE = frozenset({"cann64", "rt-shanghai-h800"})
 CPUS = 0.125  # per request: 16 fit a 2-CPU local node, so accelerators are what runs out first
 POLL_S = 0.5  # StepTicket's poll while waiting (the resource's default)
 HEARTBEAT_S = 2.0  # the resource's heartbeat
+# The load's heartbeat: 750 live tickets beating every 2 s (the resource's) saturate SQLite's one writer on
+# 2 cores while Ray starts the burst's jobs (heartbeat writes waited 2.7 s on average, up to 60 s; cycles'
+# fenced writes up to 30 s, losing their lease; a waiting step's own poll then failed with "database is
+# locked"). Every 10 s keeps a row well inside stale_after_s (60 s) at a fifth of the writes.
+LOAD_HEARTBEAT_S = 10.0
 
 
 def make_specs(n: int) -> list[tuple[str, WorkloadSpec]]:
@@ -135,13 +142,14 @@ class Side:
     """One step process's view of the queue: its tickets, which it keeps beating until each step ends.
 
     ``capacity``: what each controller reads (live, or a fixed snapshot); ``ends``: the directory
-    whose file ``<key>`` says step ``key`` is over (its ticket is then finished by this process).
+    whose file ``<key>`` says step ``key`` is over (its ticket is then finished by this process);
+    ``scope``: the federation its steps and controllers are for (``Federation.scope``).
     """
 
     def __init__(self, queue: AdmissionQueue, network: Network, tenants: Tenants, policy: Policy,
                  capacity: CapacityRead, *, prefix: str, ends: Path | str, poll_s: float = POLL_S,
-                 heartbeat_s: float = HEARTBEAT_S) -> None:
-        self.queue, self.network, self.tenants, self.policy = queue, network, tenants, policy
+                 heartbeat_s: float = HEARTBEAT_S, scope: str = "") -> None:
+        self.queue, self.network, self.tenants, self.policy, self.scope = queue, network, tenants, policy, scope
         self.capacity, self.prefix, self.ends = capacity, prefix, Path(ends)
         self.poll_s, self.heartbeat_s = poll_s, heartbeat_s
         self.tickets: dict[str, StepTicket] = {}
@@ -157,7 +165,7 @@ class Side:
         (Dagster's multiprocess executor), and a holder is one process in production.
         """
         return Controller(self.queue, tenants=self.tenants, network=self.network, policy=self.policy,
-                          capacity=self.capacity, holder=f"{holder_name()}:{threading.get_ident()}")
+                          capacity=self.capacity, holder=f"{holder_name()}:{threading.get_ident()}", scope=self.scope)
 
     def admit(self, spec: WorkloadSpec) -> Attempt:
         """``StepTicket.admit`` as the resource calls it, until the first cycle that decides the step."""
@@ -269,8 +277,15 @@ def _run_all(fn: Callable[[Any], Any], items: Sequence[Any], threads: int, gate:
         return [f.result(timeout=900) for f in futures]
 
 
+class WorkerError(RuntimeError):
+    """A step raised in a worker process: its traceback as text (not every westflow error pickles)."""
+
+
 def _chunk(fn: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
-    return _run_all(fn, items, threads, lambda: _W["barrier"].wait(120))
+    try:
+        return _run_all(fn, items, threads, lambda: _W["barrier"].wait(120))
+    except BaseException as exc:  # noqa: BLE001 - carried to the parent as text
+        raise WorkerError(f"in process {os.getpid()}: " + "".join(traceback.format_exception(exc))) from None
 
 
 def _close_side() -> None:
@@ -306,8 +321,8 @@ class Spread:
 
     def close(self) -> None:
         if self._pool is not None:
-            futures = [self._pool.submit(_close_side) for _ in range(self.processes)]
             try:
+                futures = [self._pool.submit(_close_side) for _ in range(self.processes)]
                 self._barrier.wait(120)
                 for f in futures:
                     f.result(timeout=60)
@@ -343,10 +358,11 @@ def _init_spread(initializer: Callable[..., None], initargs: tuple[Any, ...], ba
 # -- the queue alone -----------------------------------------------------------------------------------
 
 
-def _init_snapshot(url: str, network: Network, snapshot: Capacity, prefix: str, ends: str) -> None:
+def _init_snapshot(url: str, network: Network, snapshot: Capacity, prefix: str, ends: str,
+                   heartbeat_s: float) -> None:
     queue = AdmissionQueue(url)
     _W["side"] = Side(queue, network, tenants_for(network), get_policy("westflow"), lambda: (snapshot, snapshot),
-                      prefix=prefix, ends=ends)
+                      prefix=prefix, ends=ends, heartbeat_s=heartbeat_s)
 
 
 def admit_one(spec: WorkloadSpec) -> Attempt:
@@ -365,15 +381,16 @@ def _queue_only(args: argparse.Namespace) -> int:
         ends.mkdir()
         queue = AdmissionQueue(url)  # migrated before the processes start
         prefix = "loadq"
-        with Spread(_init_snapshot, (url, network, empty, prefix, str(ends)), processes=args.processes,
-                    threads=args.threads) as spread:
+        with Spread(_init_snapshot, (url, network, empty, prefix, str(ends), args.heartbeat_s),
+                    processes=args.processes, threads=args.threads) as spread:
             attempts, elapsed = spread.map(admit_one, specs)
             counts = Counter(a.outcome.value for a in attempts)
             decided = [a.decided_s for a in attempts]
-            print(f"load: {len(attempts)} steps through the queue (SQLite) from {args.processes} processes x "
-                  f"{args.threads} threads in {elapsed:.2f} s = {len(attempts) / elapsed:,.0f} steps/s (admitted "
-                  f"{counts['admitted']}, waiting {counts['waiting']}, refused {counts['refused']}); StepTicket.admit "
-                  f"to its answer p50 {percentile(decided, 0.5):.2f} s, p99 {percentile(decided, 0.99):.2f} s")
+            print(f"load: {len(attempts)} steps through the queue (SQLite; tickets beat every "
+                  f"{args.heartbeat_s:g} s) from {args.processes} processes x {args.threads} threads in "
+                  f"{elapsed:.2f} s = {len(attempts) / elapsed:,.0f} steps/s (admitted {counts['admitted']}, "
+                  f"waiting {counts['waiting']}, refused {counts['refused']}); StepTicket.admit to its answer "
+                  f"p50 {percentile(decided, 0.5):.2f} s, p99 {percentile(decided, 0.99):.2f} s")
             ctl = Controller(queue, tenants=tenants_for(network), network=network, policy=get_policy("westflow"),
                              capacity=lambda: (empty, empty), holder="load-bench-controller")
             t0, rounds = time.perf_counter(), 0
@@ -397,6 +414,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--heartbeat-s", type=float, default=LOAD_HEARTBEAT_S,
+                    help=f"how often each live ticket beats (default {LOAD_HEARTBEAT_S:g}; the resource's: "
+                         f"{HEARTBEAT_S:g})")
     ap.add_argument("--attach", action="store_true", help="jobs mode: use the running network "
                     "($WESTFLOW_RAY_ADDRESS, $RAY_AUTH_TOKEN_PATH, as `westflow up` prints) instead of starting one")
     args = ap.parse_args()
@@ -405,7 +425,7 @@ def main() -> int:
     from benchmarks.load_jobs_bench import run_jobs_bench
 
     return run_jobs_bench(requests=args.requests, processes=args.processes, threads=args.threads,
-                          attach=args.attach)
+                          attach=args.attach, heartbeat_s=args.heartbeat_s)
 
 
 if __name__ == "__main__":

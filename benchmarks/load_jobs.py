@@ -27,7 +27,7 @@ from typing import Any
 
 from admission.controller import Controller
 from admission.workqueue import AdmissionQueue
-from benchmarks.load_bench import Attempt, Outcome, Side, Spread, percentile, worker
+from benchmarks.load_bench import HEARTBEAT_S, Attempt, Outcome, Side, Spread, percentile, worker
 from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import JOB_SUBMISSION, entrypoint
 from ray_cluster.federation import Federation
@@ -80,7 +80,7 @@ class Production:
     def controller(self, holder: str) -> Controller:
         """A controller as ``WestflowResource.controller`` builds it (``holder``: who leads)."""
         return Controller(self.queue, tenants=self.tenants, network=self.network, policy=self.policy,
-                          capacity=self.capacity, holder=holder)
+                          capacity=self.capacity, holder=holder, scope=self.federation.scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +121,14 @@ def job_env() -> dict[str, str]:
 
 
 def _init(url: str, token: str, state_dir: str, admission_url: str, release_dir: str, ends: str, prefix: str,
-          python: str) -> None:
+          python: str, heartbeat_s: float) -> None:
     prod = Production.of(ClusterAccess(url, token), state_dir, admission_url=admission_url)
     for name in prod.federation.names:
         prod.federation.dispatcher(name).client()  # its constructor calls the server: not in the timed phase
     w = worker()
     w.update(prod=prod, release=release_dir, prefix=prefix, python=python,
-             side=Side(prod.queue, prod.network, prod.tenants, prod.policy, prod.capacity, prefix=prefix, ends=ends))
+             side=Side(prod.queue, prod.network, prod.tenants, prod.policy, prod.capacity, prefix=prefix, ends=ends,
+                       scope=prod.federation.scope, heartbeat_s=heartbeat_s))
 
 
 def _step(spec: WorkloadSpec) -> Step:
@@ -165,16 +166,16 @@ def _raw(item: tuple[Placement, str]) -> float:
 class JobSteps:
     """``processes`` spawned processes with ``threads`` threads each, running steps at once.
 
-    Each process is a step process: it keeps its tickets beating and finishes each when the
-    file ``ends/<queue key>`` appears (the processes live until :meth:`close`).
+    Each process is a step process: it keeps its tickets beating (every ``heartbeat_s``) and
+    finishes each when the file ``ends/<queue key>`` appears (the processes live until :meth:`close`).
     """
 
     def __init__(self, access: ClusterAccess, state_dir: Path | str, admission_url: str, release_dir: Path | str,
                  ends: Path | str, *, prefix: str, processes: int = 4, threads: int = 8,
-                 python: str = "python") -> None:
+                 python: str = "python", heartbeat_s: float = HEARTBEAT_S) -> None:
         self.prefix = prefix
         self._spread = Spread(_init, (access.dashboard_url, access.token or "", str(state_dir), admission_url,
-                                      str(release_dir), str(ends), prefix, python),
+                                      str(release_dir), str(ends), prefix, python, heartbeat_s),
                               processes=processes, threads=threads)
 
     def __enter__(self) -> JobSteps:
