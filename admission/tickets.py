@@ -134,7 +134,7 @@ class StepTicket:
         start = time.monotonic()
         seen: dict[str, str] | None = None
         while True:
-            row = self.queue.heartbeat(self.key)
+            row = self.queue.get(self.key)  # a read: the heartbeat thread beats (a write) every heartbeat_s
             if row is None:
                 raise QueueTimeout(self.key, "missing", time.monotonic() - start, {})
             if row.state in ("admitted", "preempting"):
