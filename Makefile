@@ -26,7 +26,7 @@ lint: setup
 	$(VENV)/bin/mypy westflow_cli hostprocs ray_cluster storage admission pipelines jobs
 
 test: lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=30
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=30 --tb=native -rfE
 
 unit: setup
 	$(VENV)/bin/pytest -q -m "not integration"
