@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -217,6 +218,9 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+_MIGRATING = threading.Lock()  # one Alembic environment at a time in this process
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to head (Alembic, from code); a no-op when it is there.
 
@@ -225,7 +229,12 @@ def migrate(engine: Engine) -> None:
     transaction-level advisory lock, and both backends run DDL transactionally, so a second caller
     finds the schema at head.
     """
-    with _sqlite_file_lock(engine), write_transaction(engine) as conn:
+    # At head (every open but the first): no Alembic environment at all. Alembic's command API installs
+    # module-global proxies (alembic.context), which are not thread-safe: a step opening the queue while
+    # another thread's Dagster instance stamps its own Alembic revision failed with KeyError: 'script'.
+    if current_revision(engine) == head_revision():
+        return
+    with _MIGRATING, _sqlite_file_lock(engine), write_transaction(engine) as conn:
         if not is_sqlite(engine):
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATE_LOCK})
         command.upgrade(_config(conn), "head")
