@@ -11,6 +11,7 @@ shipped in ``admission/migrations`` to head, from code, serialised between proce
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import threading
@@ -204,8 +205,12 @@ def _config(conn: Connection | None = None) -> Config:
     return cfg
 
 
+@functools.cache
 def head_revision() -> str:
-    """The newest migration shipped with this code."""
+    """The newest migration shipped with this code (read once per process: loading the migration scripts
+    compiles them, and CPython 3.11's AST state is not thread-safe: compiling in a step's thread beside
+    another thread's compile corrupted it, and pytest's own summary later failed with 'AST constructor
+    recursion depth mismatch')."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
     if head is None:  # pragma: no cover - the package ships its migrations
         raise DatabaseError("", f"No Alembic migrations found in {MIGRATIONS}", allowed=None)
@@ -252,3 +257,6 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+head_revision()  # at import, in the importing (main) thread, before any step thread opens a queue
