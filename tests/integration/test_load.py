@@ -3,10 +3,11 @@
 Every step does what the Dagster resource does before its job runs
 (:mod:`benchmarks.load_jobs`, with ``WestflowResource``'s own federation, grouped network,
 tenants, queue and policy): one read of live capacity and totals through the dashboard, then
-``StepTicket.admit`` on one SQLite queue in a tmp dir: the never-fits check (refused at once),
-a queued row, and a wait in which, while no controller leads, the step runs the admission
-cycle itself on live capacity read through the dashboard (a ``Controller`` built as
-``WestflowResource.controller`` builds it). When admitted, the step submits one
+``StepTicket.admit`` on one PostgreSQL queue (pgserver on a Unix socket: the store of a
+multi-host deployment; SQLite's one writer saturates under this load, see below): the never-fits
+check (refused at once), a queued row, and a wait in which, while no controller leads, the step
+runs the admission cycle itself on live capacity read through the dashboard (a ``Controller``
+built as ``WestflowResource.controller`` builds it). When admitted, the step submits one
 :meth:`ray_cluster.dispatch.Dispatcher.submit` of the command
 :func:`~ray_cluster.dispatch.entrypoint` builds, with the placement's ``job_options()`` and a
 stable submission id. 4 processes x 8 threads start together. The job's command
@@ -17,11 +18,13 @@ What is simulated. Each thread stands for a step process (Dagster's multiprocess
 each has its own controller holder. A step stops waiting once a cycle has decided it
 (``admit``'s ``cancelled`` hook, set by its ticket's first ``waiting`` event): a Dagster step
 would wait on, but the thread is needed for the next step; its row stays pending and its
-process keeps its ticket beating, every 30 s (``LOAD_HEARTBEAT_S``), not the resource's 2 s:
+process keeps its ticket beating, every 30 s (``LOAD_HEARTBEAT_S``), not the resource's 2 s.
 750 live tickets at 2 s (or 10 s) saturate SQLite's one writer here while Ray starts the burst's
 jobs (heartbeats waited seconds, cycles lost their lease waiting to write, and a waiting step's
-own poll failed with ``database is locked``: 3 of 4 runs). A step ends when the test says so:
-its process then finishes its ticket (``StepTicket.finish``). What Ray holds for an
+own poll failed with ``database is locked``: 3 of 4 runs); on PostgreSQL at 2 s the 375 writes
+a second took so much of the 2 cores that the burst took 250 s and 5 of the burst's Ray jobs
+were still PENDING 240 s later. A step ends when the test says so: its process then finishes
+its ticket (``StepTicket.finish``). What Ray holds for an
 admitted step: its job (the supervisor takes only the pins, see ``RayRequest.job_options``)
 and a placement group made by this test for what the step's task takes beyond that (its
 CPUs, GPUs, NPUs and memory; ``_bundle``). ``test_an_admitted_step_holds_in_ray_what_the_queue_holds``
@@ -38,9 +41,9 @@ exceeds its total and, once settled, equals what the queue holds. Then the waiti
 round by round: the admitted steps end, a controller in the test process (as ``westflow
 controller`` would be; capacity read from the GCS, the dashboard lagging seconds behind) runs
 one cycle, and what it admits is held by placement groups of what each row holds (a second round
-of real jobs does not fit the test's budget: ~1 s of CPU per job start on 2 cores). At the end every row is
-``finished``, each admitted once (one ``admitted`` decision, no ``resumed``), nothing holds,
-every job SUCCEEDED, and Ray's accounting is back where it started.
+of real jobs does not fit the test's budget: ~1 s of CPU per job start on 2 cores). At the end
+every row is ``finished``, each admitted once (one ``admitted`` decision, no ``resumed``),
+nothing holds, every job SUCCEEDED, and Ray's accounting is back where it started.
 """
 
 from __future__ import annotations
