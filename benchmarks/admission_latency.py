@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import secrets
-import shutil
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -48,7 +46,7 @@ from admission.controller import Controller, holder_name
 from admission.database import sqlite_url
 from admission.tickets import StepTicket
 from admission.workqueue import AdmissionQueue
-from benchmarks.load_bench import IMPOSSIBLE, make_specs, percentile, tenants_for
+from benchmarks.load_bench import IMPOSSIBLE, make_specs, percentile, postgres_databases, tenants_for
 from ray_cluster.reservations import Reservations
 from westflow.capacity import Capacity, full_capacity
 from westflow.config import load_network
@@ -193,38 +191,6 @@ def _lead(url: str, network: Network, snapshot: Capacity, interval_s: float, sto
 
 
 @contextmanager
-def _postgres() -> Iterator[Callable[[], str]]:
-    """A PostgreSQL 16 from pgserver on a Unix socket in a temp dir; yields a maker of fresh databases."""
-    import sqlalchemy as sa
-
-    with warnings.catch_warnings():  # platformdirs warns on import when XDG_RUNTIME_DIR is unset
-        warnings.simplefilter("ignore")
-        import pgserver
-    root = Path(tempfile.mkdtemp(prefix="wf-pg-"))  # short: the socket lives in it
-    server: Any = pgserver.get_server(root / "data", cleanup_mode="delete")
-    try:
-        socket_dir = server.get_postmaster_info().socket_dir
-
-        def url(db: str) -> str:
-            return f"postgresql+psycopg://postgres:@/{db}?host={socket_dir}"
-
-        admin = sa.create_engine(url("postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-
-        def fresh() -> str:
-            name = f"bench_{secrets.token_hex(4)}"
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            AdmissionQueue(url(name)).close()  # migrated before the timed phase
-            return url(name)
-
-        yield fresh
-        admin.dispose()
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
 def _sqlite(tmp: Path) -> Iterator[Callable[[], str]]:
     def fresh() -> str:
         url = sqlite_url(tmp / f"sqlite-{secrets.token_hex(4)}")
@@ -279,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 with _sqlite(Path(tmp)) as fresh:
                     _backend(name, fresh, Path(tmp), network, snapshot, specs, args)
             elif name == "postgresql":
-                with _postgres() as fresh:
+                with postgres_databases() as fresh:
                     _backend(name, fresh, Path(tmp), network, snapshot, specs, args)
             else:
                 raise SystemExit(f"Invalid backend {name!r}; must be one of: sqlite, postgresql.")

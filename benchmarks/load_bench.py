@@ -28,7 +28,7 @@ the waiting ones, as ``westflow controller`` would) until none is left.
 checks Ray's own accounting.
 
     .venv/bin/python -m benchmarks.load_bench [--mode jobs|queue] [--requests 1000] [--processes 4]
-        [--threads 8] [--heartbeat-s 30] [--attach]
+        [--threads 8] [--heartbeat-s 30] [--db sqlite|postgresql] [--attach]
 """
 
 from __future__ import annotations
@@ -36,13 +36,17 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import secrets
+import shutil
 import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -65,7 +69,7 @@ from westflow.tenants import Tenants, load_tenants
 
 __all__ = ["MIX", "IMPOSSIBLE", "CPUS", "POLL_S", "HEARTBEAT_S", "LOAD_HEARTBEAT_S", "make_specs", "empty_capacity",
            "Outcome", "Attempt", "Side", "Spread", "WorkerError", "queue_key", "end_all", "await_final", "tenants_for",
-           "percentile"]
+           "percentile", "postgres_databases"]
 
 # (kind, spec fields). Every kind but the IMPOSSIBLE ones fits an empty local network.
 MIX: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -253,6 +257,40 @@ def percentile(values: Sequence[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, int(round(q * len(s) + 0.5)) - 1))] if s else float("nan")
 
 
+@contextmanager
+def postgres_databases() -> Iterator[Callable[[], str]]:
+    """A PostgreSQL 16 from PyPI pgserver on a Unix socket in a temp dir (nothing on TCP), as
+    tests/fixtures/postgres.py starts it; yields a maker of fresh, migrated databases (their URLs)."""
+    import sqlalchemy as sa
+
+    with warnings.catch_warnings():  # platformdirs warns on import when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pgserver
+    root = Path(tempfile.mkdtemp(prefix="wf-pg-"))  # short: the socket lives in it
+    server: Any = pgserver.get_server(root / "data", cleanup_mode="delete")
+    try:
+        socket_dir = server.get_postmaster_info().socket_dir
+
+        def url(db: str) -> str:
+            return f"postgresql+psycopg://postgres:@/{db}?host={socket_dir}"
+
+        admin = sa.create_engine(url("postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+        def fresh() -> str:
+            name = f"bench_{secrets.token_hex(4)}"
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            AdmissionQueue(url(name)).close()  # migrated before the timed phase
+            return url(name)
+
+        yield fresh
+        admin.dispose()
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+
 # -- processes x threads ---------------------------------------------------------------------------
 
 _W: dict[str, Any] = {}  # this worker process's state (its Side, and what its initializer adds)
@@ -418,6 +456,8 @@ def main() -> int:
     ap.add_argument("--heartbeat-s", type=float, default=LOAD_HEARTBEAT_S,
                     help=f"how often each live ticket beats (default {LOAD_HEARTBEAT_S:g}; the resource's: "
                          f"{HEARTBEAT_S:g})")
+    ap.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
+                    help="jobs mode: the queue's store (sqlite, the embedded default; postgresql from pgserver)")
     ap.add_argument("--attach", action="store_true", help="jobs mode: use the running network "
                     "($WESTFLOW_RAY_ADDRESS, $RAY_AUTH_TOKEN_PATH, as `westflow up` prints) instead of starting one")
     args = ap.parse_args()
@@ -426,7 +466,7 @@ def main() -> int:
     from benchmarks.load_jobs_bench import run_jobs_bench
 
     return run_jobs_bench(requests=args.requests, processes=args.processes, threads=args.threads,
-                          attach=args.attach, heartbeat_s=args.heartbeat_s)
+                          attach=args.attach, heartbeat_s=args.heartbeat_s, db=args.db)
 
 
 if __name__ == "__main__":

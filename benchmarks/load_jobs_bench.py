@@ -6,7 +6,8 @@ such as ``westflow up --profile configs/local-one-cluster.yaml`` starts, since
 every job goes to the one Jobs API in ``$WESTFLOW_RAY_ADDRESS``), two phases from the same worker processes and threads:
 
 1. production: every step reads live capacity through the dashboard, goes
-   through ``StepTicket.admit`` on one SQLite admission queue (queued, then
+   through ``StepTicket.admit`` on one admission queue (SQLite, the embedded
+   default, or PostgreSQL from pgserver with ``--db postgresql``; queued, then
    decided by the admission cycle that a waiting step runs itself on live
    capacity while no controller leads) and, when admitted, is submitted by
    ``Dispatcher.submit`` as a Ray Job (:mod:`benchmarks.load_jobs`); all start
@@ -16,11 +17,13 @@ every job goes to the one Jobs API in ``$WESTFLOW_RAY_ADDRESS``), two phases fro
    no queue, no dispatcher); all start together.
 
 Between the phases the jobs are released, their steps end (their tickets
-finished), and the dashboard shows the network empty again. Time to RUNNING: the main process polls ``list_jobs`` every
-0.25 s; a job's time is the first poll that shows it RUNNING (or ended) minus
-the moment its Ray submission call started (a wall clock read in the submitting
-thread), so each figure is late by at most one poll plus one ``list_jobs``. For
-the production path it is also given from the step's ``StepTicket.admit`` call
+finished), and the dashboard shows the network empty again.
+
+Time to RUNNING: the main process polls ``list_jobs`` every 0.25 s; a job's
+time is the first poll that shows it RUNNING (or ended) minus the moment its
+Ray submission call started (a wall clock read in the submitting thread), so
+each figure is late by at most one poll plus one ``list_jobs``. For the
+production path it is also given from the step's ``StepTicket.admit`` call
 (its capacity read, queueing and wait for the cycle included).
 """
 
@@ -35,7 +38,7 @@ from typing import Any
 
 from admission.database import sqlite_url
 from admission.workqueue import AdmissionQueue
-from benchmarks.load_bench import LOAD_HEARTBEAT_S, Outcome, await_final, end_all, make_specs
+from benchmarks.load_bench import LOAD_HEARTBEAT_S, Outcome, await_final, end_all, make_specs, postgres_databases
 from benchmarks.load_jobs import JobSteps, percentile, touch_all, watch_running
 from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import TERMINAL
@@ -84,7 +87,18 @@ def _phase(client: Any, ids: list[str], submitted: dict[str, float], t0_wall: fl
 
 
 def run_jobs_bench(*, requests: int, processes: int, threads: int, attach: bool,
-                   heartbeat_s: float = LOAD_HEARTBEAT_S) -> int:
+                   heartbeat_s: float = LOAD_HEARTBEAT_S, db: str = "sqlite") -> int:
+    """The bench on a queue in SQLite (``db="sqlite"``, the embedded default) or PostgreSQL (pgserver)."""
+    if db == "postgresql":
+        with postgres_databases() as fresh:
+            return _run(requests, processes, threads, attach, heartbeat_s, fresh(), db)
+    if db != "sqlite":
+        raise SystemExit(f"Invalid db {db!r}; must be one of: sqlite, postgresql.")
+    return _run(requests, processes, threads, attach, heartbeat_s, None, db)
+
+
+def _run(requests: int, processes: int, threads: int, attach: bool, heartbeat_s: float, pg: str | None,
+         db: str) -> int:
     network = load_network()
     tmp = Path(tempfile.mkdtemp(prefix="wf-loadbench-"))
     net: LocalNetwork | None = None
@@ -107,7 +121,7 @@ def run_jobs_bench(*, requests: int, processes: int, threads: int, attach: bool,
         release.mkdir()
         ends.mkdir()
         prefix = f"wf-loadbench-{secrets.token_hex(4)}"
-        url = sqlite_url(tmp / "queue")
+        url = pg or sqlite_url(tmp / "queue")
         queue = AdmissionQueue(url)  # migrated before the processes start
         specs = [s for _, s in make_specs(requests)]
         with JobSteps(access, tmp / "queue", url, release, ends, prefix=prefix, processes=processes,
@@ -122,7 +136,7 @@ def run_jobs_bench(*, requests: int, processes: int, threads: int, attach: bool,
                                  t0, prefix)
             whole = [w + s.submitted - s.attempt.started for w, s in zip(waits, admitted, strict=True)]
             decided = [s.attempt.decided_s for s in steps]
-            print(f"production path: {len(steps)} steps (live read, StepTicket.admit on the queue, tickets "
+            print(f"production path: {len(steps)} steps (live read, StepTicket.admit on the queue in {db}, tickets "
                   f"beating every {heartbeat_s:g} s, "
                   f"Dispatcher.submit) from {processes} processes x {threads} threads in {elapsed:.2f} s = "
                   f"{len(steps) / elapsed:,.1f} steps/s (admitted {counts['admitted']}, waiting "
