@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from admission.controller import Controller
 from admission.rows import WorkloadRow
@@ -30,10 +30,20 @@ from westflow.placement import Placement, Policy
 from westflow.spec import WorkloadSpec
 from westflow.tenants import Tenants
 
-__all__ = ["StepTicket", "QueueTimeout", "Waited", "FINAL"]
+__all__ = ["StepTicket", "QueueTimeout", "Waited", "FINAL", "admitted_placement"]
 
 FINAL = ("finished", "failed", "expired", "cancelled", "abandoned")
 Event = Callable[[str, str], None]
+
+
+def admitted_placement(row: WorkloadRow, spec: WorkloadSpec, network: Network, policy: Policy) -> Placement:
+    """What an admitted row holds, as a Placement: ``place()`` on its DC offering only its accelerator model
+    (a portable spec at a DC with CUDA and Ascend pools must run on the pool the cycle charged)."""
+    assert row.data_center is not None, row.key
+    empty = full_capacity(network)[row.data_center]
+    if row.accelerator_model:
+        empty = replace(empty, free={row.accelerator_model: empty.free.get(row.accelerator_model, 0)})
+    return policy.place(spec, network, {row.data_center: empty})
 
 
 class QueueTimeout(WestflowError):
@@ -104,9 +114,7 @@ class StepTicket:
             why = (f"preempted by {self.preempted_by}" if self.preempted.is_set()
                    else f"failover away from {', '.join(sorted(out))}")
             self.requeue(exclude=out, reason=why)
-        dc = self.wait(cancelled=cancelled).row.data_center
-        assert dc is not None
-        return policy.place(spec, network, {dc: full_capacity(network)[dc]})  # the admitted DC, as a Placement
+        return admitted_placement(self.wait(cancelled=cancelled).row, spec, network, policy)
 
     # -- the queue ------------------------------------------------------------
     def submit(self, spec: WorkloadSpec, *, priority_class: str, max_wait_s: float | None, owner: str,

@@ -52,7 +52,6 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +61,7 @@ from admission.controller import Controller
 from admission.database import sqlite_url
 from admission.rows import WorkloadRow
 from admission.specjson import spec_from_json, spec_to_json
+from admission.tickets import admitted_placement
 from admission.workqueue import AdmissionQueue
 from benchmarks.load_bench import (
     IMPOSSIBLE,
@@ -80,7 +80,7 @@ from ray_cluster.dispatch import JOB_DC, JOB_SPEC, TERMINAL
 from ray_cluster.live import DriverReader, capacity_and_totals
 from ray_cluster.local import LocalNetwork
 from westflow.admission_cycle import default_priority_class
-from westflow.capacity import Capacity, Resources, capacity_of, full_capacity
+from westflow.capacity import Capacity, Resources, capacity_of
 from westflow.inventory import Family, Network
 from westflow.placement import Placement
 
@@ -196,11 +196,7 @@ def _gcs_capacity(network: Network, base_used: dict[str, Resources]) -> tuple[Ca
 def _placement_of(prod: Production, row: WorkloadRow) -> Placement:
     """What an admitted row holds, as a placement: ``place()`` on its DC with only its accelerator model
     (a drained step's group, and ``test_an_admitted_step_holds_in_ray_what_the_queue_holds``)."""
-    assert row.data_center is not None
-    empty = full_capacity(prod.network)[row.data_center]
-    if row.accelerator_model:
-        empty = replace(empty, free={row.accelerator_model: empty.free.get(row.accelerator_model, 0)})
-    p = prod.policy.place(spec_from_json(row.spec_json), prod.network, {row.data_center: empty})
+    p = admitted_placement(row, spec_from_json(row.spec_json), prod.network, prod.policy)
     assert not _agrees(p, row), _agrees(p, row)
     return p
 

@@ -304,3 +304,28 @@ def test_two_federations_sharing_one_database_never_admit_each_others_work(tmp_p
     assert east.cycle().admitted == ("east-step",)
     assert west.cycle().admitted == ("west-step",)  # each leads its own scope's lease at the same time
     assert east.leader.current() is not None and west.leader.current() is not None
+
+
+def test_a_portable_step_runs_on_the_pool_the_cycle_charged_not_the_dcs_favourite(tmp_path: Path) -> None:
+    # helinger has H800 and Ascend910B; on an empty DC the policy prefers the cheaper Ascend pool. With
+    # Ascend full, the cycle admits the step on H800: the ticket's placement must be H800 too (the CI's
+    # load test caught steps told Ascend while the queue charged H800).
+    net = _network()
+    policy = get_policy("westflow")
+    spec = make_spec(name="portable", accelerator="any:1", cpus=1, memory_gb=1)
+    favourite = policy.place(spec, net, {"helinger": capacity_of(
+        Resources({"H800": 8, "Ascend910B": 8}, 16, 128), Resources())})
+    other = ({"H800", "Ascend910B"} - {favourite.accelerator_model}).pop()
+    live = {"helinger": capacity_of(Resources({"H800": 8, "Ascend910B": 8}, 16, 128),
+                                    Resources({str(favourite.accelerator_model): 8}))}
+    totals = {"helinger": capacity_of(Resources({"H800": 8, "Ascend910B": 8}, 16, 128), Resources())}
+    q = AdmissionQueue.local(tmp_path)
+    ctl = Controller(q, tenants=_tenants(net), network=net, policy=policy, capacity=lambda: (live, totals),
+                     holder="step")
+    ticket = StepTicket(q, "portable-1", controller=ctl, poll_s=0.05)
+    p = ticket.admit(spec, network=net, policy=policy, totals=totals, tenants=_tenants(net), owner="test")
+    row = q.get("portable-1")
+    assert row is not None and row.state == "admitted"
+    assert (row.data_center, row.accelerator_model) == ("helinger", other)
+    assert (p.data_center, p.accelerator_model) == ("helinger", other)
+    ticket.finish()
