@@ -301,6 +301,8 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                     f"lost track of the job ({type(exc).__name__}: {str(exc)[:200]})")
                 context.log.warning(f"westflow: {why}: stopping Ray job {job_id}")
                 self._stop(context, dispatcher, job_id)
+                meter_job(self.queue, dispatcher, p, job_id, status="STOPPED", submitted_at=submitted,
+                          run_id=context.run_id, step=step, log_fn=context.log.warning)  # metered to its stop
                 raise
             finally:
                 done.set()

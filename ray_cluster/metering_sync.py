@@ -28,6 +28,7 @@ from westflow.placement import Placement
 __all__ = ["JobLister", "ReconcileReport", "reconcile", "cluster_listers", "meter_job", "job_metadata"]
 
 _log = logging.getLogger("westflow.metering")
+STOP_SETTLE_S = 10.0  # how long a stopped job's writer waits for Ray to report its end
 JobLister = Callable[[], Iterable[Any]]  # one cluster's jobs: objects shaped like Ray's JobDetails
 
 
@@ -108,19 +109,31 @@ def cluster_listers(fed: Federation) -> dict[str, JobLister]:
     return {name: partial(_jobs_of, fed, name) for name in fed.names}
 
 
+def _ended_info(dispatcher: Dispatcher, job_id: str, *, settle_s: float) -> Any:
+    """Ray's job info, waiting up to ``settle_s`` for its end time (a job westflow just stopped ends a moment
+    later, asynchronously: its record then carries Ray's end, not the moment of the stop)."""
+    deadline = time.monotonic() + settle_s
+    info = dispatcher.client().get_job_info(job_id)
+    while not info.end_time and time.monotonic() < deadline:
+        time.sleep(0.2)
+        info = dispatcher.client().get_job_info(job_id)
+    return info
+
+
 def meter_job(open_queue: Callable[[], AdmissionQueue], dispatcher: Dispatcher, p: Placement, job_id: str, *,
               status: str, submitted_at: float, run_id: str | None = None, step: str | None = None,
               preempted: bool = False, log_fn: Callable[[str], None] | None = None) -> UsageRecord | None:
     """Write the record of a job that ended (the writer's side); never raises.
 
-    Start and end are Ray's (one ``get_job_info``); a job whose cluster was lost (``LOST``) has none to
+    Start and end are Ray's (``get_job_info``; for a job just stopped, once Ray reports its end, up to
+    :data:`STOP_SETTLE_S`); a job whose cluster was lost (``LOST``) has none to
     read, so it is metered from ``submitted_at`` to now. A job stopped for a preemption is ``PREEMPTED``.
     Any failure is logged and left to the reconciler, which meters the job from Ray's job table.
     """
     try:
         start, end = submitted_at, time.time()
         if status != LOST:
-            info = dispatcher.client().get_job_info(job_id)
+            info = _ended_info(dispatcher, job_id, settle_s=STOP_SETTLE_S if status == "STOPPED" else 0.0)
             start = info.start_time / 1000.0 if info.start_time else start
             end = info.end_time / 1000.0 if info.end_time else end
         final = "PREEMPTED" if preempted and status == "STOPPED" else status

@@ -115,3 +115,42 @@ def test_the_exporter_says_what_westflow_status_says(ray_federation: LocalFedera
         alive = [d for d in rows if d.dc == dc and d.alive]
         assert got[("westflow_dc_up", dc)] == (1.0 if alive else 0.0), dc
         assert got.get(("westflow_dc_accelerators_capacity", dc), 0.0) == sum(d.accel_total for d in alive), dc
+
+
+def test_the_leading_controller_meters_a_job_whose_step_died_before_writing_its_record(
+        ray_federation: LocalFederation) -> None:
+    """A westflow Ray job ends and nobody meters it (its step's process died between the job's end and the
+    record's commit); the leading `westflow controller` reconciles Ray's job table and writes exactly one record,
+    with Ray's own start and end."""
+    from admission.metering import Meter
+    from ray_cluster.metering_sync import job_metadata
+
+    state = ray_federation.state_dir
+    fed = Federation.local(state)
+    assert fed is not None
+    network = fed.grouped(load_network())
+    live, _ = fed.capacity_and_totals(network)
+    p = get_policy("westflow").place(make_spec(name="orphan-meter", accelerator="any:1", cpus=0.1, memory_gb=0.1),
+                                     network, live)
+    dispatcher = fed.dispatcher(p.ray_cluster)
+    job_id = f"wf-orphan-meter-{os.getpid()}-{time.time_ns()}"
+    dispatcher.submit(p, f"{sys.executable} -c 'import time; time.sleep(1)'", env={}, submission_id=job_id,
+                      metadata=job_metadata(p, run_id="run-orphan", step="orphan_step"))
+    client = dispatcher.client()
+    _until("the job's end", lambda: str(getattr(client.get_job_info(job_id).status, "value", "")) == "SUCCEEDED")
+    queue = AdmissionQueue.local(state)
+    meter = Meter(queue)
+    assert meter.known([job_id]) == set()  # the step never wrote it
+    proc = subprocess.Popen([sys.executable, "-m", "westflow_cli.main", "controller", "--state-dir", str(state),
+                             "--meter-every", "0.5"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _until("the reconciler's record", lambda: meter.known([job_id]) == {job_id})
+    finally:
+        proc.terminate()
+        proc.wait(BOUND_S)
+    info = client.get_job_info(job_id)
+    [rec] = [r for r in meter.records() if r.ray_job_id == job_id]
+    assert (rec.start, rec.end) == (info.start_time / 1000.0, info.end_time / 1000.0)
+    assert (rec.run_id, rec.step, rec.status, rec.data_center) == ("run-orphan", "orphan_step", "SUCCEEDED",
+                                                                   p.data_center)
+    assert rec.accelerators == 1 and abs(rec.accelerator_hours - (rec.end - rec.start) / 3600) <= 0.01 * rec.hours

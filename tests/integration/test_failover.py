@@ -242,7 +242,21 @@ REPORT_LOST = ("known defect (reported): the job's Pipes report was lost, its JS
                "every other check of the trial passed")
 
 
-def _check_finished(run: _Run, lost: Sequence[str], config: S3Config, reference: dict[str, np.ndarray]) -> bool:
+def _check_metered(run: _Run, lost: Sequence[str], finished: str, state_dir: Path) -> None:
+    """Metering (issue 15): one record per attempt, each in its DC, in order; the lost ones metered up to their
+    end as Ray reports it, not as succeeded; the last one succeeded."""
+    from admission.metering import Meter
+    from admission.workqueue import AdmissionQueue
+
+    recs = sorted((r for r in Meter(AdmissionQueue.local(state_dir)).records() if r.run_id == run.result.run_id),
+                  key=lambda r: r.start)
+    assert [r.data_center for r in recs] == [*lost, finished], f"{run.model}: metered {recs}"
+    assert [r.status == "SUCCEEDED" for r in recs] == [False] * len(lost) + [True], [r.status for r in recs]
+    assert all(r.end > r.start and r.accelerator_hours > 0 for r in recs)
+
+
+def _check_finished(run: _Run, lost: Sequence[str], config: S3Config, reference: dict[str, np.ndarray],
+                    state_dir: Path) -> bool:
     """The run lost ``lost`` (in order) and finished on another accelerator DC as if nothing happened.
 
     False when all holds but the job's own report is missing from the materialisation (see REPORT_LOST).
@@ -257,6 +271,7 @@ def _check_finished(run: _Run, lost: Sequence[str], config: S3Config, reference:
     moves = _failovers(result)
     assert [a for a, _ in moves] == list(lost) and moves[-1][1] == finished
     assert len({*lost, finished}) == len(lost) + 1  # a new DC each time
+    _check_metered(run, lost, finished, state_dir)
     # one job per attempt; each resumed from the checkpoint where the one before was killed; no epoch twice
     jobs = _trained(run)
     assert len(jobs) == len(lost) + 1, f"{run.model}: jobs trained {jobs}"
@@ -323,7 +338,7 @@ def _worker_lost(kind: str, sig: signal.Signals, trial: int, ray_network: LocalN
     finally:
         _release(runs)
         ray_network.up()  # after the run: a node starting beside a starting job can delete its working dir
-    reports = [_check_finished(run, [where[run.model]], config, reference) for run in runs]
+    reports = [_check_finished(run, [where[run.model]], config, reference, ray_network.state_dir) for run in runs]
     if not all(reports):
         pytest.xfail(REPORT_LOST)
 
@@ -358,7 +373,8 @@ def test_two_dcs_lost_in_one_run_end_on_a_third(trial: int, ray_network: LocalNe
     finally:
         _release(runs)
         ray_network.up()
-    reports = [_check_finished(run, [first[run.model], second[run.model]], config, reference) for run in runs]
+    reports = [_check_finished(run, [first[run.model], second[run.model]], config, reference,
+                               ray_network.state_dir) for run in runs]
     if not all(reports):
         pytest.xfail(REPORT_LOST)
 

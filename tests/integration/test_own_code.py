@@ -248,6 +248,14 @@ def test_a_cluster_python_without_dagster_pipes_fails_the_step_in_one_line(
     line = md.value(failure.metadata, md.FAILURE)
     assert "\n" not in line and "has no dagster-pipes" in line and str(bare / "bin" / "python") in line
     assert "No module named 'dagster_pipes'" in md.value(failure.metadata, md.JOB_LOG_TAIL)
+    # the failed job is metered as FAILED, with Ray's own start and end (issue 15)
+    from admission.metering import Meter
+    from admission.workqueue import AdmissionQueue
+
+    job_id = str(md.value(failure.metadata, md.RAY_JOB_ID))
+    info = ray_network.job_client().get_job_info(job_id)
+    [rec] = [r for r in Meter(AdmissionQueue.local(ray_network.state_dir)).records() if r.ray_job_id == job_id]
+    assert rec.status == "FAILED" and (rec.start, rec.end) == (info.start_time / 1000.0, info.end_time / 1000.0)
 
 
 def test_a_step_that_loses_track_of_its_job_stops_it(ray_network: LocalNetwork, wheel: Path,
@@ -290,3 +298,11 @@ def test_a_step_that_loses_track_of_its_job_stops_it(ray_network: LocalNetwork, 
                and (j.metadata or {}).get("westflow.spec") == "own-step"]
     assert running == []
     assert Reservations(ray_network.state_dir / "reservations.json").held() == ()
+    # metered up to its stop, with Ray's own start and end (issue 15)
+    from admission.metering import Meter
+    from admission.workqueue import AdmissionQueue
+
+    info = client.get_job_info(seen[0])
+    [rec] = [r for r in Meter(AdmissionQueue.local(ray_network.state_dir)).records() if r.ray_job_id == seen[0]]
+    assert rec.status == "STOPPED" and rec.step is not None
+    assert (rec.start, rec.end) == (info.start_time / 1000.0, info.end_time / 1000.0)

@@ -130,6 +130,45 @@ def test_materialisations_carry_placement_metadata(pipeline_run: dg.ExecuteInPro
     assert "| target | standing |" in util["table"].value and Path(util["plot"].value).exists()
 
 
+def test_every_job_of_the_demo_pipelines_is_metered_as_ray_ran_it_and_the_bill_sums_the_records(
+        pipeline_run: dg.ExecuteInProcessResult, ray_network: LocalNetwork, tmp_path: Path) -> None:
+    """Issue 15's reconciliation: per Ray job, metered accelerator-hours = (Ray end - Ray start) x accelerators
+    within 1 %; a tenant's bill (`westflow bill`) sums exactly its records."""
+    import csv
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    from admission.metering import TZ, Meter
+    from admission.workqueue import AdmissionQueue
+
+    client = ray_network.job_client()
+    ours = [j for j in client.list_jobs() if (j.metadata or {}).get("westflow.dagster_run_id") == pipeline_run.run_id]
+    recs = {r.ray_job_id: r for r in Meter(AdmissionQueue.local(ray_network.state_dir)).records()}
+    assert ours and {j.submission_id for j in ours} <= recs.keys(), "a job of the demo went unmetered"
+    for j in ours:
+        r = recs[j.submission_id]
+        ray_h = (j.end_time - j.start_time) / 1000.0 / 3600.0
+        assert r.run_id == pipeline_run.run_id and r.status == "SUCCEEDED"
+        assert abs(r.accelerator_hours - ray_h * r.accelerators) <= 0.01 * ray_h * max(r.accelerators, 1), r
+        assert abs(r.cpu_hours - ray_h * r.cpus) <= 0.01 * ray_h * r.cpus + 1e-12, r
+    tenant = recs[ours[0].submission_id].tenant
+    period = datetime.fromtimestamp(recs[ours[0].submission_id].end, TZ).strftime("%Y-%m")
+    out = tmp_path / "bill.csv"
+    done = subprocess.run([sys.executable, "-m", "westflow_cli.main", "bill", "--state-dir", str(ray_network.state_dir),
+                           "--tenant", tenant, "--period", period, "--out", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = list(csv.DictReader(out.open()))
+    assert lines and {ln["kind"] for ln in lines} == {"usage"} and {ln["tenant"] for ln in lines} == {tenant}
+    mine = [r for r in recs.values() if r.tenant == tenant
+            and datetime.fromtimestamp(r.end, TZ).strftime("%Y-%m") == period]
+    assert sum(int(ln["jobs"]) for ln in lines) == len(mine)
+    for column, of in (("accelerator_hours", lambda r: r.accelerator_hours), ("kwh", lambda r: r.kwh),
+                       ("total_cny", lambda r: r.cny + r.transfer_cny)):
+        assert abs(sum(float(ln[column]) for ln in lines) - sum(of(r) for r in mine)) <= 1e-6 * (len(lines) + 1), column
+
+
 def test_unplaceable_step_fails_with_every_dc_reason(ray_network: LocalNetwork) -> None:
     @westflow_asset(workload={"tier": "realtime", "origin": "guangzhou", "accelerator": "cuda:1"})
     def guangzhou_cuda_scoring(context: dg.AssetExecutionContext, westflow: WestflowResource) -> dg.MaterializeResult:

@@ -6,6 +6,10 @@
 
 Several may run against one database: exactly one leads (a lease in the database); the others
 wait and take over within the lease's lifetime when the leader dies.
+
+The leader also runs the metering reconciler every ``--meter-every`` seconds: every westflow Ray
+job that ended without a usage record (its step's process died before writing it) is metered
+from its cluster's job table, so nothing that ran goes unbilled.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from types import FrameType
 
 from admission.controller import Controller
 from admission.database import masked
+from admission.metering import Meter
 from ray_cluster.federation import Federation
+from ray_cluster.metering_sync import cluster_listers, reconcile
 from westflow.config import load_network
 from westflow.placement import POLICY_NAMES, get_policy
 from westflow_cli.admitting import queue_of, tenants_of
@@ -40,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--once", action="store_true", help="run one cycle and exit")
     p.add_argument("--interval", type=float, default=None, help="seconds between cycles (default: tenants.yaml)")
     p.add_argument("--lease-ttl", type=float, default=5.0, help="seconds a dead leader's lease outlives it")
+    p.add_argument("--meter-every", type=float, default=60.0,
+                   help="seconds between metering reconciler passes while leading (0: never)")
     p.set_defaults(func=run)
 
 
@@ -68,7 +76,27 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     _log(f"controller {ctl.holder} on {masked(queue.url)}")
+    if args.meter_every > 0:
+        threading.Thread(target=_meter_loop, args=(ctl, fed, stop, args.meter_every), daemon=True,
+                         name="westflow-meter-reconciler").start()
     ctl.run(stop, interval_s=args.interval, log=_log)
     _log("controller stopped; lease released")
     sys.stdout.flush()
     return 0
+
+
+def _meter_loop(ctl: Controller, fed: Federation, stop: threading.Event, every_s: float) -> None:
+    """While this controller leads: meter the ended jobs nobody metered, every ``every_s``."""
+    meter, listers = Meter(ctl.queue), cluster_listers(fed)
+    while not stop.wait(every_s):
+        lease = ctl.leader.current()
+        if lease is None or lease.holder != ctl.holder:
+            continue
+        try:
+            report = reconcile(meter, listers)
+        except Exception as exc:  # noqa: BLE001 - a failing pass is logged; the next one tries again
+            _log(f"metering reconciler failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            continue
+        if report.written or report.unreachable or report.unpriced:
+            _log(f"metering reconciler: {report.written} job(s) metered, {report.already} already, "
+                 f"unpriced {list(report.unpriced)}, unreachable {[n for n, _ in report.unreachable]}")
