@@ -28,6 +28,7 @@ from westflow.inventory import (
     Transfer,
 )
 from westflow.latency import floor_ms, great_circle_km, modelled_ms
+from westflow.tariffs import Band, Period, Tariff
 from westflow.yamlio import MAX_CONFIG_BYTES, YamlInputError, read_yaml
 
 __all__ = ["CONFIG_DIR", "load_network", "load_yaml", "build_network", "pydantic_to_fields", "validate_config"]
@@ -64,6 +65,23 @@ class _DC(_Strict):
     utilisation_baseline: float = Field(default=0.5, ge=0, le=1)
     utilisation_target: float | None = Field(default=None, gt=0, le=1)
     cpu_watts: float | None = Field(default=None, ge=0)
+    tariff: str | None = Field(default=None, pattern=_ID)  # an id of ``tariffs``; None: price_cny_kwh all day
+
+
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class _Hours(_Strict):
+    from_: str = Field(alias="from", pattern=_HHMM)
+    to: str = Field(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+    band: Literal["critical", "peak", "flat", "valley", "deep_valley"]
+
+
+class _Tariff(_Strict):
+    id: str = Field(pattern=_ID)
+    prices: dict[Literal["critical", "peak", "flat", "valley", "deep_valley"], float] = Field(min_length=1)
+    hours: list[_Hours] = Field(min_length=1)  # local Asia/Shanghai, in order from 00:00 to 24:00
+    carbon_g_kwh: float | None = Field(default=None, ge=0, le=2000)  # grid carbon intensity, gCO2/kWh
 
 
 class _City(_Strict):
@@ -117,6 +135,7 @@ class _NetworkFile(_Strict):
     transfer: list[_Transfer] = Field(default_factory=list)
     ray_clusters: list[_RayCluster] = Field(min_length=1)
     data_centers: list[_DC] = Field(min_length=1)
+    tariffs: list[_Tariff] = Field(default_factory=list)
     defaults: _Defaults = Field(default_factory=_Defaults)
     cities: list[_City] = Field(min_length=1)
 
@@ -134,6 +153,8 @@ class _TiersFile(_Strict):
 class _PolicyFile(_Strict):
     fill_bonus: float = Field(default=0.15, ge=0, le=1)
     hour_value_cny: float = Field(default=0.0, ge=0)
+    deadline_margin: float = Field(default=0.25, ge=0, le=10)
+    max_deferral_hours: float = Field(default=48.0, ge=0, le=24 * 30)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -214,10 +235,14 @@ def build_network(
     if "batch" not in {t.name for t in tf.tiers} or "realtime" not in {t.name for t in tf.tiers}:
         raise ConfigError(files[1], "tiers", [t.name for t in tf.tiers], "a list naming batch and realtime")
 
+    tariffs = _tariffs(nf.tariffs, f)
     dcs: list[DataCenter] = []
     for i, d in enumerate(nf.data_centers):
         if d.ray_cluster not in clusters:
             raise ConfigError(f, f"data_centers.{i}.ray_cluster", d.ray_cluster, sorted(clusters), problem="Unknown")
+        if d.tariff is not None and d.tariff not in tariffs:
+            raise ConfigError(f, f"data_centers.{i}.tariff", d.tariff, sorted(tariffs), problem="Unknown",
+                              fix="name a tariff listed under tariffs, or drop the key to pay price_cny_kwh all day.")
         models = [p.model for p in d.accelerators]
         if len(set(models)) != len(models):
             raise ConfigError(f, f"data_centers.{i}.accelerators", models, "one pool per model", problem="Duplicate")
@@ -232,6 +257,7 @@ def build_network(
                 cpu_watts=d.cpu_watts if d.cpu_watts is not None else nf.defaults.cpu_watts,
                 utilisation_baseline=d.utilisation_baseline,
                 utilisation_target=d.utilisation_target or nf.defaults.utilisation_target,
+                tariff=tariffs[d.tariff] if d.tariff is not None else None,
             )
         )
     cities = tuple(City(c.id, c.name, c.lat, c.lon) for c in nf.cities)
@@ -273,13 +299,47 @@ def build_network(
         tiers={t.name: Tier(t.name, t.max_rtt_ms, t.description) for t in tf.tiers},
         rtt_ms=rtt,
         transfer=transfer,
-        weights=PolicyWeights(fill_bonus=pf.fill_bonus, hour_value_cny=pf.hour_value_cny),
+        weights=PolicyWeights(fill_bonus=pf.fill_bonus, hour_value_cny=pf.hour_value_cny,
+                              deadline_margin=pf.deadline_margin, max_deferral_hours=pf.max_deferral_hours),
         source=f,
         clusters=tuple(RayCluster(rc.name, rc.description, rc.dashboard_url.rstrip("/") if rc.dashboard_url else None,
                                   TokenSource(rc.token.env, rc.token.file, rc.token.secret, rc.token.key)
                                   if rc.token else None, rc.serve_url.rstrip("/") if rc.serve_url else None)
                        for rc in nf.ray_clusters),
     )
+
+
+def _seconds(hhmm: str) -> float:
+    return int(hhmm[:2]) * 3600.0 + int(hhmm[3:]) * 60.0
+
+
+def _tariffs(given: list[_Tariff], file: str) -> dict[str, Tariff]:
+    """The time-of-use tariffs by id: each day covered from 00:00 to 24:00 in order, every band priced."""
+    _unique(given, lambda t: t.id, file, "tariffs")
+    out: dict[str, Tariff] = {}
+    for i, t in enumerate(given):
+        field = f"tariffs.{i}"
+        for band, price in t.prices.items():
+            if not price > 0:
+                raise ConfigError(file, f"{field}.prices.{band}", price, "> 0 (CNY/kWh)")
+        periods: list[Period] = []
+        at = "00:00"
+        for k, h in enumerate(t.hours):
+            if h.from_ != at:
+                raise ConfigError(file, f"{field}.hours.{k}.from", h.from_, f"{at!r} (where the previous period ends)",
+                                  problem="Gap or overlap at", fix="list the periods in order from 00:00 to 24:00.")
+            if _seconds(h.to) <= _seconds(h.from_):
+                raise ConfigError(file, f"{field}.hours.{k}.to", h.to, f"after {h.from_} (write midnight as 24:00)")
+            if h.band not in t.prices:
+                raise ConfigError(file, f"{field}.hours.{k}.band", h.band, sorted(t.prices), problem="Unpriced",
+                                  fix=f"give prices.{h.band}, or use a band that has a price.")
+            periods.append(Period(_seconds(h.from_), _seconds(h.to), Band(h.band), t.prices[h.band]))
+            at = h.to
+        if at != "24:00":
+            raise ConfigError(file, f"{field}.hours", at, "periods ending at 24:00 (the whole day)", problem="Ends at",
+                              fix="add the periods up to midnight.")
+        out[t.id] = Tariff(t.id, tuple(periods), t.carbon_g_kwh)
+    return out
 
 
 def load_network(config_dir: Path | str = CONFIG_DIR, network_file: str = "network.yaml") -> Network:

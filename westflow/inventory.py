@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from westflow.tariffs import Tariff
+
 __all__ = [
     "Region",
     "Family",
@@ -69,6 +71,7 @@ class DataCenter:
     cpu_watts: float
     utilisation_baseline: float
     utilisation_target: float
+    tariff: Tariff | None = None  # time-of-use prices; None: price_cny_kwh at every hour
 
     @property
     def families(self) -> frozenset[Family]:
@@ -144,6 +147,8 @@ class PolicyWeights:
 
     fill_bonus: float = 0.15
     hour_value_cny: float = 0.0
+    deadline_margin: float = 0.25  # a deferred step keeps this share of its duration spare before its deadline
+    max_deferral_hours: float = 48.0  # the furthest ahead a deferred start is looked for
 
 
 @dataclass(frozen=True)

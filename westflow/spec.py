@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Self
 
@@ -25,7 +26,7 @@ from westflow.inventory import BATCH, REALTIME, Family, Network, Region
 from westflow.yamlio import MAX_SPEC_BYTES, YamlInputError, read_yaml
 
 __all__ = ["AcceleratorRequest", "DatasetRef", "WorkloadSpec", "parse_spec", "load_spec", "read_spec_yaml",
-           "SPEC_KEYS", "MAX_WAIT_S", "DURATION_TEXT", "duration_seconds"]
+           "SPEC_KEYS", "MAX_WAIT_S", "DURATION_TEXT", "INSTANT_TEXT", "duration_seconds", "instant"]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _MODEL = r"^[A-Za-z0-9_.-]{1,32}$"
@@ -42,6 +43,7 @@ MAX_WAIT_S = 30 * 86400.0  # the longest a step may wait in the admission queue:
 DURATION_TEXT = "seconds (a number) or a duration such as '90s', '30m', '2h', '1d'"
 _DURATION_RE = re.compile(r"^[ \t]*([0-9]{1,12}(?:\.[0-9]{1,9})?)[ \t]*([smhd])[ \t]*$", re.ASCII)
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+INSTANT_TEXT = "an ISO-8601 time with its UTC offset, such as '2026-11-30T08:00:00+08:00'"
 _RULE = "spec_rule"  # the error type of a cross-field rule; its ctx carries allowed, problem, fix
 
 
@@ -69,6 +71,19 @@ def duration_seconds(value: Any) -> float | None:
         m = _DURATION_RE.match(value)
         if m:
             return float(m[1]) * _UNIT_S[m[2]]
+    return None
+
+
+def instant(value: Any) -> datetime | None:
+    """A timezone-aware datetime of a loose instant (an aware datetime, or ISO-8601 text with its offset,
+    ``Z`` for UTC); None if ``value`` is neither: a naive time is ambiguous, so it is refused too."""
+    if isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, datetime) and value.tzinfo is not None and value.utcoffset() is not None:
+        return value
     return None
 
 
@@ -209,6 +224,10 @@ class WorkloadSpec(_Frozen):
     duration_hours: float = Field(default=1.0, gt=0, le=24 * 365, allow_inf_nan=False)
     inputs: tuple[DatasetRef, ...] = ()
     deadline_hours: float | None = Field(default=None, gt=0, le=24 * 365, allow_inf_nan=False)
+    # not before this instant (batch-like tiers only); finish by that one: placement may defer a batch
+    # step to cheaper hours within them (docs/placement.md)
+    start_after: datetime | None = None
+    deadline: datetime | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
     # seconds the step may wait in the admission queue; None: the configured default (tenants.yaml)
     max_wait: float | None = Field(default=None, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
@@ -233,6 +252,25 @@ class WorkloadSpec(_Frozen):
             raise _rule("a city id when tier is realtime", problem="Missing",
                         fix="say where the users are, e.g. origin: shanghai.")
         return origin
+
+    @field_validator("start_after", "deadline", mode="before")
+    @classmethod
+    def _instant(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        got = instant(value)
+        if got is None:
+            naive = isinstance(value, datetime) or (isinstance(value, str) and instant(value + "+00:00") is not None)
+            raise _rule(INSTANT_TEXT, problem="Naive" if naive else "Invalid",
+                        fix="say the offset, e.g. +08:00 for Asia/Shanghai." if naive or isinstance(value, date)
+                        else None)
+        if info.field_name == "start_after" and info.data.get("tier") == REALTIME:
+            raise _rule("absent when tier is realtime", fix="real-time steps run at once; drop start_after.")
+        if info.field_name == "deadline":
+            after = info.data.get("start_after")
+            if after is not None and got <= after:
+                raise _rule(f"after start_after ({after.isoformat()})", problem="Out of range")
+        return got
 
     @field_validator("priority", mode="before")
     @classmethod

@@ -36,6 +36,8 @@ __all__ = [
 _DEFAULT = WestflowPolicy()
 
 
-def place(spec: WorkloadSpec, network: Network, capacity: Capacity | None = None) -> Placement:
-    """Place ``spec`` with the westflow policy (the signature every policy's ``place`` shares)."""
-    return _DEFAULT.place(spec, network, capacity)
+def place(spec: WorkloadSpec, network: Network, capacity: Capacity | None = None, *,
+          now: float | None = None) -> Placement:
+    """Place ``spec`` with the westflow policy (the signature every policy's ``place`` shares); ``now``
+    (epoch s) places it in time too (time-of-use prices, deferral: :mod:`westflow.placement.timing`)."""
+    return _DEFAULT.place(spec, network, capacity, now=now)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from westflow.capacity import Capacity
+from westflow.energy import energy_cost_cny, energy_kwh
 from westflow.inventory import Family, Network, PolicyWeights, Region
 from westflow.placement.filters import Evaluation, down, evaluate, in_order, transfer
 from westflow.placement.score import score
@@ -134,8 +135,8 @@ def explain_dearer_columns(spec: WorkloadSpec, network: Network, caps: Capacity,
             return None
         for i, r in ev.rejected:
             out[i] = r
-    kwh = (acc_kw + tables.cpu_watts * cpus) / 1000 * hours * tables.pue
-    energy = kwh * tables.price
+    kwh = energy_kwh(acc_kw, tables.cpu_watts, cpus, hours, tables.pue)
+    energy = energy_cost_cny(kwh, tables.price)
     east = tables.east
     same = te_h == tw_h and te_c == tw_c  # no data to move, or as dear both ways: one figure for all
     t_hours: Floats | float = te_h if same else np.where(east, te_h, tw_h)

@@ -14,9 +14,11 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from westflow.capacity import Capacity, DCCapacity
+from westflow.energy import energy_cost_cny, energy_kwh
 from westflow.inventory import AcceleratorPool, Network, PolicyWeights, Region
 from westflow.placement.score import score
 from westflow.placement.tables import NetworkTables, Ranked, Row, wanted
+from westflow.placement.timing import Window
 from westflow.placement.values import Candidate, CandidateFields, Reason, Rejection, ShortRejection, candidate_of
 from westflow.spec import WorkloadSpec
 
@@ -27,13 +29,15 @@ _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 class Evaluation(NamedTuple):
     """The filter's answer: the eligible DCs (each a :class:`Candidate`'s fields, a plain tuple), latency
-    rejections, other rejections (each in inventory order), and each eligible DC's westflow score where
-    it was asked for (else empty)."""
+    rejections, other rejections (each in inventory order), each eligible DC's westflow score where
+    it was asked for (else empty), and, placing in time, each eligible DC's start by inventory index
+    (else empty)."""
 
     eligible: list[CandidateFields]
     late: tuple[Ranked, ...]
     rejected: list[Ranked]
     scores: list[float]
+    starts: dict[int, float]
 
     @property
     def candidates(self) -> list[Candidate]:
@@ -41,7 +45,8 @@ class Evaluation(NamedTuple):
         return list(map(candidate_of, self.eligible))
 
 
-_evaluation: Callable[[tuple[list[CandidateFields], tuple[Ranked, ...], list[Ranked], list[float]]], Evaluation] = \
+_evaluation: Callable[[tuple[list[CandidateFields], tuple[Ranked, ...], list[Ranked], list[float],
+                             dict[int, float]]], Evaluation] = \
     functools.partial(tuple.__new__, Evaluation)  # Evaluation(...) without its Python-level __new__
 
 
@@ -59,14 +64,16 @@ def transfer(spec: WorkloadSpec, network: Network, region: Region) -> tuple[floa
 def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: NetworkTables,
              latency_bound: float | None, rows: Sequence[Row] | None = None,
              moves: dict[Region, tuple[float, float]] | None = None,
-             weights: PolicyWeights | None = None) -> Evaluation:
+             weights: PolicyWeights | None = None, timing: Window | None = None) -> Evaluation:
     """Filter the DCs and cost the eligible ones.
 
     Every DC within ``latency_bound`` of the origin (the full scan), or only ``rows``
     (the pruned search's next few, from :meth:`NetworkTables.rows` of this spec; their
     latency is then the caller's business); ``moves`` memoises the transfer per region
     across calls of one decision. With ``weights``, each candidate's
-    :func:`~westflow.placement.score.score` too.
+    :func:`~westflow.placement.score.score` too. With ``timing``, each candidate's start
+    (:meth:`~westflow.placement.timing.Window.start`): its energy is priced over the hours it
+    then runs, and a DC where it cannot finish by the spec's deadline is rejected.
     """
     if rows is None:
         rows, late = tables.rows(spec, latency_bound)
@@ -81,6 +88,7 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
     keep = scores.append
     rejected: list[Ranked] = []
     reject = rejected.append
+    starts: dict[int, float] = {}
     get = caps.get
     memo = {} if moves is None else moves
     pool: AcceleratorPool | None
@@ -119,12 +127,18 @@ def evaluate(spec: WorkloadSpec, network: Network, caps: Capacity, tables: Netwo
             reject((i, Rejection(dc_id, Reason.DEADLINE,
                                  f"{t_hours:.2f} h transfer + {hours:g} h run > {deadline:g} h")))
             continue
-        kwh = (kw + cpu_watts * cpus) / 1000 * hours * pue
-        cost = kwh * price
+        if timing is not None:
+            when = timing.start(dc.tariff, price, t_hours, hours)
+            if when is None:
+                reject((i, Rejection(dc_id, Reason.DEADLINE, timing.missed(t_hours, hours))))
+                continue
+            starts[i], price = when
+        kwh = energy_kwh(kw, cpu_watts, cpus, hours, pue)
+        cost = energy_cost_cny(kwh, price)
         add((i, dc, pool, rtt, kwh, cost, t_hours, t_cost))
         if weights is not None:
             keep(score(cost, t_cost, t_hours, cap.utilisation, target, weights))
-    return _evaluation((cands, late, rejected, scores))
+    return _evaluation((cands, late, rejected, scores, starts))
 
 
 def down(unavailable: Rejection, cap: DCCapacity | None) -> Rejection:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 from collections.abc import Sequence
 from operator import attrgetter
 
 from westflow.capacity import Capacity
+from westflow.energy import energy_cost_cny
 from westflow.errors import InfeasibleError, SpecError
 from westflow.inventory import AcceleratorPool, DataCenter, Family, Network, Region
 from westflow.placement.explain import explain, explain_dearer, explain_dearer_columns
@@ -29,6 +31,7 @@ from westflow.placement.filters import Evaluation, evaluate, in_order
 from westflow.placement.score import score, westflow_key
 from westflow.placement.search import pruned_search
 from westflow.placement.tables import NetworkTables, tables_for
+from westflow.placement.timing import Window, describe_start, window_of
 from westflow.placement.values import (
     Candidate,
     Context,
@@ -71,9 +74,17 @@ class Policy:
     name = "base"
     respect_latency = True
     scored = False  # the filter computes each candidate's westflow score (the westflow policy's key)
+    defers = False  # a batch step with a deadline may start later, in cheaper hours (the westflow policy)
 
-    def place(self, spec: WorkloadSpec, network: Network, capacity: Capacity | None = None) -> Placement:
-        """Place ``spec``; raise InfeasibleError carrying every DC's reason if nothing fits."""
+    def place(self, spec: WorkloadSpec, network: Network, capacity: Capacity | None = None, *,
+              now: float | None = None) -> Placement:
+        """Place ``spec``; raise InfeasibleError carrying every DC's reason if nothing fits.
+
+        ``now`` (epoch s) places in time as well: each DC's energy is priced at the time-of-use
+        prices of the hours the step would run, and a policy that defers may choose a later start
+        (:mod:`westflow.placement.timing`). A spec with ``start_after`` or ``deadline`` is placed in
+        time at the clock's now when none is given; any other, without ``now``, at the flat prices.
+        """
         t = tables_for(network)
         if spec.tier not in network.tiers or (spec.origin is not None and spec.origin not in t.cities):
             spec.check_against(network)  # raises the SpecError naming the field
@@ -83,16 +94,45 @@ class Policy:
         snap = caps if capacity is None else dict(capacity)
         tier_bound = network.tiers[spec.tier].max_rtt_ms
         bound = tier_bound if self.respect_latency else None
-        found = self._search(spec, network, caps, t, bound)
+        timing = self._timing(spec, network, now)
+        found = self._search(spec, network, caps, t, bound) if timing is None else None
+        start: float | None = None
         if found is not None:
             best, best_score = found
             why = Deferred(self._explain_again, spec, Context(network, snap), bound, best.index, t)
         else:
-            ev = evaluate(spec, network, caps, t, bound, weights=network.weights if self.scored else None)
+            ev = evaluate(spec, network, caps, t, bound, weights=network.weights if self.scored else None,
+                          timing=timing)
             if not ev.eligible:
                 raise InfeasibleError(spec, in_order(ev.late, ev.rejected, caps, t.unavailable))
             best, best_score, why = self._decide(ev, network, snap, t)
-        return self._placement(spec, tier_bound, best, best_score, why, t)
+            start = ev.starts.get(best.index)
+        p = self._placement(spec, tier_bound, best, best_score, why, t)
+        if timing is None or start is None:
+            return p
+        return self._timed(p, best, timing, start)
+
+    def _timing(self, spec: WorkloadSpec, network: Network, now: float | None) -> Window | None:
+        """The spec's window at ``now``, or None: placed at the flat prices, at once."""
+        if now is None:
+            if spec.start_after is None and spec.deadline is None:
+                return None
+            now = time.time()
+        return window_of(spec, network, now, defers=self.defers)
+
+    def _timed(self, p: Placement, c: Candidate, timing: Window, start: float) -> Placement:
+        """``p`` starting at ``start``, saying why when that is not now."""
+        note = ""
+        if start > timing.now_s:
+            dc, spec = c.dc, p.spec
+            at_once = Window(timing.now_s, timing.earliest_s, None, False, 0.0, 0.0)
+            _, price_then = at_once.start(dc.tariff, dc.price_cny_kwh, c.transfer_hours, spec.duration_hours) or (
+                0.0, dc.price_cny_kwh)
+            note = describe_start(timing, start, dc.id, dc.tariff, c.energy_cost_cny,
+                                  energy_cost_cny(c.energy_kwh, price_then))
+        return Placement(p.spec, p.policy, p.data_center, p.ray_cluster, p.region, p.rtt_ms, p.within_tier, p.family,
+                         p.accelerator_model, p.energy_kwh, p.energy_cost_cny, p.transfer_hours, p.transfer_cost_cny,
+                         p.score, p.__dict__["_lazy_rejected"], p.__dict__["_lazy_ray"], start, note)
 
     def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
                 bound: float | None) -> tuple[Candidate, float] | None:
@@ -153,6 +193,7 @@ class WestflowPolicy(Policy):
 
     name = "westflow"
     scored = True
+    defers = True
 
     def __init__(self, *, prune: bool | None = None) -> None:
         self.prune = prune

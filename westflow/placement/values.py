@@ -280,12 +280,15 @@ class Placement:
     score: float
     rejected: LazyField[Sequence[Rejection]] = LazyField()
     ray: LazyField[RayRequest] = LazyField()
+    start_at: float | None = None  # epoch s the step is to start (placed in time), None: at once
+    start_note: str = ""  # why it starts then ("deferred 5 h to the 00:00 valley band in ..."), "" at once
 
     def __init__(self, spec: WorkloadSpec, policy: str, data_center: str, ray_cluster: str, region: str,
                  rtt_ms: float | None, within_tier: bool, family: Family, accelerator_model: str | None,
                  energy_kwh: float, energy_cost_cny: float, transfer_hours: float, transfer_cost_cny: float,
                  score: float, rejected: Sequence[Rejection] | Deferred[Rejections],
-                 ray: RayRequest | Deferred[RayRequest]) -> None:
+                 ray: RayRequest | Deferred[RayRequest], start_at: float | None = None,
+                 start_note: str = "") -> None:
         # The dataclass's own __init__ written out, fields in declaration order: stores into the
         # instance dict where the generated one makes an object.__setattr__ call per field (it runs
         # once per decision, by the thousand per second). The lazy fields go where LazyField keeps them.
@@ -306,10 +309,16 @@ class Placement:
         d["score"] = score
         d["_lazy_rejected"] = rejected
         d["_lazy_ray"] = ray
+        d["start_at"] = start_at
+        d["start_note"] = start_note
 
     @property
     def cost_cny(self) -> float:
         return self.energy_cost_cny + self.transfer_cost_cny
+
+    def deferred(self, now_s: float) -> bool:
+        """Whether the step is to start later than ``now_s`` (it waits in the queue, state ``deferred``)."""
+        return self.start_at is not None and self.start_at > now_s
 
     def __getstate__(self) -> dict[str, Any]:
         _ = self.rejected, self.ray  # materialise before pickling or copying
@@ -330,6 +339,7 @@ class Placement:
             "ray": self.ray.as_dict(), "ray_job_submit_flags": self.ray.submit_flags(),
             "rejected": [{"data_center": r.data_center, "reason": r.reason.value, "detail": r.detail}
                          for r in self.rejected],
+            "start_at": None if self.start_at is None else round(self.start_at, 3), "start_note": self.start_note,
         }
 
 
