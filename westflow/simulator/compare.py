@@ -61,7 +61,8 @@ def run_policies(names: Sequence[str], network: Network, workload: Workload, *, 
 
 
 COMPARISON_HEADERS = [
-    "policy", "util east", "util west", "RT beyond 20ms (req)", "RT dropped (req)", "RT by preemption (req)",
+    "policy", "util east", "util west", "RT beyond 20ms (req)", "RT dropped (req)", "RT beyond % rows / % acc-s",
+    "RT dropped % rows / % acc-s", "RT by preemption (req)",
     "energy MWh", "cost kCNY", "CNY/acc-h", "batch wait mean h", "p95 h", "p99 h", "batch west", "preempted",
     "sim s",
 ]
@@ -74,7 +75,10 @@ def comparison_rows(results: Sequence[PolicyResult]) -> list[list[str]]:
         served = r.batch_acc_hours + (r.rt_demand_acc_min - r.rt_dropped_acc_min) / 60
         rows.append([
             r.policy, f"{r.util_region.get('east', 0):.1%}", f"{r.util_region.get('west', 0):.1%}",
-            f"{r.rt_beyond_requests:,.0f}", f"{r.rt_dropped_requests:,.0f}", f"{r.rt_by_preemption_requests:,.0f}",
+            f"{r.rt_beyond_requests:,.0f}", f"{r.rt_dropped_requests:,.0f}",
+            f"{r.share(r.rt_beyond_requests, r.rt_requests):.1%} / {r.share(r.rt_beyond_acc_s, r.rt_work_acc_s):.1%}",
+            f"{r.share(r.rt_dropped_requests, r.rt_requests):.1%} / {r.share(r.rt_dropped_acc_s, r.rt_work_acc_s):.1%}",
+            f"{r.rt_by_preemption_requests:,.0f}",
             f"{r.energy_kwh / 1000:,.1f}", f"{r.cost_cny / 1000:,.1f}",
             f"{r.cost_cny / served:.3f}" if served else "-",
             f"{mean / 3600:.2f}", f"{p95 / 3600:.2f}", f"{p99 / 3600:.2f}", f"{r.west_share:.1%}",

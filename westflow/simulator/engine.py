@@ -21,6 +21,17 @@ preemption), over the policy under test (``Policy.place``, the one the CLI uses)
   dropped, never sent further (a policy that ignores the bound, ``cheapest``, shows up as SLA
   violations).
 
+- **long-lived services** (generic real-time rows longer than a step): placed whole (one DC,
+  the row's accelerator family) at the step boundary where they start, by the same cycle and
+  with the same preemption, and held until the first step boundary at or after their end; one
+  that no DC within the bound can hold is dropped whole.
+
+**The window.** Work that runs past it (a batch job started late, a service) counts in cost,
+energy, utilisation and accelerator-hours only for what falls inside the window; what ran
+after it is reported apart (:attr:`PolicyResult.batch_acc_hours_after`). Real-time SLA is
+counted per row (trace request; within a minute's demand, rows are shared pro rata of the
+accelerators) and per accelerator-second of work.
+
 What the network holds is the capacity model's :class:`~westflow.capacity.Resources` per DC;
 what the policy sees, and the utilisation measured, come from it through
 :func:`~westflow.capacity.capacity_of`, as for live capacity. The tenants' use is one
@@ -42,7 +53,7 @@ from westflow.capacity import DCCapacity, Resources, capacity_of, inventory_tota
 from westflow.errors import SpecError
 from westflow.inventory import REALTIME, Family, Network, Region
 from westflow.placement import Placement, Policy
-from westflow.simulator.demand import STEP_S, Workload
+from westflow.simulator.demand import STEP_S, Service, Workload
 from westflow.simulator.tenancy import (
     BATCH_CLASS,
     REALTIME_CLASS,
@@ -81,13 +92,22 @@ class PolicyResult:
     rt_dropped_requests: float = 0.0
     rt_by_preemption_acc_min: float = 0.0  # real-time demand admitted after preempting batch work
     rt_by_preemption_requests: float = 0.0
+    rt_work_acc_s: float = 0.0         # the same, per unit of work: accelerator-seconds
+    rt_beyond_acc_s: float = 0.0
+    rt_dropped_acc_s: float = 0.0
+    rt_by_preemption_acc_s: float = 0.0
+    rt_services: int = 0               # long-lived real-time rows replayed (counted in rt_requests too)
+    rt_services_dropped: int = 0
+    rt_services_after_window: int = 0  # starting after the window: not replayed
     energy_kwh: float = 0.0
     cost_cny: float = 0.0
     batch_jobs: int = 0
     batch_started: int = 0
     batch_delay_s: list[float] = field(default_factory=list)
-    batch_acc_hours: float = 0.0
+    batch_acc_hours: float = 0.0       # within the window
+    batch_acc_hours_after: float = 0.0  # batch work that ran after the window: not in cost nor utilisation
     batch_west_acc_hours: float = 0.0
+    cost_hourly: list[float] = field(default_factory=list)  # CNY per simulated hour of the window
     batch_dc: dict[str, int] = field(default_factory=dict)
     preemptions: int = 0  # batch jobs stopped (and requeued) for other work
     tenants: dict[str, TenantStats] = field(default_factory=dict)
@@ -102,6 +122,10 @@ class PolicyResult:
         def pct(q: float) -> float:
             return d[min(len(d) - 1, max(0, math.ceil(q * len(d)) - 1))]
         return sum(d) / len(d), pct(0.95), pct(0.99)
+
+    def share(self, part: float, whole: float) -> float:
+        """``part`` / ``whole`` (0 for no whole)."""
+        return part / whole if whole else 0.0
 
     @property
     def west_share(self) -> float:
@@ -171,8 +195,9 @@ class _Run:
     seq: int
     start: float
     left_s: float  # work left when it started
-    energy_kwh: float
+    energy_kwh: float  # of the whole run from its start (what the placement priced)
     cost_cny: float
+    accelerators: int
 
 
 class Simulation:
@@ -183,7 +208,8 @@ class Simulation:
                  batch_class: str = BATCH_CLASS) -> None:
         self.policy, self.network, self.workload, self.progress = policy, network, workload, progress
         self.tenants = whole_network(network) if tenants is None else tenants
-        self.res = PolicyResult(policy.name, workload.window_s, batch_jobs=len(workload.jobs))
+        self.res = PolicyResult(policy.name, workload.window_s, batch_jobs=len(workload.jobs),
+                                cost_hourly=[0.0] * max(1, math.ceil(workload.window_s / 3600)))
         self.net = _Network(network)
         self.region_of = {d.id: d.region for d in network.data_centers}
         self.bound = network.tiers[REALTIME].max_rtt_ms
@@ -213,8 +239,11 @@ class Simulation:
         self._seq = 0
         self._next_job = 0
         self._rt_held: list[str] = []
-        self._rt_specs: dict[tuple[str, int], WorkloadSpec] = {}
-        self._rt_sites = self._sites()
+        self._rt_specs: dict[tuple[str, str, int, float], WorkloadSpec] = {}
+        self._family_of = {p.model: p.family.value for d in network.data_centers for p in d.pools}
+        self._sites_cache: dict[tuple[str, str], tuple[tuple[str, ...], int]] = {}
+        self._services: list[tuple[float, str]] = []  # heap of (end, key) of services held
+        self._next_service = 0
 
     def _realtime_tenant(self) -> str:
         """The tenant real-time demand runs as: the default tenant if it may use the realtime class, else
@@ -226,20 +255,24 @@ class Simulation:
         raise SpecError("tenants", sorted(t.tenants), f"a tenant allowed the {REALTIME_CLASS!r} priority class",
                         problem="None of", fix="let one tenant use realtime (for the real-time demand).")
 
-    def _sites(self) -> dict[str, tuple[tuple[str, ...], int]]:
-        """Per origin city, the DCs a real-time piece may go to (within the bound, for a policy that
-        respects it), and the largest piece one of them could ever hold."""
+    def _sites(self, city: str, family: str) -> tuple[tuple[str, ...], int]:
+        """The DCs a real-time piece for ``city`` may go to (within the bound, for a policy that respects
+        it), and the largest piece of ``family`` one of them could ever hold."""
+        got = self._sites_cache.get((city, family))
+        if got is not None:
+            return got
         bound = self.bound if self.policy.respect_latency else None
-        out = {}
-        for c in self.workload.rt_cities:
-            sites = tuple(d.id for d in self.network.data_centers
-                          if bound is None or self.network.rtt(d.id, c) <= bound)
-            most = max((min(int(max(self.net.totals[d].accelerators.values(), default=0)),
-                            int(self.net.totals[d].cpus // RT_CPUS_PER_ACCELERATOR),
-                            int(self.net.totals[d].memory_gb // RT_MEMORY_GB_PER_ACCELERATOR)) for d in sites),
-                       default=0)
-            out[c] = (sites, most)
-        return out
+        sites = tuple(d.id for d in self.network.data_centers
+                      if bound is None or self.network.rtt(d.id, city) <= bound)
+
+        def pool(dc: str) -> int:
+            acc = self.net.totals[dc].accelerators
+            return int(max((n for m, n in acc.items() if family == Family.ANY.value or self._family_of[m] == family),
+                           default=0))
+        most = max((min(pool(d), int(self.net.totals[d].cpus // RT_CPUS_PER_ACCELERATOR),
+                        int(self.net.totals[d].memory_gb // RT_MEMORY_GB_PER_ACCELERATOR)) for d in sites), default=0)
+        self._sites_cache[(city, family)] = (sites, most)
+        return sites, most
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> PolicyResult:
@@ -253,6 +286,8 @@ class Simulation:
             t0 = step * STEP_S
             self._account(t0)
             self._release_realtime()  # real-time holds last one step
+            self._release_services(t0)
+            self._place_services(t0)
             self._place_realtime(step, t0)
             self._admit_batch(t0)  # what the step's real-time work left (or released) for the queue
             for region, share in self._region_shares().items():
@@ -267,6 +302,8 @@ class Simulation:
                 self.progress(self.policy.name, step / steps)
         self._account(w.window_s)
         self._release_realtime()
+        self._release_services(math.inf)
+        res.rt_services_after_window = len(w.services) - self._next_service
         self._admit_batch(w.window_s)
         self._events(until=math.inf)  # no more real-time: remaining arrivals and the queue run to completion
         self._finish(series)
@@ -344,9 +381,30 @@ class Simulation:
         self.ledger.add(row.tenant, row.region, row.family, row.resources, -1)
         return row
 
-    def _spend(self, p: Placement, share: float = 1.0) -> None:
-        self.res.energy_kwh += p.energy_kwh * share
-        self.res.cost_cny += (p.energy_cost_cny + p.transfer_cost_cny) * share
+    def _inside(self, a: float, b: float) -> float:
+        """Seconds of ``[a, b)`` inside the window."""
+        return max(0.0, min(b, self.workload.window_s) - max(a, 0.0))
+
+    def _bill(self, energy_kwh: float, cost_cny: float, a: float, b: float, c: float, sign: float = 1.0) -> None:
+        """Charge what a run priced at ``energy_kwh`` / ``cost_cny`` for ``[a, b)`` costs over ``[c, b)``, only
+        inside the window (spread evenly over the run), into the totals and the hourly curve."""
+        if b <= a:
+            return
+        lo, hi = max(c, 0.0), min(b, self.workload.window_s)
+        if hi <= lo:
+            return
+        e_rate, c_rate = energy_kwh / (b - a), cost_cny / (b - a)
+        self.res.energy_kwh += sign * e_rate * (hi - lo)
+        self.res.cost_cny += sign * c_rate * (hi - lo)
+        hourly = self.res.cost_hourly
+        h = int(lo // 3600)
+        while h < len(hourly) and h * 3600 < hi:
+            hourly[h] += sign * c_rate * (min(hi, (h + 1) * 3600) - max(lo, h * 3600))
+            h += 1
+
+    def _spend(self, p: Placement, t: float, duration_s: float) -> None:
+        """Charge placement ``p`` of work running ``[t, t + duration_s)`` (only what is inside the window)."""
+        self._bill(p.energy_kwh, p.energy_cost_cny + p.transfer_cost_cny, t, t + duration_s, t)
 
     # -- batch -----------------------------------------------------------------------------------
     def _key(self, i: int) -> str:
@@ -389,7 +447,8 @@ class Simulation:
         left = self._left[i]
         self._seq += 1
         heapq.heappush(self._running, (t + left, self._seq, key))
-        self._runs[key] = _Run(i, self._seq, t, left, p.energy_kwh, p.energy_cost_cny + p.transfer_cost_cny)
+        n = p.spec.accelerator.count
+        self._runs[key] = _Run(i, self._seq, t, left, p.energy_kwh, p.energy_cost_cny + p.transfer_cost_cny, n)
         stats = res.tenants[tenant]
         if not self._started[i]:
             self._started[i] = True
@@ -397,11 +456,11 @@ class Simulation:
             res.batch_delay_s.append(t - self.workload.jobs[i].submit_s)
             stats.started += 1
             stats.wait_s.append(t - self.workload.jobs[i].submit_s)
-        self._spend(p)
-        n = p.spec.accelerator.count
-        ah = n * left / 3600
+        self._spend(p, t, left)
+        ah = n * self._inside(t, t + left) / 3600  # within the window
         res.batch_acc_hours += ah
-        stats.acc_hours += n * max(0.0, min(t + left, self.workload.window_s) - t) / 3600  # within the window
+        res.batch_acc_hours_after += n * left / 3600 - ah
+        stats.acc_hours += ah
         if self.region_of[p.data_center] is Region.WEST:
             res.batch_west_acc_hours += ah
         res.batch_dc[p.data_center] = res.batch_dc.get(p.data_center, 0) + 1
@@ -414,15 +473,15 @@ class Simulation:
             if run is None:
                 continue  # not a batch job (the cycle never picks real-time work: it is not preemptible)
             row = self._release(key)
-            unrun = run.start + run.left_s - t
-            share = unrun / run.left_s if run.left_s else 0.0
-            res.energy_kwh -= run.energy_kwh * share
-            res.cost_cny -= run.cost_cny * share
-            n = row.resources.accelerator_count
-            ah = n * unrun / 3600
+            end = run.start + run.left_s
+            unrun = end - t
+            self._bill(run.energy_kwh, run.cost_cny, run.start, end, t, sign=-1.0)  # refund what will not run
+            n = run.accelerators
+            ah = n * self._inside(t, end) / 3600
             res.batch_acc_hours -= ah
+            res.batch_acc_hours_after -= n * unrun / 3600 - ah
             stats = res.tenants[row.tenant]
-            stats.acc_hours -= n * max(0.0, min(run.start + run.left_s, self.workload.window_s) - t) / 3600
+            stats.acc_hours -= ah
             if self.region_of[row.data_center] is Region.WEST:
                 res.batch_west_acc_hours -= ah
             stats.preempted += 1
@@ -433,14 +492,15 @@ class Simulation:
             self.pending[key] = Ask(key, spec, row.priority_class, self.workload.jobs[i].submit_s)
 
     # -- real time -------------------------------------------------------------------------------
-    def _rt_spec(self, city: str, n: int) -> WorkloadSpec:
-        """The real-time spec of ``n`` accelerators for ``city`` (cached: frozen values)."""
-        s = self._rt_specs.get((city, n))
+    def _rt_spec(self, city: str, family: str, n: int, duration_s: float = STEP_S) -> WorkloadSpec:
+        """The real-time spec of ``n`` accelerators of ``family`` for ``city`` (cached: frozen values)."""
+        k = (city, family, n, duration_s)
+        s = self._rt_specs.get(k)
         if s is None:
-            s = self._rt_specs[(city, n)] = WorkloadSpec(
+            s = self._rt_specs[k] = WorkloadSpec(
                 name=f"rt-{city}", tenant=self.rt_tenant, tier=REALTIME, origin=city,
-                accelerator=AcceleratorRequest(Family.ANY, n), cpus=RT_CPUS_PER_ACCELERATOR * n,
-                memory_gb=RT_MEMORY_GB_PER_ACCELERATOR * n, duration_hours=STEP_S / 3600)
+                accelerator=AcceleratorRequest(Family(family), n), cpus=RT_CPUS_PER_ACCELERATOR * n,
+                memory_gb=RT_MEMORY_GB_PER_ACCELERATOR * n, duration_hours=duration_s / 3600)
         return s
 
     def _release_realtime(self) -> None:
@@ -448,70 +508,125 @@ class Simulation:
             self._release(key)
         self._rt_held.clear()
 
+    def _release_services(self, t: float) -> None:
+        """Services whose end is at or before ``t`` let their accelerators go."""
+        while self._services and self._services[0][0] <= t:
+            self._release(heapq.heappop(self._services)[1])
+
+    def _place_services(self, t: float) -> None:
+        """The services starting before the next step boundary, each placed whole at ``t`` and held to its end."""
+        w, res = self.workload, self.res
+        while self._next_service < len(w.services) and w.services[self._next_service].start_s < t + STEP_S:
+            i = self._next_service
+            self._next_service += 1
+            svc: Service = w.services[i]
+            dur = svc.end_s - svc.start_s
+            work = svc.accelerators * self._inside(svc.start_s, svc.end_s)
+            res.rt_services += 1
+            res.rt_requests += 1
+            res.rt_work_acc_s += work
+            res.rt_demand_acc_min += work / 60
+            key = f"svc:{i}"
+            got = self._admit_realtime(key, self._rt_spec(svc.city, svc.family, svc.accelerators, dur), t)
+            if got is None:
+                res.rt_services_dropped += 1
+                res.rt_dropped_requests += 1
+                res.rt_dropped_acc_s += work
+                res.rt_dropped_acc_min += work / 60
+                continue
+            p, preempted = got
+            heapq.heappush(self._services, (svc.end_s, key))
+            self._spend(p, svc.start_s, dur)
+            if self.bound is not None and p.rtt_ms is not None and p.rtt_ms > self.bound:
+                res.rt_beyond_requests += 1
+                res.rt_beyond_acc_s += work
+                res.rt_beyond_acc_min += work / 60
+            if preempted:
+                res.rt_by_preemption_requests += 1
+                res.rt_by_preemption_acc_s += work
+                res.rt_by_preemption_acc_min += work / 60
+
     def _place_realtime(self, step: int, t: float) -> None:
         w, res = self.workload, self.res
-        row = w.rt_demand[step % len(w.rt_demand)]
-        reqs = w.rt_requests[step % len(w.rt_requests)]
-        for c, city in enumerate(w.rt_cities):
+        if not w.rt_tiled and step >= len(w.rt_demand):
+            return  # a generic trace's stream is replayed once
+        m = step % len(w.rt_demand)
+        row, reqs = w.rt_demand[m], w.rt_requests[m]
+        works = w.rt_work[m] if w.rt_work else tuple(float(n) * STEP_S for n in row)
+        for c in range(len(w.rt_cities)):
             want = row[c]
             if want <= 0:
                 continue
             res.rt_demand_acc_min += want
             res.rt_requests += reqs[c]
-            per_acc = reqs[c] / want
+            res.rt_work_acc_s += works[c]
+            per_acc, work_per_acc = reqs[c] / want, works[c] / want
             left = want
             tries = 0
             while left > 0 and tries < 2 * len(self.net.totals):
                 tries += 1
-                got = self._place_piece(city, left, step, t)
+                got = self._place_piece(c, left, step, t)
                 if got is None:
                     break
                 p, n, preempted = got
                 if self.bound is not None and p.rtt_ms is not None and p.rtt_ms > self.bound:
                     res.rt_beyond_acc_min += n
                     res.rt_beyond_requests += n * per_acc
+                    res.rt_beyond_acc_s += n * work_per_acc
                 if preempted:
                     res.rt_by_preemption_acc_min += n
                     res.rt_by_preemption_requests += n * per_acc
+                    res.rt_by_preemption_acc_s += n * work_per_acc
                 left -= n
             if left > 0:
                 res.rt_dropped_acc_min += left
                 res.rt_dropped_requests += left * per_acc
+                res.rt_dropped_acc_s += left * work_per_acc
 
-    def _place_piece(self, city: str, left: int, step: int, t: float) -> tuple[Placement, int, bool] | None:
-        """Admit as much of ``left`` accelerators for ``city`` as one DC can take (preempting batch work
-        where it must); None if none can. The piece: what the largest pool near the city holds, else
-        (when that cannot be had, even by preemption) the most one DC has free."""
-        sites, most = self._rt_sites[city]
+    def _place_piece(self, col: int, left: int, step: int, t: float) -> tuple[Placement, int, bool] | None:
+        """Admit as much of ``left`` accelerators for column ``col`` (a city and family) as one DC can take
+        (preempting batch work where it must); None if none can. The piece: what the largest pool near the
+        city holds, else (when that cannot be had, even by preemption) the most one DC has free."""
+        city, family = self.workload.rt_cities[col], self.workload.family(col)
+        sites, most = self._sites(city, family)
         caps = self.net.capacity()
-        for n in dict.fromkeys((min(left, most), min(left, self._room(caps, sites)))):
+        for n in dict.fromkeys((min(left, most), min(left, self._room(caps, sites, family, self._family_of)))):
             if n <= 0:
                 continue
-            key = f"rt:{step}:{city}:{len(self._rt_held)}"
-            ask = Ask(key, self._rt_spec(city, n), REALTIME_CLASS, t)
-            r = self._cycle([ask])
-            preempted = bool(r.preempt)
-            if preempted:  # the victims stop now; the ask is admitted on what they leave
-                for p in r.preempt:
-                    self._preempt(p, t)
-                r = self._cycle([replace(ask, awaiting_preemption=True)])
-            if r.admitted:
-                a = r.admitted[0]
-                self._hold(held_of(a.placement, key, self.rt_tenant, REALTIME_CLASS, a.family, t))
+            key = f"rt:{step}:{col}:{len(self._rt_held)}"
+            got = self._admit_realtime(key, self._rt_spec(city, family, n), t)
+            if got is not None:
                 self._rt_held.append(key)
-                self.res.decisions += 1
-                self._spend(a.placement)
-                return a.placement, n, preempted
+                self._spend(got[0], t, STEP_S)
+                return got[0], n, got[1]
         return None
 
+    def _admit_realtime(self, key: str, spec: WorkloadSpec, t: float) -> tuple[Placement, bool] | None:
+        """One real-time ask through the cycle, preempting batch work where the cycle says so; held if admitted."""
+        ask = Ask(key, spec, REALTIME_CLASS, t)
+        r = self._cycle([ask])
+        preempted = bool(r.preempt)
+        if preempted:  # the victims stop now; the ask is admitted on what they leave
+            for p in r.preempt:
+                self._preempt(p, t)
+            r = self._cycle([replace(ask, awaiting_preemption=True)])
+        if not r.admitted:
+            return None
+        a = r.admitted[0]
+        self._hold(held_of(a.placement, key, self.rt_tenant, REALTIME_CLASS, a.family, t))
+        self.res.decisions += 1
+        return a.placement, preempted
+
     @staticmethod
-    def _room(caps: dict[str, DCCapacity], sites: Sequence[str]) -> int:
-        """The largest real-time piece one of ``sites`` can take on what is free there."""
+    def _room(caps: dict[str, DCCapacity], sites: Sequence[str], family: str, family_of: dict[str, str]) -> int:
+        """The largest real-time piece of ``family`` one of ``sites`` can take on what is free there."""
         room = 0
         for d in sites:
             cap = caps.get(d)
             if cap is not None and cap.alive:
-                room = max(room, min(max(cap.free.values(), default=0), int(cap.free_cpus // RT_CPUS_PER_ACCELERATOR),
+                free = max((n for m, n in cap.free.items() if family == Family.ANY.value or family_of.get(m) == family),
+                           default=0)
+                room = max(room, min(free, int(cap.free_cpus // RT_CPUS_PER_ACCELERATOR),
                                      int(cap.free_memory_gb // RT_MEMORY_GB_PER_ACCELERATOR)))
         return room
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from westflow.inventory import Network, Region
 from westflow.simulator.compare import COMPARISON_HEADERS, TENANT_HEADERS, comparison_rows, tenant_rows
@@ -19,14 +20,15 @@ from westflow.simulator.traces import ITP_ORIGINS, SPLITWISE_CITATION, TraceSet
 from westflow.tenants import Tenants
 from westflow.text import markdown_table
 
-__all__ = ["write_report", "plot_utilisation", "plot_cost_sla"]
+__all__ = ["write_report", "plot_utilisation", "plot_cost_sla", "plot_cost_hourly", "plot_waits", "warnings",
+           "summary_rows", "WINDOW_RULE"]
+
+WINDOW_RULE = ("work that runs past the window counts in cost, energy, utilisation and accelerator-hours only for "
+               "what falls inside it (the window does not extend)")
 
 
 def plot_utilisation(results: Sequence[PolicyResult], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     for ax, region in zip(axes, [r.value for r in Region], strict=True):
@@ -43,31 +45,119 @@ def plot_utilisation(results: Sequence[PolicyResult], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_cost_sla(results: Sequence[PolicyResult], path: Path) -> None:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (imported late: only a report needs it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_cost_sla(results: Sequence[PolicyResult], path: Path) -> None:
+    """Energy cost and real-time SLA per policy, every bar labelled with its value (a 0 shows as '0')."""
+    plt = _pyplot()
     names = [r.policy for r in results]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.bar(names, [r.cost_cny / 1000 for r in results], color="#4a7")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+    bars = a.bar(names, [r.cost_cny / 1000 for r in results], color="#4a7")
+    a.bar_label(bars, labels=[f"{r.cost_cny / 1000:,.1f}" for r in results], padding=2, fontsize=8)
     a.set_ylabel("energy cost, thousand CNY")
-    a.set_title("Energy cost")
-    total = [max(r.rt_requests, 1.0) for r in results]
-    b.bar(names, [100 * r.rt_beyond_requests / t for r, t in zip(results, total, strict=True)],
-          label="placed beyond 20 ms", color="#c44")
-    b.bar(names, [100 * r.rt_dropped_requests / t for r, t in zip(results, total, strict=True)],
-          bottom=[100 * r.rt_beyond_requests / t for r, t in zip(results, total, strict=True)],
-          label="dropped", color="#999")
-    b.set_ylabel("% of real-time requests")
+    a.set_title("Energy cost (within the window)")
+    a.margins(y=0.15)
+    beyond = [100 * r.share(r.rt_beyond_requests, r.rt_requests) for r in results]
+    dropped = [100 * r.share(r.rt_dropped_requests, r.rt_requests) for r in results]
+    b.bar(names, beyond, label="placed beyond 20 ms", color="#c44")
+    top = b.bar(names, dropped, bottom=beyond, label="dropped", color="#999")
+    b.bar_label(top, labels=[f"{x:.1f}% beyond\n{y:.1f}% dropped" for x, y in zip(beyond, dropped, strict=True)],
+                padding=2, fontsize=7)
+    b.set_ylabel("% of real-time requests (rows)")
     b.set_title("Real-time SLA")
-    b.legend(loc="upper left")
+    b.set_ylim(0, max(10.0, max(x + y for x, y in zip(beyond, dropped, strict=True)) * 1.35))
+    b.legend(loc="upper right", fontsize=8)
     for ax in (a, b):
         ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_cost_hourly(results: Sequence[PolicyResult], path: Path) -> None:
+    """Energy cost per simulated hour and policy (tariff bands are not shaded: the inventory has one price
+    per DC in this engine)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for r in results:
+        ax.plot(r.cost_hourly, label=r.policy, linewidth=0.8)
+    ax.set_xlabel("simulated hour")
+    ax.set_ylabel("energy cost, CNY per hour")
+    ax.set_title("Energy cost per hour (flat price per DC; no time-of-use bands modelled)")
+    ax.grid(alpha=0.3)
+    ax.legend(ncol=5, fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_waits(results: Sequence[PolicyResult], path: Path) -> None:
+    """Histogram of batch queueing waits (first start - submit) per policy. The engine does not defer work
+    to cheaper hours: every wait here is queueing for capacity or quota, none is a chosen deferral."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    longest = max((max(r.batch_delay_s, default=0.0) for r in results), default=0.0) / 3600
+    edges = [longest * i / 30 for i in range(31)] if longest > 0 else [0.0, 1.0]
+    for r in results:
+        waits = [d / 3600 for d in r.batch_delay_s]
+        zero = sum(1 for d in waits if d == 0)
+        ax.hist(waits, bins=edges, histtype="step", label=f"{r.policy} ({zero:,} of {len(waits):,} at 0)")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch wait, hours (queueing; no deferral modelled yet)")
+    ax.set_ylabel("jobs")
+    ax.set_title("Batch wait before first start")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def warnings(result: PolicyResult, workload: Workload) -> list[str]:
+    """What a reader must not miss about a run (the same for every policy): an empty real-time stream, work
+    not replayed."""
+    out = []
+    if result.rt_requests == 0:
+        out.append("0 real-time requests in the simulated window: the real-time columns measure nothing "
+                   "(no real-time rows in the traces, or none inside the window).")
+    if result.rt_services_after_window:
+        out.append(f"{result.rt_services_after_window:,} long-lived real-time rows start after the window: "
+                   "not replayed.")
+    late = sum(1 for j in workload.jobs if j.submit_s >= workload.window_s)
+    if late:
+        out.append(f"{late:,} batch jobs are submitted after the window: they run, but cost nothing in it.")
+    return out
+
+
+def _factor(f: float | None, note: str | None) -> str:
+    return "x1 (the trace's arrivals as they are)" if f is None else f"x{f:,.3f}; {note}"
+
+
+def summary_rows(results: Sequence[PolicyResult], workload: Workload, traces: TraceSet) -> list[list[str]]:
+    """The run in a few rows: traces and their origins, window, load scaling factors, window rule."""
+    r = results[0]
+    origins = "; ".join(f"{Path(n).name} shifted by -{t0:,.0f} s" for n, t0 in workload.origins_s) or "none shifted"
+    rows = [
+        ["traces", ", ".join(traces.names)],
+        ["trace origin (generic files start at 0)", origins],
+        ["window", f"{workload.window_s / 86400:,.2f} days ({workload.steps:,} one-minute steps)"],
+        ["batch jobs", f"{len(workload.jobs):,} (arrival span {workload.batch_span_s / 86400:,.2f} days "
+                       "in the trace)"],
+        ["batch load scaling", _factor(workload.batch_factor, workload.notes.get("batch arrivals"))],
+        ["real-time load scaling", _factor(workload.realtime_factor, workload.notes.get("real-time arrivals"))],
+        ["real-time requests in the window", f"{r.rt_requests:,.0f} ({r.rt_work_acc_s / 3600:,.0f} "
+                                             f"accelerator-hours; {r.rt_services:,} long-lived services)"],
+        ["past the window", f"{WINDOW_RULE}; batch work after it: "
+                            + ", ".join(f"{x.policy} {x.batch_acc_hours_after:,.0f} acc-h" for x in results)],
+    ]
+    return rows
 
 
 def _inventory_rows(network: Network) -> list[list[object]]:
@@ -105,10 +195,13 @@ def _tenancy_lines(results: Sequence[PolicyResult], tenants: Tenants | None) -> 
 
 def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Network, workload: Workload,
                  traces: TraceSet, *, elapsed_s: float, seed: int, tenants: Tenants | None = None) -> Path:
-    """Write ``report.md``, ``utilisation.png`` and ``cost_sla.png`` into ``out_dir``."""
+    """Write ``report.md``, ``utilisation.png``, ``cost_sla.png``, ``cost_hourly.png`` and ``waits.png`` into
+    ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_utilisation(results, out_dir / "utilisation.png")
     plot_cost_sla(results, out_dir / "cost_sla.png")
+    plot_cost_hourly(results, out_dir / "cost_hourly.png")
+    plot_waits(results, out_dir / "waits.png")
     uses_azure = any(n.startswith("azure") for n in traces.names)
     lat = workload.latency
     per_dc = markdown_table(["policy"] + [d.id for d in network.data_centers],
@@ -121,6 +214,12 @@ def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Networ
         f"{workload.window_s / 86400:.2f} days ({workload.steps:,} one-minute steps); seed {seed}; "
         f"wall time {elapsed_s:.1f} s.",
         "",
+        *[f"> **Warning:** {w}" for w in warnings(results[0], workload)],
+        "",
+        "## Summary",
+        "",
+        markdown_table(["", "value"], summary_rows(results, workload, traces)),
+        "",
         "## Comparison",
         "",
         markdown_table(COMPARISON_HEADERS, comparison_rows(results)),
@@ -131,6 +230,8 @@ def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Networ
         "Utilisation is time-averaged over the window (batch and real-time accelerators in use / "
         "accelerators). Real-time requests are counted in trace requests after load scaling; "
         "'beyond 20 ms' were placed at a DC whose RTT to their origin exceeds the realtime tier; "
+        "'% rows / % acc-s' gives each share per trace row and per accelerator-second of work (within a "
+        "minute's demand, rows are counted pro rata of its accelerators; a long-lived service is one row); "
         "'dropped' found no DC within the bound with room. Cost is energy (power x time x PUE x "
         "price) plus data transfer, as `place()` prices it; CNY/acc-h divides by the "
         "accelerator-hours actually served. Batch wait = start - (scaled) submit time.",
@@ -138,6 +239,10 @@ def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Networ
         "![utilisation per region](utilisation.png)",
         "",
         "![cost and SLA](cost_sla.png)",
+        "",
+        "![cost per hour](cost_hourly.png)",
+        "",
+        "![batch waits](waits.png)",
         "",
         "### Utilisation per data center",
         "",

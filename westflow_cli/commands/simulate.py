@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from westflow.config import CONFIG_DIR, load_network, load_yaml
@@ -18,8 +19,9 @@ from westflow.simulator.demand import (
     LatencyModel,
     LoadScaling,
     build_workload,
+    trace_limits,
 )
-from westflow.simulator.report import write_report
+from westflow.simulator.report import warnings, write_report
 from westflow.simulator.tenancy import BATCH_CLASS, scaled_to, whole_network
 from westflow.simulator.traces import DEFAULT_TRACES_DIR, SPLITWISE_CITATION, TRACE_NAMES, load_traces
 from westflow.tenants import TENANTS_FILE, Tenants, parse_tenants
@@ -29,6 +31,18 @@ from westflow_cli.options import number, out_dir, whole, writable_dir
 MAX_DAYS = 366            # the longest window simulated (a leap year of minutes)
 MAX_LOAD = 100.0          # offered load, as a share of the accelerators it is scaled to
 MAX_MS_PER_TOKEN = 60_000.0
+
+
+def load_factor(high: float) -> Callable[[str], float | None]:
+    """An offered load in ``[0, high]``, or ``none`` (also ``0``): replay the trace's arrivals as they are."""
+    parse = number(low=0, high=high)
+
+    def factor(text: str) -> float | None:
+        if text.strip().lower() == "none":
+            return None
+        return parse(text) or None
+
+    return factor
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,10 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--traces-dir", default=str(DEFAULT_TRACES_DIR), help="where itp/ and azure/ are")
     p.add_argument("--seed", type=whole(low=0, high=2**32 - 1), default=0,
                    help="seed of origin draws and the random policy")
-    p.add_argument("--batch-load", type=number(low=0, high=MAX_LOAD), default=0.55,
-                   help="offered batch load as a share of all accelerators (0 = trace as is)")
-    p.add_argument("--realtime-load", type=number(low=0, high=MAX_LOAD), default=0.30,
-                   help="offered real-time load as a share of eastern accelerators (0 = trace as is)")
+    p.add_argument("--batch-load", type=load_factor(MAX_LOAD), default=0.55,
+                   help="offered batch load as a share of all accelerators ('none' or 0: the trace's arrivals as "
+                        "they are)")
+    p.add_argument("--realtime-load", type=load_factor(MAX_LOAD), default=0.30,
+                   help="offered real-time load as a share of eastern accelerators ('none' or 0: the trace's "
+                        "arrivals as they are)")
     p.add_argument("--days", type=number(low=0, high=MAX_DAYS, low_open=True), default=None,
                    help=f"simulated window, at most {MAX_DAYS} (default: the scaled trace span)")
     p.add_argument("--prefill-ms", type=number(low=0, high=MAX_MS_PER_TOKEN),
@@ -94,15 +110,16 @@ def run(args: argparse.Namespace) -> int:
     tenants = _tenants(args, network)
     names = args.trace or ["itp", "azure-conv"]
     print(f"westflow simulate: loading {', '.join(names)} from {args.traces_dir}", file=sys.stderr, flush=True)
-    traces = load_traces(names, Path(args.traces_dir))
+    traces = load_traces(names, Path(args.traces_dir), trace_limits(network))
     workload = build_workload(
         traces, network,
-        scaling=LoadScaling(args.batch_load or None, args.realtime_load or None),
+        scaling=LoadScaling(args.batch_load, args.realtime_load),
         latency=LatencyModel(args.prefill_ms, args.decode_ms),
         window_s=args.days * 86400 if args.days else None, seed=args.seed)
     if workload.window_s > MAX_DAYS * 86400:  # only a scaled trace span gets here: --days is bounded
         raise SpecError("window", f"{workload.window_s / 86400:,.0f} days", f"<= {MAX_DAYS} days",
-                        problem="Out of range", fix="set --days, or raise --batch-load (0 keeps the trace's rate).")
+                        problem="Out of range",
+                        fix="set --days, or raise --batch-load ('none' keeps the trace's rate).")
     out = writable_dir("--out", args.out)  # before the long part: a bad --out fails now, not after
     policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
     print(f"westflow simulate: {len(workload.jobs):,} batch jobs, {workload.steps:,} steps, "
@@ -120,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise SpecError("--out", str(out), f"a directory westflow can write into ({exc.strerror or exc})",
                         problem="Cannot write") from None
+    for line in warnings(results[0], workload):
+        print(f"westflow simulate: warning: {line}", file=sys.stderr)
     print(f"\nreport: {report}  ({elapsed:.1f} s)")
     if any(n.startswith("azure") for n in names):
         print(f"Azure trace results: {SPLITWISE_CITATION}.")
