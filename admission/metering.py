@@ -3,8 +3,10 @@
 A record is written when a job ends, by the process that followed it (:func:`usage_record` then
 :meth:`Meter.record`); a job whose writer died is metered later from Ray's job table by the
 reconciler (``ray_cluster.metering_sync``) through :func:`usage_from_job`. Both price the same way:
-the placement's own energy and cost (``westflow.placement``, the one energy formula: accelerator
-and CPU power x PUE x hours x the DC's price) per planned hour, times the hours Ray says the job ran.
+the placement's own energy (``westflow.energy``, the one formula: accelerator and CPU power x PUE x
+hours) per planned hour, times the hours Ray says the job ran, at the DC's flat price (the
+placement's cost per hour) or, where the DC has a time-of-use tariff (``Placement.tariff``), at
+the tariff's prices of the hours the job ran (:func:`westflow.energy.energy_cost_cny`).
 So that the reconciler can price a job without its writer, the writer's rates travel with the job
 as Ray job metadata (:func:`job_metadata`, key :data:`USAGE_KEY`).
 
@@ -30,8 +32,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from admission.database import insert_or_ignore, read_transaction, run_write
 from admission.rows import USAGE_STATUSES, Base, QueueError
 from admission.workqueue import AdmissionQueue
+from westflow.energy import energy_cost_cny
 from westflow.inventory import Network
 from westflow.placement import Placement
+from westflow.tariffs import Band, Period, Tariff
 
 __all__ = ["UsageRecord", "Meter", "Totals", "usage_record", "usage_from_job", "job_metadata", "USAGE_KEY",
            "STATUSES", "GROUPS", "TZ", "day_of"]
@@ -134,27 +138,35 @@ class _Plan:
     run_id: str | None = None
     step: str | None = None
     failovers: int = 0
+    tariff: list[list[float]] | None = None  # the DC's time-of-use periods [start_s, end_s, CNY/kWh], if any
 
     @classmethod
     def of(cls, p: Placement, network: Network | None = None, *, run_id: str | None = None, step: str | None = None,
            failovers: int = 0) -> _Plan:
         spec = p.spec
         region = str(p.region)
+        got = p.tariff
         if network is not None:
-            network.dc(p.data_center)  # KeyError: a placement on a DC the inventory does not know
+            got = network.dc(p.data_center).tariff  # KeyError: a placement on a DC the inventory does not know
+        tariff = None if got is None else [[q.start_s, q.end_s, q.price_cny_kwh] for q in got.periods]
         planned_h = spec.duration_hours  # > 0 by WorkloadSpec's validation
         moved = sum(ds.size_bytes for ds in spec.inputs if str(ds.region) != region) / 1e9
         return cls(spec.tenant, p.data_center, region, p.ray_cluster, p.accelerator_model, spec.accelerator.count,
                    float(spec.cpus), float(spec.memory_gb), p.energy_kwh / planned_h, p.energy_cost_cny / planned_h,
-                   moved, p.transfer_cost_cny, run_id, step, failovers)
+                   moved, p.transfer_cost_cny, run_id, step, failovers, tariff)
 
     def priced(self, job_id: str, start: float, end: float, status: str, *, preemptions: int = 0,
                failovers: int | None = None) -> UsageRecord:
         hours = max(0.0, end - start) / 3600.0
+        kwh = self.kwh_per_h * hours
+        cny = self.cny_per_h * hours
+        if self.tariff:  # the hours it ran, at the prices of those hours
+            periods = tuple(Period(a, b, Band.FLAT, price) for a, b, price in self.tariff)
+            cny = energy_cost_cny(kwh, 0.0, Tariff(self.data_center, periods), start, hours)
         return UsageRecord(job_id, self.cluster, self.data_center, self.region, self.tenant, self.run_id, self.step,
                            self.accelerator_model, self.accelerators, self.cpus, self.memory_gb, start, max(start, end),
-                           status, self.accelerators * hours, self.cpus * hours, self.kwh_per_h * hours,
-                           self.cny_per_h * hours, self.transfer_gb, self.transfer_cny, preemptions,
+                           status, self.accelerators * hours, self.cpus * hours, kwh,
+                           cny, self.transfer_gb, self.transfer_cny, preemptions,
                            self.failovers if failovers is None else failovers)
 
 
@@ -172,9 +184,10 @@ def usage_record(p: Placement, *, job_id: str, start: float, end: float, status:
 
 
 def job_metadata(p: Placement, *, run_id: str | None = None, step: str | None = None,
-                 failovers: int = 0) -> dict[str, str]:
-    """Ray job metadata that lets the reconciler price the job if its writer dies (``{USAGE_KEY: json}``)."""
-    plan = _Plan.of(p, run_id=run_id, step=step, failovers=failovers)
+                 failovers: int = 0, network: Network | None = None) -> dict[str, str]:
+    """Ray job metadata that lets the reconciler price the job if its writer dies (``{USAGE_KEY: json}``);
+    the DC's time-of-use tariff travels with it (the network's, when given, else the placement's)."""
+    plan = _Plan.of(p, network, run_id=run_id, step=step, failovers=failovers)
     return {USAGE_KEY: json.dumps({f.name: getattr(plan, f.name) for f in fields(_Plan)}, sort_keys=True,
                                   separators=(",", ":"))}
 
@@ -195,7 +208,10 @@ def usage_from_job(job_id: str, *, metadata: Mapping[str, str] | None, status: s
         return None
     end = float(end_ms) / 1000.0
     start = float(start_ms) / 1000.0 if start_ms else end
-    return plan.priced(job_id, start, end, status)
+    try:
+        return plan.priced(job_id, start, end, status)
+    except (TypeError, ValueError):  # a tariff in the metadata that is not one
+        return None
 
 
 # -- the store -------------------------------------------------------------------------------------

@@ -68,6 +68,29 @@ def meter(queue: AdmissionQueue) -> Meter:
 # -- pricing ------------------------------------------------------------------------------------------
 
 
+def test_time_of_use_metering_prices_the_hours_a_job_ran_and_travels_to_the_reconciler() -> None:
+    n = national()
+    p = gpu_placement()
+    dc = n.dc(p.data_center)
+    assert dc.tariff is not None
+    valley = next(q for q in dc.tariff.periods if q.band.value == "valley")
+    peak = next(q for q in dc.tariff.periods if q.band.value == "peak")
+    midnight = T0 - (T0 + 8 * 3600) % 86400  # local midnight on T0's day
+    cheap = usage_record(p, job_id="a", start=midnight + valley.start_s, end=midnight + valley.start_s + 3600,
+                         status="SUCCEEDED", network=n)
+    dear = usage_record(p, job_id="b", start=midnight + peak.start_s, end=midnight + peak.start_s + 3600,
+                        status="SUCCEEDED", network=n)
+    assert cheap.kwh == dear.kwh
+    assert cheap.cny == pytest.approx(cheap.kwh * valley.price_cny_kwh)
+    assert dear.cny == pytest.approx(dear.kwh * peak.price_cny_kwh) and dear.cny > cheap.cny
+    meta = job_metadata(p)  # the placement's tariff travels with the job
+    again = usage_from_job("a", metadata=meta, status="SUCCEEDED", start_ms=cheap.start * 1000,
+                           end_ms=cheap.end * 1000)
+    assert again is not None and again.cny == pytest.approx(cheap.cny)
+    broken = {USAGE_KEY: meta[USAGE_KEY].replace('"tariff":[[0', '"tariff":[[5')}
+    assert usage_from_job("a", metadata=broken, status="SUCCEEDED", start_ms=1, end_ms=2) is None
+
+
 def test_a_record_is_the_placements_price_for_the_hours_ray_reports() -> None:
     p = gpu_placement(inputs=[{"name": "x", "region": "west", "size_gb": 10}])
     rec = usage_record(p, job_id="j1", start=T0, end=T0 + 5400, status="SUCCEEDED", network=national(),
@@ -75,11 +98,15 @@ def test_a_record_is_the_placements_price_for_the_hours_ray_reports() -> None:
     assert rec.accelerator_hours == pytest.approx(2 * 1.5)
     assert rec.cpu_hours == pytest.approx(p.spec.cpus * 1.5)
     assert rec.kwh == pytest.approx(p.energy_kwh * 1.5 / 2) and rec.kwh > 0
-    assert rec.cny == pytest.approx(p.energy_cost_cny * 1.5 / 2)
     dc = national().dc(p.data_center)
+    assert dc.tariff is not None  # priced at the time-of-use prices of the hours it ran
+    assert rec.cny == pytest.approx(rec.kwh * dc.tariff.mean_price(T0, 1.5))
+    flat = usage_record(replace(p, tariff=None), job_id="j1", start=T0, end=T0 + 5400, status="SUCCEEDED",
+                        network=None)
+    assert flat.cny == pytest.approx(p.energy_cost_cny * 1.5 / 2)  # no tariff: the placement's flat price
     pool = next(x for x in dc.pools if x.model == p.accelerator_model)
     by_hand = (pool.watts * 2 + dc.cpu_watts * p.spec.cpus) / 1000 * 1.5 * dc.pue
-    assert rec.kwh == pytest.approx(by_hand) and rec.cny == pytest.approx(by_hand * dc.price_cny_kwh)
+    assert rec.kwh == pytest.approx(by_hand) and flat.cny == pytest.approx(by_hand * dc.price_cny_kwh)
     assert (rec.tenant, rec.run_id, rec.step, rec.preemptions, rec.failovers) == ("retail-ai", "r", "s", 1, 2)
     assert (rec.data_center, rec.cluster, rec.region) == (p.data_center, p.ray_cluster, p.region)
     moved = 10.0 if p.region != "west" else 0.0

@@ -132,7 +132,7 @@ class Policy:
                                   energy_cost_cny(c.energy_kwh, price_then))
         return Placement(p.spec, p.policy, p.data_center, p.ray_cluster, p.region, p.rtt_ms, p.within_tier, p.family,
                          p.accelerator_model, p.energy_kwh, p.energy_cost_cny, p.transfer_hours, p.transfer_cost_cny,
-                         p.score, p.__dict__["_lazy_rejected"], p.__dict__["_lazy_ray"], start, note)
+                         p.score, p.__dict__["_lazy_rejected"], p.__dict__["_lazy_ray"], start, note, p.tariff)
 
     def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
                 bound: float | None) -> tuple[Candidate, float] | None:
@@ -175,7 +175,7 @@ class Policy:
             spec, self.name, dc.id, dc.ray_cluster, t.region[c.index], rtt,
             bound is None or rtt is None or rtt <= bound, fam, pool.model if pool else None,
             c.energy_kwh, c.energy_cost_cny, c.transfer_hours, c.transfer_cost_cny, score_cny,
-            rejected, Deferred(_ray_for, dc, fam, pool, spec, bound is not None),
+            rejected, Deferred(_ray_for, dc, fam, pool, spec, bound is not None), None, "", dc.tariff,
         )
 
 

@@ -16,6 +16,7 @@ from westflow.capacity import Capacity
 from westflow.inventory import AcceleratorPool, DataCenter, Family, Network
 from westflow.spec import WorkloadSpec
 from westflow.tags import RayRequest
+from westflow.tariffs import Tariff
 
 __all__ = ["Reason", "Rejection", "ShortRejection", "DearerRejection", "Rejections", "Candidate", "CandidateFields",
            "Context", "Placement", "Deferred", "LazyField", "candidate_of", "dearer_of"]
@@ -282,13 +283,14 @@ class Placement:
     ray: LazyField[RayRequest] = LazyField()
     start_at: float | None = None  # epoch s the step is to start (placed in time), None: at once
     start_note: str = ""  # why it starts then ("deferred 5 h to the 00:00 valley band in ..."), "" at once
+    tariff: Tariff | None = None  # the DC's time-of-use prices (metering prices the hours run at them)
 
     def __init__(self, spec: WorkloadSpec, policy: str, data_center: str, ray_cluster: str, region: str,
                  rtt_ms: float | None, within_tier: bool, family: Family, accelerator_model: str | None,
                  energy_kwh: float, energy_cost_cny: float, transfer_hours: float, transfer_cost_cny: float,
                  score: float, rejected: Sequence[Rejection] | Deferred[Rejections],
                  ray: RayRequest | Deferred[RayRequest], start_at: float | None = None,
-                 start_note: str = "") -> None:
+                 start_note: str = "", tariff: Tariff | None = None) -> None:
         # The dataclass's own __init__ written out, fields in declaration order: stores into the
         # instance dict where the generated one makes an object.__setattr__ call per field (it runs
         # once per decision, by the thousand per second). The lazy fields go where LazyField keeps them.
@@ -311,6 +313,7 @@ class Placement:
         d["_lazy_ray"] = ray
         d["start_at"] = start_at
         d["start_note"] = start_note
+        d["tariff"] = tariff
 
     @property
     def cost_cny(self) -> float:
