@@ -27,7 +27,7 @@ from westflow.inventory import (
     TokenSource,
     Transfer,
 )
-from westflow.latency import floor_ms, great_circle_km, modelled_ms
+from westflow.latency import DEFAULT_GUARD_BAND, LatencyModel, floor_ms, great_circle_km, modelled_ms
 from westflow.tariffs import Band, Period, Tariff
 from westflow.yamlio import MAX_CONFIG_BYTES, YamlInputError, read_yaml
 
@@ -143,6 +143,7 @@ class _NetworkFile(_Strict):
 class _Tier(_Strict):
     name: str = Field(pattern=_ID)
     max_rtt_ms: float | None = Field(default=None, gt=0)
+    guard_band_ms: float | None = Field(default=None, ge=0)  # None: DEFAULT_GUARD_BAND of the bound
     description: str = ""
 
 
@@ -270,6 +271,7 @@ def build_network(
             km = great_circle_km(site.lat, site.lon, c.lat, c.lon)
             dist[(site.id, c.id)] = km
             rtt[(site.id, c.id)] = modelled_ms(km, lat.route_inflation, lat.equipment_overhead_ms)
+    measured: set[tuple[str, str]] = set()
     for i, m in enumerate(lat.measured):
         if m.dc not in dc_ids:
             raise ConfigError(f, f"latency.measured.{i}.dc", m.dc, dc_ids, problem="Unknown")
@@ -282,6 +284,10 @@ def build_network(
                 f"for {dist[(m.dc, m.city)]:.0f} km", problem="Impossible",
                 fix="check the measurement; light in fibre needs 1 ms per 100 km of round trip.",
             )
+        if (m.dc, m.city) in measured:
+            raise ConfigError(f, f"latency.measured.{i}", f"{m.dc}->{m.city}", "one measurement per (dc, city)",
+                              problem="Duplicate", fix="keep one entry per pair (the one you trust).")
+        measured.add((m.dc, m.city))
         rtt[(m.dc, m.city)] = m.rtt_ms
 
     transfer = {
@@ -296,7 +302,7 @@ def build_network(
     return Network(
         data_centers=tuple(dcs),
         cities=cities,
-        tiers={t.name: Tier(t.name, t.max_rtt_ms, t.description) for t in tf.tiers},
+        tiers=_tiers(tf, files[1]),
         rtt_ms=rtt,
         transfer=transfer,
         weights=PolicyWeights(fill_bonus=pf.fill_bonus, hour_value_cny=pf.hour_value_cny,
@@ -306,7 +312,27 @@ def build_network(
                                   TokenSource(rc.token.env, rc.token.file, rc.token.secret, rc.token.key)
                                   if rc.token else None, rc.serve_url.rstrip("/") if rc.serve_url else None)
                        for rc in nf.ray_clusters),
+        latency=LatencyModel(lat.route_inflation, lat.equipment_overhead_ms, frozenset(measured)),
     )
+
+
+def _tiers(tf: _TiersFile, file: str) -> dict[str, Tier]:
+    """The tiers, each with its guard band: as given, else ``DEFAULT_GUARD_BAND`` of its bound."""
+    out: dict[str, Tier] = {}
+    for i, t in enumerate(tf.tiers):
+        guard = t.guard_band_ms
+        if t.max_rtt_ms is None:
+            if guard:
+                raise ConfigError(file, f"tiers.{i}.guard_band_ms", guard, "0 or absent for a tier with no bound",
+                                  fix="set max_rtt_ms, or drop guard_band_ms.")
+            guard = 0.0
+        elif guard is None:
+            guard = t.max_rtt_ms * DEFAULT_GUARD_BAND
+        elif guard >= t.max_rtt_ms:
+            raise ConfigError(file, f"tiers.{i}.guard_band_ms", guard, f"< max_rtt_ms ({t.max_rtt_ms:g})",
+                              fix="a guard band leaves part of the bound usable; 10 % of it is the default.")
+        out[t.name] = Tier(t.name, t.max_rtt_ms, t.description, guard)
+    return out
 
 
 def _seconds(hhmm: str) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from westflow.latency import LatencyModel
 from westflow.tariffs import Tariff
 
 __all__ = [
@@ -126,11 +127,23 @@ class City:
 
 @dataclass(frozen=True, slots=True)
 class Tier:
-    """A latency tier: ``max_rtt_ms`` of None means no bound."""
+    """A latency tier: ``max_rtt_ms`` of None means no bound. A placement is eligible at an RTT of
+    at most :attr:`limit_ms`: the bound less ``guard_band_ms`` (headroom for an RTT the model gets wrong)."""
 
     name: str
     max_rtt_ms: float | None
     description: str = ""
+    guard_band_ms: float = 0.0
+
+    @property
+    def limit_ms(self) -> float | None:
+        """The largest RTT eligible in this tier: the bound less the guard band (None: no bound)."""
+        return None if self.max_rtt_ms is None else self.max_rtt_ms - self.guard_band_ms
+
+    def admits(self, rtt_ms: float) -> bool:
+        """Whether a placement at ``rtt_ms`` is eligible in this tier."""
+        limit = self.limit_ms
+        return limit is None or rtt_ms <= limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +176,7 @@ class Network:
     weights: PolicyWeights = field(default_factory=PolicyWeights)
     source: str = ""
     clusters: tuple[RayCluster, ...] = ()
+    latency: LatencyModel = field(default_factory=LatencyModel)
 
     def __hash__(self) -> int:
         return id(self)
@@ -191,11 +205,9 @@ class Network:
         return self.rtt_ms[(dc_id, city_id)]
 
     def serves_realtime(self, dc_id: str, tier: str = REALTIME) -> tuple[str, ...]:
-        """Cities this DC serves within the bound of ``tier``."""
-        bound = self.tiers[tier].max_rtt_ms
-        return tuple(
-            c.id for c in self.cities if bound is None or self.rtt_ms[(dc_id, c.id)] <= bound
-        )
+        """Cities this DC serves within the bound of ``tier``, less its guard band."""
+        t = self.tiers[tier]
+        return tuple(c.id for c in self.cities if t.admits(self.rtt_ms[(dc_id, c.id)]))
 
     def cluster(self, name: str) -> RayCluster:
         """The Ray cluster ``name`` (one without access details if the inventory does not list it)."""

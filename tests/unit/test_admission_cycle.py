@@ -313,12 +313,13 @@ def test_preemption_never_for_latency_or_accelerator() -> None:
 
 
 def test_preemption_picks_the_dc_needing_fewest_victims_and_skips_preempting_rows() -> None:
+    # shaoguan (16.8 ms from shanghai), not zhangjiakou (19.2 ms: inside the realtime guard band)
     t = tenants({"name": "a", "quota": quota(cuda=4096)})
     hold = [held("yrd-1", "a", "yrd_demo", "H800", 4, at=1.0), held("yrd-2", "a", "yrd_demo", "H800", 4, at=2.0),
-            held("zj-1", "a", "zhangjiakou", "A800", 8, at=3.0)]
+            held("sg-1", "a", "shaoguan", "H20", 8, at=3.0)]
     r = run([rt("rt", "a", "cuda:8")], hold, t, caps())
-    assert [(p.data_center, p.victims) for p in r.preempt] == [("zhangjiakou", ("zj-1",))]
-    hold[2] = held("zj-1", "a", "zhangjiakou", "A800", 8, at=3.0, preempting=True)
+    assert [(p.data_center, p.victims) for p in r.preempt] == [("shaoguan", ("sg-1",))]
+    hold[2] = held("sg-1", "a", "shaoguan", "H20", 8, at=3.0, preempting=True)
     r = run([rt("rt2", "a", "cuda:8")], hold, t, caps())
     assert [(p.data_center, sorted(p.victims)) for p in r.preempt] == [("yrd_demo", ["yrd-1", "yrd-2"])]
     r = run([rt("rt3", "a", "cuda:8", )], hold, t, caps())
@@ -398,3 +399,31 @@ def test_every_ask_ends_in_exactly_one_outcome(pending: list[Ask], hold: list[He
             used[k] = used.get(k, 0) + p.spec.accelerator.count
     for (dc, _model), n in used.items():
         assert n <= free.get(dc, 0)  # never over capacity
+
+
+# -- deferral ---------------------------------------------------------------------------------------
+
+EVENING = 1_795_950_000.0  # 2026-11-29 19:00 Asia/Shanghai: the evening peak
+
+
+def test_a_deferred_step_waits_until_its_start_then_is_admitted() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from westflow.admission_cycle import DEFERRED
+
+    deadline = datetime.fromtimestamp(EVENING + 30 * 3600, timezone(timedelta(hours=8))).isoformat()
+    t = tenants({"name": "a", "quota": quota(cuda=64)})
+    a = ask("late", "a", "H800:8", duration_hours=4, deadline=deadline)
+    r = admission_cycle([a], [], tenants=t, network=N, capacity=caps(yrd_demo=8, helinger=8),
+                        policy=get_policy("westflow"), now=EVENING)
+    assert keys(r) == ([], ["late"], [])
+    why = reasons(r, "late")
+    assert why[DEFERRED].startswith("deferred ") and "valley band" in why[DEFERRED]
+    start = float(next(v for k, v in why.items() if k != DEFERRED).split()[2])
+    later = admission_cycle([a], [], tenants=t, network=N, capacity=caps(yrd_demo=8, helinger=8),
+                            policy=get_policy("westflow"), now=start)
+    assert keys(later) == (["late"], [], [])
+    assert later.admitted[0].placement.start_at == start
+    now = admission_cycle([ask("now", "a", "H800:8", duration_hours=4)], [], tenants=t, network=N,
+                          capacity=caps(yrd_demo=8, helinger=8), policy=get_policy("westflow"), now=EVENING)
+    assert keys(now) == (["now"], [], [])  # no deadline: admitted at once

@@ -92,8 +92,9 @@ class Policy:
         # The losers' text is written on first read, against the capacity seen now: a copy of the
         # mapping, holding the snapshot's own DCCapacity objects (so the decision reads it too).
         snap = caps if capacity is None else dict(capacity)
-        tier_bound = network.tiers[spec.tier].max_rtt_ms
-        bound = tier_bound if self.respect_latency else None
+        tier = network.tiers[spec.tier]
+        tier_bound = tier.max_rtt_ms
+        bound = tier.limit_ms if self.respect_latency else None  # eligibility keeps the tier's guard band
         timing = self._timing(spec, network, now)
         found = self._search(spec, network, caps, t, bound) if timing is None else None
         start: float | None = None

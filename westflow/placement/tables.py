@@ -233,6 +233,13 @@ class NetworkTables:
         self._pool_columns: dict[tuple[Family, str | None], PoolColumns] = {}
         self._snapshot: tuple[tuple[str, ...], tuple[DCCapacity, ...], CapacityColumns, tuple[int, ...]] | None = None
         self._index = {dc_id: i for i, dc_id in enumerate(self.ids)}
+        # Per eligibility limit (a tier's bound less its guard band): how a latency rejection names it.
+        self._guard: dict[float, str] = {}
+        for tier in network.tiers.values():
+            if tier.max_rtt_ms is not None and tier.limit_ms is not None:
+                why = (f" ({tier.max_rtt_ms:g} ms bound less {tier.guard_band_ms:g} ms guard band)"
+                       if tier.guard_band_ms else "")
+                self._guard[tier.limit_ms] = why if self._guard.get(tier.limit_ms, why) == why else ""
         self._sites: dict[tuple[str | None, float | None], tuple[tuple[Site, ...], tuple[Ranked, ...]]] = {}
         self._pools: dict[tuple[Family, str | None], tuple[PoolRow, tuple[Rejection | None, ...]]] = {}
         self._rows: dict[tuple[str | None, float | None, Family, str | None],
@@ -249,7 +256,8 @@ class NetworkTables:
             for i, d in enumerate(self.dcs):
                 r = self.network.rtt_ms[(d.id, origin)] if origin else None
                 if bound is not None and r is not None and r > bound:
-                    late.append((i, Rejection(d.id, Reason.LATENCY, f"RTT {r:.1f} ms to {origin} > {bound:g} ms")))
+                    why = f"RTT {r:.1f} ms to {origin} > {bound:g} ms{self._guard.get(bound, '')}"
+                    late.append((i, Rejection(d.id, Reason.LATENCY, why)))
                 else:
                     ok.append((i, d, d.id, r, d.cpu_watts, d.pue, d.price_cny_kwh))
             got = self._sites[key] = (tuple(ok), tuple(late))
