@@ -31,6 +31,11 @@ clock. ``admission_cycle(pending, held, ...) -> CycleResult``, a pipeline of nam
    wins). Rows already ``preempting`` are never victims again and still hold their capacity. The
    preemptor stays pending (in ``waiting``, its first reason naming the victims) until they release.
 
+**Deferral**: a placement whose ``start_at`` is after the cycle's ``now`` (a batch step with a
+deadline, deferred to cheaper hours by the westflow policy, or one with a later ``start_after``)
+is not admitted: the ask waits with a ``DEFERRED`` reason naming its start, and is placed again by
+later cycles; once its start has come the placement starts at once and it is admitted as any other.
+
 Best effort: an ask that does not fit never blocks later ones. Every ask ends in exactly one of
 ``admitted`` and ``waiting``; a preemptor is in ``waiting`` and ``preempt``.
 """
@@ -41,6 +46,7 @@ import functools
 import heapq
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -55,9 +61,9 @@ from westflow.spec import WorkloadSpec
 from westflow.tenants import CPUS, MEMORY_GB, Ledger, Tenants, charges
 
 __all__ = ["Ask", "Held", "Admit", "Wait", "Preempt", "CycleResult", "admission_cycle", "held_of",
-           "default_priority_class", "held_per_dc", "ledger_of", "QUOTA", "CONFIG", "PREEMPTION"]
+           "default_priority_class", "held_per_dc", "ledger_of", "QUOTA", "CONFIG", "PREEMPTION", "DEFERRED"]
 
-QUOTA, CONFIG, PREEMPTION = "quota", "config", "preemption"  # the non-DC keys of a Wait's reasons
+QUOTA, CONFIG, PREEMPTION, DEFERRED = "quota", "config", "preemption", "deferred"  # the non-DC keys of a Wait's reasons
 _EPS = 1e-9
 
 
@@ -170,14 +176,19 @@ def ledger_of(tenants: Tenants, held: Iterable[Held]) -> Ledger:
 
 
 def admission_cycle(pending: Sequence[Ask], held: Sequence[Held], *, tenants: Tenants, network: Network,
-                    capacity: Capacity, policy: Policy, ledger: Ledger | None = None) -> CycleResult:
+                    capacity: Capacity, policy: Policy, ledger: Ledger | None = None,
+                    now: float | None = None) -> CycleResult:
     """Admit what fits of ``pending`` in order, on ``capacity`` (free, already net of ``held``) and quota.
 
     ``ledger``: the tenants' use by ``held`` when the caller keeps it (the simulator does, instead
-    of recounting every cycle); it is copied, never changed. See the module doc for the rules.
+    of recounting every cycle); it is copied, never changed. ``now`` (epoch s): the cycle's clock,
+    placing in time (``place(..., now=)``; None: the wall clock, for specs with times only). See the
+    module doc for the rules.
     """
-    return _Cycle(pending, held, tenants, network, capacity, policy,
-                  ledger_of(tenants, held) if ledger is None else ledger.copy()).run()
+    cycle = _Cycle(pending, held, tenants, network, capacity, policy,
+                   ledger_of(tenants, held) if ledger is None else ledger.copy())
+    cycle.now = now
+    return cycle.run()
 
 
 # -- the cycle ------------------------------------------------------------------------------------
@@ -290,6 +301,7 @@ class _Cycle:
         self.waiting: list[Wait] = []
         self.preempt: list[Preempt] = []
         self._victims: _Victims | None = None
+        self.now: float | None = None
 
     def run(self) -> CycleResult:
         classes, asks = self.tenants.priority_classes, []
@@ -323,7 +335,7 @@ class _Cycle:
         failed = self.failed.get(key)
         if failed is None:
             try:
-                p = self.policy.place(spec, self.network, self._view(t, blocks, sig))
+                p = self.policy.place(spec, self.network, self._view(t, blocks, sig), now=self.now)
             except InfeasibleError as exc:
                 failed = self.failed[key] = _Failed(
                     tuple((r.data_center, f"{r.reason.value}: {r.detail}") for r in exc.rejected),
@@ -332,6 +344,10 @@ class _Cycle:
                 self.waiting.append(Wait(ask.key, ((CONFIG, str(exc)),)))
                 return
             else:
+                if p.start_at is not None and p.deferred(self.now if self.now is not None else time.time()):
+                    self.waiting.append(Wait(ask.key, ((DEFERRED, p.start_note or "deferred"),
+                                                       (p.data_center, f"starts at {p.start_at:.0f} (epoch s)"))))
+                    return
                 self._admit(t, p)
                 return
         reasons = failed.reasons
@@ -530,7 +546,7 @@ def _shape(spec: WorkloadSpec) -> Shape:
     """What placement reads of a spec (not its name, tenant, or admission fields)."""
     acc = spec.accelerator
     return (spec.tier, spec.origin, acc.family, acc.count, acc.model, spec.cpus, spec.memory_gb, spec.duration_hours,
-            spec.inputs, spec.deadline_hours)
+            spec.inputs, spec.deadline_hours, spec.start_after, spec.deadline)
 
 
 class _Row(NamedTuple):

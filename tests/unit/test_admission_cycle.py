@@ -399,3 +399,31 @@ def test_every_ask_ends_in_exactly_one_outcome(pending: list[Ask], hold: list[He
             used[k] = used.get(k, 0) + p.spec.accelerator.count
     for (dc, _model), n in used.items():
         assert n <= free.get(dc, 0)  # never over capacity
+
+
+# -- deferral ---------------------------------------------------------------------------------------
+
+EVENING = 1_795_950_000.0  # 2026-11-29 19:00 Asia/Shanghai: the evening peak
+
+
+def test_a_deferred_step_waits_until_its_start_then_is_admitted() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from westflow.admission_cycle import DEFERRED
+
+    deadline = datetime.fromtimestamp(EVENING + 30 * 3600, timezone(timedelta(hours=8))).isoformat()
+    t = tenants({"name": "a", "quota": quota(cuda=64)})
+    a = ask("late", "a", "H800:8", duration_hours=4, deadline=deadline)
+    r = admission_cycle([a], [], tenants=t, network=N, capacity=caps(yrd_demo=8, helinger=8),
+                        policy=get_policy("westflow"), now=EVENING)
+    assert keys(r) == ([], ["late"], [])
+    why = reasons(r, "late")
+    assert why[DEFERRED].startswith("deferred ") and "valley band" in why[DEFERRED]
+    start = float(next(v for k, v in why.items() if k != DEFERRED).split()[2])
+    later = admission_cycle([a], [], tenants=t, network=N, capacity=caps(yrd_demo=8, helinger=8),
+                            policy=get_policy("westflow"), now=start)
+    assert keys(later) == (["late"], [], [])
+    assert later.admitted[0].placement.start_at == start
+    now = admission_cycle([ask("now", "a", "H800:8", duration_hours=4)], [], tenants=t, network=N,
+                          capacity=caps(yrd_demo=8, helinger=8), policy=get_policy("westflow"), now=EVENING)
+    assert keys(now) == (["now"], [], [])  # no deadline: admitted at once
