@@ -33,4 +33,5 @@ def test_placement_pickles_copies_and_compares() -> None:
         assert other.rejected == p.rejected and other.ray == p.ray
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.rejected = ()  # type: ignore[misc]
-    assert [f.name for f in dataclasses.fields(Placement)][-2:] == ["rejected", "ray"]
+    names = [f.name for f in dataclasses.fields(Placement)]
+    assert names[-5:] == ["rejected", "ray", "start_at", "start_note", "tariff"]
