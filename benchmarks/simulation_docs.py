@@ -46,8 +46,10 @@ def _sections(report: str, *titles: str) -> str:
     out = []
     for t in titles:
         m = re.search(rf"^## {re.escape(t)}\n(.*?)(?=^## |\Z)", report, flags=re.M | re.S)
-        if m:
-            out.append(f"#### {t}\n{m.group(1).rstrip()}\n")
+        if m:  # the report's own image links point beside report.md: the figures follow, copied
+            body = "\n".join(line for line in m.group(1).rstrip().splitlines() if not line.startswith("!["))
+            body = re.sub(r"\n{3,}", "\n\n", body)
+            out.append(f"#### {t}\n{body}\n")
     return "\n".join(out)
 
 

@@ -137,7 +137,7 @@ def warnings(result: PolicyResult, workload: Workload) -> list[str]:
 
 
 def _factor(f: float | None, note: str | None) -> str:
-    return "x1 (the trace's arrivals as they are)" if f is None else f"x{f:,.3f}; {note}"
+    return "x1 (the trace's arrivals as they are)" if f is None else note or f"x{f:,.3f}"
 
 
 def summary_rows(results: Sequence[PolicyResult], workload: Workload, traces: TraceSet) -> list[list[str]]:
