@@ -17,6 +17,7 @@ from admission.rows import (
     KINDS,
     LIVE,
     STATES,
+    WAITING,
     Admission,
     CycleWrite,
     DecisionRow,
@@ -28,5 +29,5 @@ from admission.rows import (
 from admission.workqueue import AdmissionQueue
 
 __all__ = ["AdmissionQueue", "Leader", "Lease", "WorkloadRow", "DecisionRow", "Admission", "Waiting", "Preemption",
-           "CycleWrite", "QueueError", "DatabaseError", "STATES", "LIVE", "HOLDING", "FINAL", "KINDS", "sqlite_url",
-           "open_engine", "migrate"]
+           "CycleWrite", "QueueError", "DatabaseError", "STATES", "LIVE", "WAITING", "HOLDING", "FINAL", "KINDS",
+           "sqlite_url", "open_engine", "migrate"]

@@ -3,12 +3,16 @@
 A cycle, only while this process leads (:class:`~admission.lease.Leader`, a lease row with a
 fencing epoch):
 
-1. read the pending and the holding workloads;
-2. mark what no owner heartbeats any more (``stale_after_s``) abandoned, and pending work older
-   than its ``max_wait`` expired;
+1. read the waiting (pending and deferred) and the holding workloads;
+2. mark what no owner heartbeats any more (``stale_after_s``) abandoned, and waiting work that has
+   waited past its ``max_wait`` expired, counted from its submission or, for work deferred to a later
+   start, from that start (:meth:`~admission.rows.WorkloadRow.wait_from`: a deferred row never expires
+   before its start);
 3. read live capacity (a callable: the Ray federation in production, a fixed snapshot in tests)
    and take off what admitted work holds (:func:`westflow.capacity.after_holds`, the journal's rule);
-4. decide with :func:`westflow.admission_cycle.admission_cycle` (the one policy the simulator runs);
+4. decide with :func:`westflow.admission_cycle.admission_cycle` (the one policy the simulator runs) at
+   the controller's clock: work placed to start later is written ``deferred`` with its start and note,
+   and admitted by the first cycle at or after that start;
 5. write every decision in one transaction that first checks the lease is still this one's
    (:meth:`~admission.workqueue.AdmissionQueue.apply`). A controller killed anywhere before the
    commit wrote nothing; one that lost its lease meanwhile writes nothing. So a workload is never
@@ -31,7 +35,7 @@ from admission.lease import Leader
 from admission.rows import Admission, CycleWrite, Preemption, Waiting, WorkloadRow
 from admission.specjson import spec_from_json
 from admission.workqueue import AdmissionQueue
-from westflow.admission_cycle import Ask, CycleResult, Held, admission_cycle
+from westflow.admission_cycle import DEFERRED, Ask, CycleResult, Held, admission_cycle
 from westflow.capacity import Capacity, Resources, after_holds
 from westflow.errors import SpecError
 from westflow.inventory import Network
@@ -66,11 +70,13 @@ class CycleReport:
     expired: tuple[str, ...] = ()
     abandoned: tuple[str, ...] = ()
     seconds: float = 0.0
+    deferred: int = 0  # of ``waiting``: placed to start later
 
     def line(self) -> str:
         if not self.led:
             return "not leading"
-        return (f"epoch {self.epoch}: admitted {len(self.admitted)}, waiting {self.waiting}, preempting "
+        return (f"epoch {self.epoch}: admitted {len(self.admitted)}, waiting {self.waiting}"
+                + (f" ({self.deferred} deferred)" if self.deferred else "") + ", preempting "
                 f"{len(self.preempting)}, expired {len(self.expired)}, abandoned {len(self.abandoned)} "
                 f"in {self.seconds * 1000:.0f} ms" + ("" if self.written else " (lease lost: nothing written)"))
 
@@ -120,10 +126,10 @@ class Controller:
         pending, holding = self.queue.pending(self.scope), self.queue.holding(self.scope)
         stale = {r.key for r in (*pending, *holding) if now - r.heartbeat_at > settings.stale_after_s}
         expired = [r.key for r in pending if r.key not in stale and r.max_wait_s is not None
-                   and now - r.submitted_at > r.max_wait_s]
+                   and now - r.wait_from() > r.max_wait_s]
         live_pending = [r for r in pending if r.key not in stale and r.key not in expired]
         live_holding = [r for r in holding if r.key not in stale]
-        result, unreadable = self._decide(live_pending, live_holding)
+        result, unreadable = self._decide(live_pending, live_holding, now)
         write = CycleWrite(
             admitted=tuple(Admission(
                 a.key, a.placement.data_center, a.placement.ray_cluster, a.placement.region, a.family,
@@ -131,7 +137,9 @@ class Controller:
                 else 0, float(a.placement.spec.cpus), float(a.placement.spec.memory_gb),
                 placement_summary(a.placement), "borrowed quota" if a.borrowed else "within quota")
                 for a in result.admitted),
-            waiting=tuple(Waiting(w.key, json.dumps(dict(w.reasons))) for w in result.waiting),
+            waiting=tuple(Waiting(w.key, json.dumps(dict(w.reasons)), w.start_at,
+                                  dict(w.reasons).get(DEFERRED, "") if w.start_at is not None else "")
+                          for w in result.waiting),
             preempt=tuple(Preemption(v, p.key, p.reason) for p in result.preempt for v in p.victims),
             expire=(*expired, *unreadable),
             abandon=tuple(sorted(stale)))
@@ -140,9 +148,9 @@ class Controller:
         written = self.queue.apply(write, lease)
         return CycleReport(True, written, lease.epoch, tuple(a.key for a in write.admitted), len(write.waiting),
                            tuple(p.victim for p in write.preempt), tuple(write.expire), write.abandon,
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, sum(w.start_at is not None for w in write.waiting))
 
-    def _decide(self, pending: Sequence[WorkloadRow], holding: Sequence[WorkloadRow],
+    def _decide(self, pending: Sequence[WorkloadRow], holding: Sequence[WorkloadRow], now: float,
                 ) -> tuple[CycleResult, list[str]]:
         awaiting = {r.preempted_by for r in holding if r.state == "preempting"}
         asks, unreadable = [], []
@@ -163,7 +171,7 @@ class Controller:
             per_dc[h.data_center] = per_dc.get(h.data_center, Resources()).plus(h.resources)
         free = after_holds(live, per_dc, totals)
         return admission_cycle(asks, held, tenants=self.tenants, network=self.network, capacity=free,
-                               policy=self.policy), unreadable
+                               policy=self.policy, now=now), unreadable
 
     def run(self, stop: threading.Event, *, interval_s: float | None = None,
             log: Callable[[str], None] | None = None) -> None:

@@ -239,10 +239,49 @@ def migrate(engine: Engine) -> None:
     # another thread's Dagster instance stamps its own Alembic revision failed with KeyError: 'script'.
     if current_revision(engine) == head_revision():
         return
-    with _MIGRATING, _sqlite_file_lock(engine), write_transaction(engine) as conn:
-        if not is_sqlite(engine):
+    with _MIGRATING, _sqlite_file_lock(engine):
+        if is_sqlite(engine):
+            _migrate_sqlite(engine)
+            return
+        with write_transaction(engine) as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATE_LOCK})
-        command.upgrade(_config(conn), "head")
+            command.upgrade(_config(conn), "head")
+
+
+def _migrate_sqlite(engine: Engine) -> None:
+    """The upgrade in one ``BEGIN IMMEDIATE`` with foreign keys off, checked before the commit.
+
+    A migration that changes a CHECK constraint rebuilds the table (Alembic's batch mode: copy, drop,
+    rename), and with foreign keys on, dropping ``workloads`` fails while ``decisions`` refers to it.
+    ``PRAGMA foreign_keys`` is a no-op inside a transaction, so it is set on the bare connection first
+    and set back after; ``PRAGMA foreign_key_check`` must find nothing before the upgrade commits.
+    """
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            _pragma(raw, "PRAGMA foreign_keys = OFF")
+            try:
+                with conn.begin():
+                    command.upgrade(_config(conn), "head")
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise DatabaseError(engine.url.render_as_string(hide_password=False),
+                                            f"Migration left {len(broken)} rows with a dangling foreign key "
+                                            f"(first: {tuple(broken[0])}) in", allowed=None,
+                                            fix="nothing was changed; report this with the database file.")
+            finally:
+                _pragma(raw, "PRAGMA foreign_keys = ON")
+    except (OperationalError, InterfaceError) as exc:
+        raise _failed(engine, exc) from exc
+
+
+def _pragma(raw: Any, sql: str) -> None:
+    cur = raw.cursor()
+    try:
+        cur.execute(sql)
+    finally:
+        cur.close()
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -20,21 +21,24 @@ from sqlalchemy import BigInteger, CheckConstraint, Double, ForeignKey, Index, I
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from westflow.errors import WestflowError, field_message
+from westflow.tariffs import TZ_OFFSET_S
 
 __all__ = [
-    "STATES", "LIVE", "HOLDING", "FINAL", "FINISH_STATES", "KINDS", "QueueError",
+    "STATES", "LIVE", "WAITING", "HOLDING", "FINAL", "FINISH_STATES", "KINDS", "QueueError",
     "Base", "WorkloadRecord", "DecisionRecord", "LeaseRecord", "WORKLOADS", "DECISIONS", "LEASES",
     "WorkloadRow", "DecisionRow", "Admission", "Waiting", "Preemption", "CycleWrite",
-    "check_state", "check_kind", "check_key", "check_number", "exclude_json",
+    "check_state", "check_kind", "check_key", "check_number", "exclude_json", "start_text",
 ]
 
-STATES: Final = ("pending", "admitted", "preempting", "finished", "failed", "expired", "cancelled", "abandoned")
-LIVE: Final = ("pending", "admitted", "preempting")
+STATES: Final = ("pending", "deferred", "admitted", "preempting", "finished", "failed", "expired", "cancelled",
+                 "abandoned")
+LIVE: Final = ("pending", "deferred", "admitted", "preempting")
+WAITING: Final = ("pending", "deferred")  # states the cycle considers (deferred: placed to start later)
 HOLDING: Final = ("admitted", "preempting")  # states that hold capacity
 FINAL: Final = ("finished", "failed", "expired", "cancelled", "abandoned")
 FINISH_STATES: Final = ("finished", "failed", "cancelled")  # what AdmissionQueue.finish may set
-KINDS: Final = ("queued", "admitted", "waiting", "preempting", "requeued", "resumed", "expired", "finished",
-                "failed", "cancelled", "abandoned")
+KINDS: Final = ("queued", "admitted", "waiting", "deferred", "preempting", "requeued", "resumed", "expired",
+                "finished", "failed", "cancelled", "abandoned")
 KEY_MAX: Final = 256
 NAME_MAX: Final = 256
 
@@ -81,6 +85,11 @@ def check_number(field: str, value: Any, *, integer: bool = False, optional: boo
         raise QueueError(field, value, ("an integer" if integer else "a finite number") + " >= 0"
                          + (" or None" if optional else ""))
     return value
+
+
+def start_text(epoch_s: float) -> str:
+    """A deferred step's start as the queue shows it: ``2026-11-30 09:00 Asia/Shanghai`` (the tariffs' clock)."""
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch_s + TZ_OFFSET_S)) + " Asia/Shanghai"
 
 
 def exclude_json(names: Iterable[str]) -> str:
@@ -145,6 +154,10 @@ class WorkloadRecord(Base):
     # The federation (set of Ray clusters) the workload is for: a controller admits only its own scope's work
     # on its own capacity read, so two federations sharing one database never admit each other's steps.
     scope: Mapped[str] = mapped_column(String(NAME_MAX), server_default="")
+    # Placed in time (migration r0004): when the step is to start (epoch s) and why then. Set while ``deferred``
+    # and kept after (the wait for capacity past ``max_wait`` is counted from it); None: never deferred.
+    start_at: Mapped[float | None] = mapped_column(Double)
+    start_note: Mapped[str | None] = mapped_column(Text)
 
 
 class DecisionRecord(Base):
@@ -216,6 +229,12 @@ class WorkloadRow:
     finished_at: float | None
     detail: str | None
     scope: str = ""
+    start_at: float | None = None  # deferred: when it is to start (epoch s); kept once it waits past it
+    start_note: str | None = None  # why then ("deferred 14 h to the 09:00 valley band in helinger: ...")
+
+    def wait_from(self) -> float:
+        """Where its ``max_wait`` counts from: its submission, or its planned start when deferred past it."""
+        return self.submitted_at if self.start_at is None else max(self.submitted_at, self.start_at)
 
     @classmethod
     def of(cls, r: WorkloadRecord | Any) -> WorkloadRow:
@@ -225,7 +244,8 @@ class WorkloadRow:
                    r.submitted_at, r.max_wait_s, exclude, r.owner, r.heartbeat_at, r.admitted_at, r.data_center,
                    r.ray_cluster, r.region, r.family, r.accelerator_model,
                    r.accelerators, r.cpus, r.memory_gb, r.placement, r.reasons, r.preempted_by, r.preemptions,
-                   r.attempts, r.finished_at, r.detail, getattr(r, "scope", "") or "")
+                   r.attempts, r.finished_at, r.detail, getattr(r, "scope", "") or "", getattr(r, "start_at", None),
+                   getattr(r, "start_note", None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,13 +287,20 @@ class Admission:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """Pending workload ``key`` still waits; ``reasons`` is JSON text (last reason per DC)."""
+    """Waiting workload ``key`` still waits; ``reasons`` is JSON text (last reason per DC).
+
+    ``start_at`` (epoch s): the cycle placed it to start then (state ``deferred``, ``start_note`` says why);
+    None: it waits for quota or capacity (state ``pending``).
+    """
 
     key: str
     reasons: str
+    start_at: float | None = None
+    start_note: str = ""
 
     def __post_init__(self) -> None:
         check_key(self.key)
+        check_number("start_at", self.start_at, optional=True)
 
 
 @dataclass(frozen=True, slots=True)

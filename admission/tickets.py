@@ -6,8 +6,10 @@ controller and frees what it held) and watches for preemption. When no controlle
 ``westflow controller`` runs: the embedded default, tests) a waiting step runs the cycle itself,
 under the same lease, so exactly one process decides at a time either way.
 
-Events (``on_event(kind, text)``): ``queued``, ``waiting`` (the reasons changed), ``admitted``,
-``preempted``, ``requeued``, ``resumed``; the Dagster resource turns them into step log lines.
+Events (``on_event(kind, text)``): ``queued``, ``waiting`` (the reasons changed), ``deferred`` (placed to
+start later, or its start moved: "deferred until 2026-11-30 09:00 Asia/Shanghai: deferred 14 h to the
+09:00 valley band in helinger: 67 % cheaper than now"), ``admitted``, ``preempted``, ``requeued``,
+``resumed``; the Dagster resource turns them into step log lines.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from admission.controller import Controller
-from admission.rows import WorkloadRow
+from admission.rows import WorkloadRow, start_text
 from admission.specjson import spec_to_json
 from admission.workqueue import AdmissionQueue
 from westflow.admission_cycle import default_priority_class
@@ -141,6 +143,7 @@ class StepTicket:
         """Block until admitted; :class:`QueueTimeout` when the row expires or ends without admission."""
         start = time.monotonic()
         seen: dict[str, str] | None = None
+        deferred: float | None = None  # the start last told (a deferred row's reasons change as its hours pass)
         while True:
             row = self.queue.get(self.key)  # a read: the heartbeat thread beats (a write) every heartbeat_s
             if row is None:
@@ -155,8 +158,13 @@ class StepTicket:
             if row.state in FINAL:
                 raise QueueTimeout(self.key, row.state, time.monotonic() - start, reasons_of(row))
             reasons = reasons_of(row)
-            if reasons and reasons != seen:
-                seen = reasons
+            if row.state == "deferred" and row.start_at is not None:
+                if row.start_at != deferred:
+                    deferred, seen = row.start_at, reasons
+                    self._on_event("deferred", f"deferred until {start_text(row.start_at)}"
+                                               + (f": {row.start_note}" if row.start_note else ""))
+            elif reasons and reasons != seen:
+                seen, deferred = reasons, None
                 self._on_event("waiting", "waiting: " + "; ".join(f"{dc}: {r}" for dc, r in sorted(reasons.items())))
             if cancelled():
                 raise QueueTimeout(self.key, "cancelled", time.monotonic() - start, reasons)

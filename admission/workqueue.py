@@ -5,13 +5,16 @@ the queue and writes a whole cycle with :meth:`AdmissionQueue.apply`, in one tra
 by its lease. Every change records one decision row in the same transaction (``controller``: the
 lease holder for ``apply``, the row's owner otherwise). States::
 
-    pending --apply.admitted--> admitted --apply.preempt--> preempting
+    pending | deferred --apply.admitted--> admitted --apply.preempt--> preempting
+    pending | deferred --apply.waiting--> deferred        (placed to start later: start_at, start_note)
+    deferred --apply.waiting--> pending                   (its start came; it waits for quota or capacity)
     admitted | preempting --requeue--> pending           (age kept, attempts + 1)
-    pending --apply.expire--> expired
-    pending | admitted | preempting --apply.abandon--> abandoned
-    pending | admitted | preempting --finish--> finished | failed | cancelled
+    pending | deferred --apply.expire--> expired
+    pending | deferred | admitted | preempting --apply.abandon--> abandoned
+    pending | deferred | admitted | preempting --finish--> finished | failed | cancelled
 
-Only ``admitted`` and ``preempting`` hold capacity (:data:`~admission.rows.HOLDING`).
+Only ``admitted`` and ``preempting`` hold capacity (:data:`~admission.rows.HOLDING`); ``pending`` and
+``deferred`` wait (:data:`~admission.rows.WAITING`): both are the cycle's candidates, in one age order.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from admission.rows import (
     FINISH_STATES,
     HOLDING,
     LIVE,
+    WAITING,
     WORKLOADS,
     CycleWrite,
     DecisionRow,
@@ -51,6 +55,7 @@ from admission.rows import (
     check_number,
     check_state,
     exclude_json,
+    start_text,
 )
 
 __all__ = ["AdmissionQueue", "QueueError", "DatabaseError"]
@@ -86,18 +91,22 @@ def _p(name: str) -> BindParameter[Any]:
 _ROW = select(WORKLOADS).where(W.key == _p("key"))
 _ROW_LOCKED = _ROW.with_for_update()
 _BEAT = update(WORKLOADS).where(W.key == _p("key"), W.state.in_(LIVE)).values(heartbeat_at=_p("now"))
-_ADMIT = (update(WORKLOADS).where(W.key == _p("key"), W.state == "pending")
+_ADMIT = (update(WORKLOADS).where(W.key == _p("key"), W.state.in_(WAITING))
           .values(state="admitted", admitted_at=_p("now"), data_center=_p("data_center"),
                   ray_cluster=_p("ray_cluster"), region=_p("region"), family=_p("family"),
                   accelerator_model=_p("accelerator_model"), accelerators=_p("accelerators"), cpus=_p("cpus"),
                   memory_gb=_p("memory_gb"), placement=_p("placement"), reasons=_p("none"), preempted_by=_p("none"))
           .returning(W.attempts))
-_REASONS_NOW = select(W.key, W.reasons).where(W.key.in_(bindparam("p_keys", expanding=True)), W.state == "pending")
-_REASONS = (update(WORKLOADS).where(W.key == _p("key"), W.state == "pending").values(reasons=_p("reasons"))
-            .returning(W.key))
+_REASONS_NOW = (select(W.key, W.reasons, W.state, W.start_at, W.start_note)
+                .where(W.key.in_(bindparam("p_keys", expanding=True)), W.state.in_(WAITING)))
+_REASONS = (update(WORKLOADS).where(W.key == _p("key"), W.state.in_(WAITING))
+            .values(reasons=_p("reasons"), state=_p("state")).returning(W.key))
+_DEFER = (update(WORKLOADS).where(W.key == _p("key"), W.state.in_(WAITING))
+          .values(reasons=_p("reasons"), state="deferred", start_at=_p("start_at"), start_note=_p("start_note"))
+          .returning(W.key))
 _PREEMPT = (update(WORKLOADS).where(W.key == _p("key"), W.state == "admitted")
             .values(state="preempting", preempted_by=_p("by")).returning(W.data_center))
-_EXPIRE = (update(WORKLOADS).where(W.key == _p("key"), W.state == "pending")
+_EXPIRE = (update(WORKLOADS).where(W.key == _p("key"), W.state.in_(WAITING))
            .values(state="expired", finished_at=_p("now"), detail=W.reasons).returning(W.reasons))
 _ABANDON = (update(WORKLOADS).where(W.key == _p("key"), W.state.in_(LIVE))
             .values(state="abandoned", finished_at=_p("now"), detail="no heartbeat").returning(W.data_center))
@@ -143,7 +152,7 @@ class AdmissionQueue:
                max_wait_s: float | None, owner: str, exclude: Iterable[str] = (), scope: str = "") -> WorkloadRow:
         """Queue ``key`` as pending and record ``queued``; idempotent while the key is live.
 
-        A second submit of a pending, admitted or preempting key returns its row unchanged; a key in
+        A second submit of a live key (pending, deferred, admitted, preempting) returns its row unchanged; a key in
         a final state is a :class:`QueueError` (keys are never reused).
         """
         check_key(key)
@@ -165,12 +174,13 @@ class AdmissionQueue:
                           spec_name=spec_name, spec_json=spec_json, state="pending", submitted_at=now,
                           max_wait_s=None if max_wait_s is None else float(max_wait_s), exclude=excluded,
                           owner=owner, heartbeat_at=now, reasons=None, preemptions=0, attempts=0,
-                          finished_at=None, detail=None, scope=scope)
+                          finished_at=None, detail=None, scope=scope, start_at=None, start_note=None)
             if insert_or_ignore(conn, WORKLOADS, values):
                 self._record(conn, now, [_Decision(key, "queued", None, f"{tenant}/{priority_class}", owner)])
             row = self._locked_row(conn, key)
             if row.state in FINAL:
-                raise QueueError("key", key, "a key not used before (or one still pending, admitted or preempting)",
+                raise QueueError("key", key, "a key not used before (or one still pending, deferred, admitted or "
+                                 "preempting)",
                                  key=key, state=row.state, problem="Already",
                                  message=f"Workload key {key!r} is already {row.state}",
                                  fix="submit under a new key (one per step run).")
@@ -261,8 +271,8 @@ class AdmissionQueue:
             return [WorkloadRow.of(r) for r in conn.execute(query)]
 
     def pending(self, scope: str | None = None) -> list[WorkloadRow]:
-        """Pending workloads (of ``scope``), oldest first."""
-        return self.rows(["pending"], scope=scope)
+        """Waiting workloads, pending and deferred (of ``scope``), oldest first: the cycle's candidates."""
+        return self.rows(WAITING, scope=scope)
 
     def holding(self, scope: str | None = None) -> list[WorkloadRow]:
         """Admitted and preempting workloads (they hold capacity; of ``scope``), oldest first."""
@@ -284,7 +294,7 @@ class AdmissionQueue:
             return {s: n for s, n in conn.execute(select(W.state, func.count()).group_by(W.state))}
 
     def tally(self) -> dict[tuple[str, str, str], int]:
-        """Live workloads per ``(tenant, priority class, state)`` (pending, admitted, preempting)."""
+        """Live workloads per ``(tenant, priority class, state)`` (pending, deferred, admitted, preempting)."""
         with read_transaction(self.engine) as conn:
             got = conn.execute(select(W.tenant, W.priority_class, W.state, func.count())
                                .where(W.state.in_(LIVE)).group_by(W.tenant, W.priority_class, W.state))
@@ -303,9 +313,10 @@ class AdmissionQueue:
 
         Fencing: the lease row is locked and checked (holder and epoch) first; a lost lease writes
         nothing and returns False. Each change applies only from the state it expects (an admission
-        only to a still-pending row, so a row cancelled meanwhile is skipped and none is admitted
-        twice); a row admitted again after a requeue records ``resumed``. ``waiting`` records a
-        decision only when the reasons changed.
+        only to a still-waiting row, pending or deferred, so a row cancelled meanwhile is skipped and
+        none is admitted twice); a row admitted again after a requeue records ``resumed``. ``waiting``
+        records a decision only when something changed: ``waiting`` when a pending row's reasons
+        changed (or a deferred one's start came), ``deferred`` when a row is deferred or its start moved.
         """
         def cycle(conn: Connection) -> bool:
             if fence(conn, lease, self._clock) is None:
@@ -342,17 +353,32 @@ class AdmissionQueue:
         return run_write(self.engine, cycle)
 
     def _waiting(self, conn: Connection, write: CycleWrite, by: str) -> list[_Decision]:
-        """Set the reasons of still-pending rows whose reasons changed (read first: most did not)."""
-        wanted = {w.key: w.reasons for w in write.waiting}
+        """Set the reasons (and state: deferred or pending) of still-waiting rows where they changed (read
+        first: most did not). A deferred row keeps ``start_at`` once its start came (``max_wait`` counts
+        from it)."""
+        wanted = {w.key: w for w in write.waiting}
         keys = sorted(wanted)
-        now: dict[str, str | None] = {}
+        now: dict[str, Any] = {}  # key: its row (key, reasons, state, start_at, start_note)
         for chunk in _chunks(keys):
-            now.update((key, reasons) for key, reasons in conn.execute(_REASONS_NOW, {"p_keys": list(chunk)}))
+            now.update((r.key, r) for r in conn.execute(_REASONS_NOW, {"p_keys": list(chunk)}))
         out = []
         for key in keys:
-            if key in now and now[key] != wanted[key]:
-                if conn.execute(_REASONS, {"p_key": key, "p_reasons": wanted[key]}).first() is not None:
-                    out.append(_Decision(key, "waiting", None, wanted[key], by))
+            w, row = wanted[key], now.get(key)
+            if row is None:
+                continue
+            if w.start_at is not None:
+                moved = row.state != "deferred" or row.start_at != w.start_at  # a decision only when this changed
+                if not moved and row.reasons == w.reasons and row.start_note == w.start_note:
+                    continue
+                done = conn.execute(_DEFER, {"p_key": key, "p_reasons": w.reasons, "p_start_at": float(w.start_at),
+                                             "p_start_note": w.start_note}).first() is not None
+                if done and moved:
+                    out.append(_Decision(key, "deferred", None, f"starts {start_text(w.start_at)}"
+                                         + (f": {w.start_note}" if w.start_note else ""), by))
+            elif row.state != "pending" or row.reasons != w.reasons:
+                if conn.execute(_REASONS, {"p_key": key, "p_reasons": w.reasons, "p_state": "pending"}
+                                ).first() is not None:
+                    out.append(_Decision(key, "waiting", None, w.reasons, by))
         return out
 
     # -- inside a transaction ----------------------------------------------------------------------

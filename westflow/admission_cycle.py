@@ -105,7 +105,8 @@ class Admit:
 @dataclass(frozen=True, slots=True)
 class Wait:
     key: str
-    reasons: tuple[tuple[str, str], ...]  # (data center, or QUOTA / CONFIG / PREEMPTION, reason text)
+    reasons: tuple[tuple[str, str], ...]  # (data center, or QUOTA / CONFIG / PREEMPTION / DEFERRED, reason text)
+    start_at: float | None = None  # deferred: the placement's start (epoch s; its note is the DEFERRED reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +347,8 @@ class _Cycle:
             else:
                 if p.start_at is not None and p.deferred(self.now if self.now is not None else time.time()):
                     self.waiting.append(Wait(ask.key, ((DEFERRED, p.start_note or "deferred"),
-                                                       (p.data_center, f"starts at {p.start_at:.0f} (epoch s)"))))
+                                                       (p.data_center, f"starts at {p.start_at:.0f} (epoch s)")),
+                                             p.start_at))
                     return
                 self._admit(t, p)
                 return

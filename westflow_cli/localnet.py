@@ -128,16 +128,18 @@ def s3_line(net: LocalFederation) -> str:
 
 def reservations_text(net: LocalFederation) -> str:
     """What running westflow steps hold, and what waits (the admission queue in the state dir)."""
+    from admission.rows import HOLDING, LIVE
     from westflow_cli.admitting import controller_pid, queue_of
 
-    rows = queue_of(net.state_dir).rows(("pending", "admitted", "preempting"))
+    rows = queue_of(net.state_dir).rows(LIVE)
     pid = controller_pid(net.state_dir)
     ctl = f"controller   {'pid ' + str(pid) if pid else 'not running (steps run the admission cycle themselves)'}"
-    held = [r for r in rows if r.state != "pending"]
-    waiting = len(rows) - len(held)
+    held = [r for r in rows if r.state in HOLDING]
+    deferred = sum(r.state == "deferred" for r in rows)
+    waiting = f"{len(rows) - len(held) - deferred} pending" + (f", {deferred} deferred" if deferred else "")
     if not held:
-        return f"{ctl}\nadmitted     nothing running; {waiting} pending (`westflow queue`)"
+        return f"{ctl}\nadmitted     nothing running; {waiting} (`westflow queue`)"
     lines = [(r.key, r.tenant, r.data_center or "-", f"{r.accelerators} x {r.accelerator_model}"
               if r.accelerator_model else "-", f"{r.cpus:g}", r.spec_name) for r in held]
-    return (f"{ctl}\nadmitted ({len(held)}; {waiting} pending, `westflow queue`):\n"
+    return (f"{ctl}\nadmitted ({len(held)}; {waiting}, `westflow queue`):\n"
             + table(["key", "tenant", "DC", "accelerators", "CPUs", "spec"], lines))

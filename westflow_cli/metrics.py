@@ -1,7 +1,7 @@
 """The network's state as Prometheus metrics, read fresh at every scrape (``westflow exporter``).
 
 Per DC (labels ``dc``, ``cluster``, ``region``): accelerators total and used per model, utilisation
-and its target, whether Ray sees the DC; per tenant and priority class: work pending, admitted and
+and its target, whether Ray sees the DC; per tenant and priority class: work pending, deferred, admitted and
 preempting; counters of the queue's decisions per tenant (admissions, resumptions, preemptions,
 requeues after a failover or a preemption, expiries); per tenant, metered accelerator-hours and CNY
 when the metering records exist. Sources: the same live read ``westflow status`` shows (each

@@ -244,7 +244,7 @@ def test_submit_checks_its_fields(queue: AdmissionQueue, field: str, value: Any)
 
 
 def test_states_and_kinds_are_validated(queue: AdmissionQueue) -> None:
-    with pytest.raises(QueueError, match="must be one of: pending, admitted"):
+    with pytest.raises(QueueError, match="must be one of: pending, deferred, admitted"):
         queue.rows(["running"])
     submit(queue, "job")
     with pytest.raises(QueueError, match="must be one of: finished, failed, cancelled"):

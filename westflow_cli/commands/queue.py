@@ -1,6 +1,6 @@
 """``westflow queue``: the admission queue, and why each pending step waits.
 
-    westflow queue                # pending (in admission order) and admitted work
+    westflow queue                # waiting (pending and deferred, in admission order) and admitted work
     westflow queue --all          # also what ended (finished, failed, expired, ...)
     westflow queue --why KEY      # one entry: every DC's last reason and its decisions
     westflow queue --json
@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 
-from admission.rows import WorkloadRow
+from admission.rows import HOLDING, LIVE, WAITING, WorkloadRow, start_text
 from admission.tickets import reasons_of
 from westflow.config import load_network
 from westflow.errors import WestflowError
@@ -22,8 +22,6 @@ from westflow_cli.admitting import ledger_for, queue_of, tenants_of
 from westflow_cli.localnet import default_state_dir
 
 __all__ = ["register", "run"]
-
-LIVE = ("pending", "admitted", "preempting")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,6 +41,8 @@ def _age(seconds: float) -> str:
 
 
 def _why(row: WorkloadRow) -> str:
+    if row.state == "deferred" and row.start_at is not None:
+        return f"starts {start_text(row.start_at)}" + (f": {row.start_note}" if row.start_note else "")
     if row.state != "pending":
         return row.detail or ""
     reasons = reasons_of(row)
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                                             for d in queue.decisions(row.key)]}, indent=2, default=str))
             return 0
         print(f"{row.key}: {row.spec_name}, tenant {row.tenant}, {row.priority_class}, {row.state}, "
-              f"submitted {_age(now - row.submitted_at)} ago" + (f", at {row.data_center}" if row.data_center else ""))
+              f"submitted {_age(now - row.submitted_at)} ago" + (f", at {row.data_center}" if row.data_center else "")
+              + (f", {_why(row)}" if row.state == "deferred" else ""))
         reasons = reasons_of(row)
         if reasons:
             print(table(["data center", "last reason"], sorted(reasons.items())))
@@ -77,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
     rows = queue.rows(None if args.all else LIVE)
     base = load_network(args.config_dir) if args.config_dir else load_network()
     tenants = tenants_of(args.config_dir, base)
-    holding = [r for r in rows if r.state in ("admitted", "preempting")]
-    pending = [r for r in rows if r.state == "pending"]
+    holding = [r for r in rows if r.state in HOLDING]
+    pending = [r for r in rows if r.state in WAITING]  # deferred work is a candidate too, in the same order
     order = admission_order([Pending(r.key, r.tenant, r.priority_class, r.submitted_at) for r in pending
                              if r.tenant in tenants.tenants and r.priority_class in tenants.priority_classes],
                             ledger_for(tenants, holding).used, tenants)
     position = {p.key: i + 1 for i, p in enumerate(order)}
-    ranked = sorted(rows, key=lambda r: (r.state != "pending", position.get(r.key, 10**9), r.submitted_at))
+    ranked = sorted(rows, key=lambda r: (r.state not in WAITING, position.get(r.key, 10**9), r.submitted_at))
     if args.json:
         print(json.dumps([{**_plain(r), "position": position.get(r.key)} for r in ranked], indent=2, default=str))
         return 0
@@ -92,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(table(["#", "key", "spec", "tenant", "priority", "state", "DC", "since", "why / detail"],
                 [(str(position.get(r.key, "")), r.key, r.spec_name, r.tenant, r.priority_class, r.state,
-                  r.data_center or "-", _age(now - (r.admitted_at if r.state != "pending" and r.admitted_at
+                  r.data_center or "-", _age(now - (r.admitted_at if r.state not in WAITING and r.admitted_at
                                                     else r.submitted_at)), _why(r)) for r in ranked]))
-    print(f"{len(pending)} pending, {len(holding)} admitted")
+    deferred = sum(r.state == "deferred" for r in pending)
+    print(f"{len(pending) - deferred} pending, " + (f"{deferred} deferred, " if deferred else "")
+          + f"{len(holding)} admitted")
     return 0
 
 

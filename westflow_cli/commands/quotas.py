@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from admission.rows import HOLDING, LIVE, WAITING
 from westflow.config import load_network
 from westflow.tenants import Ledger, Tenants
 from westflow.text import table
@@ -52,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     base = load_network(args.config_dir) if args.config_dir else load_network()
     tenants = tenants_of(args.config_dir, base)
     queue = queue_of(args.state_dir, args.db)
-    rows = queue.rows(("pending", "admitted", "preempting"))
+    rows = queue.rows(LIVE)
     out = ledger(tenants, ledger_for(tenants, rows))
-    pending = {n: sum(1 for r in rows if r.tenant == n and r.state == "pending") for n in tenants.tenants}
-    admitted = {n: sum(1 for r in rows if r.tenant == n and r.state != "pending") for n in tenants.tenants}
+    # pending counts deferred work too (it waits for its start): both are waiting, neither holds quota
+    pending = {n: sum(1 for r in rows if r.tenant == n and r.state in WAITING) for n in tenants.tenants}
+    admitted = {n: sum(1 for r in rows if r.tenant == n and r.state in HOLDING) for n in tenants.tenants}
     if args.json:
         print(json.dumps({"tenants": out, "pending": pending, "admitted": admitted}, indent=2))
         return 0
