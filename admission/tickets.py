@@ -40,12 +40,15 @@ Event = Callable[[str, str], None]
 
 def admitted_placement(row: WorkloadRow, spec: WorkloadSpec, network: Network, policy: Policy) -> Placement:
     """What an admitted row holds, as a Placement: ``place()`` on its DC offering only its accelerator model
-    (a portable spec at a DC with CUDA and Ascend pools must run on the pool the cycle charged)."""
+    (a portable spec at a DC with CUDA and Ascend pools must run on the pool the cycle charged). A spec placed
+    in time (``start_after``/``deadline``) is placed at its admission's clock, so it starts then, as the cycle
+    decided, and is not deferred again by a later wall clock."""
     assert row.data_center is not None, row.key
     empty = full_capacity(network)[row.data_center]
     if row.accelerator_model:
         empty = replace(empty, free={row.accelerator_model: empty.free.get(row.accelerator_model, 0)})
-    return policy.place(spec, network, {row.data_center: empty})
+    timed = spec.start_after is not None or spec.deadline is not None
+    return policy.place(spec, network, {row.data_center: empty}, now=row.admitted_at if timed else None)
 
 
 class QueueTimeout(WestflowError):

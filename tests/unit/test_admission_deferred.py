@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from alembic import command
 
 from admission.database import _config, current_revision, head_revision, migrate, open_engine, write_transaction
-from admission.tickets import StepTicket
+from admission.tickets import StepTicket, admitted_placement
 from admission.workqueue import AdmissionQueue
 from tests.builders import make_spec
 from tests.unit.test_admission_controller import BOUND_S, ZW, _controller, _network, _submit
+from westflow.placement import get_policy
 from westflow.spec import WorkloadSpec
 from westflow_cli.main import main
 
@@ -143,6 +144,10 @@ def test_the_ticket_tells_deferred_until_its_start_then_admitted(tmp_path: Path)
     waited = ticket.wait(cancelled=lambda: time.monotonic() > bound)
     assert waited.row.state == "admitted"
     assert [k for k, _ in events] == ["deferred", "admitted"]
+    start = waited.row.start_at
+    assert start is not None and waited.row.admitted_at == start
+    placed = admitted_placement(waited.row, _late(), _network(), get_policy("westflow"))
+    assert placed.data_center == "zhongwei" and placed.start_at == start and not placed.deferred(start)
     assert events[0][1] == (f"deferred until {MORNING}: deferred 14 h to the 09:00 valley band in zhongwei: "
                             "67 % cheaper than now")
 
