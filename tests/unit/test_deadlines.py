@@ -124,3 +124,13 @@ def test_re_placing_at_the_chosen_start_admits_it_there_and_then() -> None:
     again = place(s, n, now=first.start_at)
     assert (again.data_center, again.start_at) == (first.data_center, first.start_at)
     assert not again.deferred(first.start_at)
+
+
+@pytest.mark.parametrize("hour", [3, 9, 15, 19, 23], ids=lambda h: f"{h:02d}h")
+def test_a_step_without_times_lands_in_the_same_dc_at_the_same_price_whatever_the_hour(hour: int) -> None:
+    # The controller passes its clock to every placement: a step with no window must not move with the hour
+    # (tests and users would see east win at night and west by day), only a windowed one is placed in time.
+    n = national()
+    now = datetime(2026, 11, 29, hour, 0, tzinfo=CST).timestamp()
+    p, flat = place(batch(), n, now=now), place(batch(), n)
+    assert (p.data_center, p.start_at, p.energy_cost_cny) == (flat.data_center, None, flat.energy_cost_cny)

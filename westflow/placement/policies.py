@@ -83,7 +83,7 @@ class Policy:
         ``now`` (epoch s) places in time as well: each DC's energy is priced at the time-of-use
         prices of the hours the step would run, and a policy that defers may choose a later start
         (:mod:`westflow.placement.timing`). A spec with ``start_after`` or ``deadline`` is placed in
-        time at the clock's now when none is given; any other, without ``now``, at the flat prices.
+        time at the clock's now when none is given; any other at the flat prices (see :meth:`_timing`).
         """
         t = tables_for(network)
         if spec.tier not in network.tiers or (spec.origin is not None and spec.origin not in t.cities):
@@ -114,10 +114,15 @@ class Policy:
         return self._timed(p, best, timing, start)
 
     def _timing(self, spec: WorkloadSpec, network: Network, now: float | None) -> Window | None:
-        """The spec's window at ``now``, or None: placed at the flat prices, at once."""
+        """The spec's window at ``now``, or None: placed at the flat prices, at once.
+
+        A spec without ``start_after`` or ``deadline`` is always placed at the flat (daily mean) prices,
+        whatever ``now``: its DC must not depend on the hour it was submitted (the same step lands in
+        the same place at 03:00 and at 15:00); metering bills the hours it really ran at their prices.
+        """
+        if spec.start_after is None and spec.deadline is None:
+            return None
         if now is None:
-            if spec.start_after is None and spec.deadline is None:
-                return None
             now = time.time()
         return window_of(spec, network, now, defers=self.defers)
 
