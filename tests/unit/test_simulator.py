@@ -10,6 +10,7 @@ import pytest
 from tests.builders import national
 from westflow.capacity import full_capacity
 from westflow.placement import get_policy
+from westflow.simulator.clock import Clock
 from westflow.simulator.demand import LoadScaling, Workload, build_workload
 from westflow.simulator.engine import simulate
 from westflow.simulator.traces import (
@@ -40,7 +41,8 @@ def _cheapest_dc() -> str:
 @pytest.mark.parametrize("policy", ["westflow", "cheapest"], ids=["westflow", "cheapest"])
 def test_lone_batch_job_goes_to_the_cheapest_eligible_dc(policy: str) -> None:
     w = _workload([BatchJob(30.0, 3600.0, 8, "shanghai")])
-    r = simulate(get_policy(policy), national(), w)
+    # no deadline: placed at once at the daily mean prices (time of use: see test_simulator_clock.py)
+    r = simulate(get_policy(policy), national(), w, clock=Clock(deadline_slack=None))
     assert r.batch_started == 1
     assert r.batch_dc == {_cheapest_dc(): 1}
     assert r.batch_delay_s == [0.0]
@@ -81,7 +83,7 @@ def test_queued_jobs_start_when_capacity_frees() -> None:
                 left -= k
     assert sum(j.accelerators for j in jobs) == total and biggest >= 64
     jobs.append(BatchJob(60.0, 600.0, 64, "beijing"))
-    r = simulate(get_policy("westflow"), n, _workload(jobs, minutes=200))
+    r = simulate(get_policy("westflow"), n, _workload(jobs, minutes=200), clock=Clock(deadline_slack=None))
     assert r.batch_started == len(jobs)
     assert max(r.batch_delay_s) == pytest.approx(7200.0 - 60.0)
     assert sorted(r.batch_delay_s)[:-1] == [0.0] * (len(jobs) - 1)

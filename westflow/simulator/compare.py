@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from westflow.inventory import Network
 from westflow.placement import get_policy
+from westflow.simulator.clock import Clock
 from westflow.simulator.demand import Workload
 from westflow.simulator.engine import PolicyResult, simulate
 from westflow.simulator.tenancy import BATCH_CLASS
@@ -26,6 +27,7 @@ class _Run:
     tenants: Tenants | None
     realtime_tenant: str | None
     batch_class: str
+    clock: Clock | None
 
 
 _SHARED: list[_Run] = []
@@ -35,7 +37,8 @@ def _one(args: tuple[str, int]) -> PolicyResult:
     name, seed = args
     run = _SHARED[-1]
     return simulate(get_policy(name, seed=seed), run.network, run.workload, progress=run.progress,
-                    tenants=run.tenants, realtime_tenant=run.realtime_tenant, batch_class=run.batch_class)
+                    tenants=run.tenants, realtime_tenant=run.realtime_tenant, batch_class=run.batch_class,
+                    clock=run.clock)
 
 
 def _stderr_progress(policy: str, frac: float) -> None:
@@ -45,14 +48,14 @@ def _stderr_progress(policy: str, frac: float) -> None:
 def run_policies(names: Sequence[str], network: Network, workload: Workload, *, seed: int = 0,
                  processes: int = 2, progress: Callable[[str, float], None] | None = _stderr_progress,
                  tenants: Tenants | None = None, realtime_tenant: str | None = None,
-                 batch_class: str = BATCH_CLASS) -> list[PolicyResult]:
+                 batch_class: str = BATCH_CLASS, clock: Clock | None = None) -> list[PolicyResult]:
     """Simulate each policy; results in the order of ``names``.
 
     ``processes`` > 1 forks workers that share the loaded workload (copy on write). ``tenants``,
-    ``realtime_tenant``, ``batch_class``: as :func:`~westflow.simulator.engine.simulate` takes them.
+    ``realtime_tenant``, ``batch_class``, ``clock``: as :func:`~westflow.simulator.engine.simulate` takes them.
     """
     _ = workload.batch_specs  # build once, before forking
-    _SHARED[:] = [_Run(network, workload, progress, tenants, realtime_tenant, batch_class)]
+    _SHARED[:] = [_Run(network, workload, progress, tenants, realtime_tenant, batch_class, clock)]
     tasks = [(n, seed) for n in names]
     if processes > 1 and len(names) > 1 and "fork" in mp.get_all_start_methods():
         with mp.get_context("fork").Pool(min(processes, len(names))) as pool:

@@ -1,0 +1,98 @@
+"""The simulator's clock: time-of-use billing, batch deadlines and deferral, the real-time guard band."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from tests.builders import national
+from westflow.placement import get_policy
+from westflow.simulator.clock import DEFAULT_EPOCH, Clock, Pricer
+from westflow.simulator.demand import LoadScaling, Workload, build_workload
+from westflow.simulator.engine import Simulation, simulate
+from westflow.simulator.traces import BatchJob, Request, TraceSet
+
+NO_SCALING = LoadScaling(None, None)
+H = 3600.0
+
+
+def _workload(jobs: Sequence[BatchJob], reqs: Sequence[Request] = (), minutes: int = 10) -> Workload:
+    traces = TraceSet(tuple(jobs), tuple(reqs), 3600.0, ("synthetic",))
+    return build_workload(traces, national(), scaling=NO_SCALING, window_s=minutes * 60.0)
+
+
+def test_default_epoch_is_midnight_in_shanghai() -> None:
+    assert Clock().as_datetime(0).strftime("%H:%M") == "00:00"
+    assert Clock().epoch_s == DEFAULT_EPOCH.timestamp()
+    assert Clock().deadline(100.0, 50.0) == 200.0
+    assert Clock(deadline_slack=None).deadline(100.0, 50.0) is None
+    with pytest.raises(ValueError, match="deadline_slack"):
+        Clock(deadline_slack=0.5)
+
+
+def test_energy_is_billed_at_the_tariff_of_the_hours_it_runs() -> None:
+    n = national()
+    pricer = Pricer(n, Clock())
+    tariff = n.dc("zhangjiakou").tariff
+    assert tariff is not None
+    valley, peak = [0.0] * 24, [0.0] * 24
+    at_night = pricer.bill("zhangjiakou", 1.0 / H, 1 * H, 3 * H, valley)  # 01:00-03:00: valley
+    by_day = pricer.bill("zhangjiakou", 1.0 / H, 9 * H, 11 * H, peak)     # 09:00-11:00: peak
+    assert at_night == pytest.approx(2 * tariff.price_at(Clock().wall(H)))
+    assert by_day == pytest.approx(2 * tariff.price_at(Clock().wall(9 * H)))
+    assert at_night < by_day
+    assert sum(valley) == pytest.approx(at_night) and valley[1] > 0 and valley[3] == 0
+
+
+def test_westflow_defers_a_batch_job_with_slack_into_cheaper_hours() -> None:
+    # submitted at 00:00:30 for 1 h, may finish by 12:00: the western valley band (09:00-17:00) is cheapest
+    w = _workload([BatchJob(30.0, H, 8, "shanghai")], minutes=24 * 60)
+    n = national()
+    slack = Clock(deadline_slack=12.0)
+    deferred = simulate(get_policy("westflow"), n, w, clock=slack)
+    at_once = simulate(get_policy("westflow"), n, w, clock=Clock(deadline_slack=None))
+    baseline = simulate(get_policy("cheapest"), n, w, clock=slack)
+    assert deferred.deadline_jobs == 1 and deferred.deadline_misses == 0
+    assert deferred.deferred_s[0] > 8 * H
+    assert deferred.queue_wait_s == [0.0]  # the chosen deferral is not queueing
+    assert deferred.cost_cny < 0.8 * at_once.cost_cny
+    assert baseline.deferred_s == [0.0] and baseline.deadline_jobs == 0  # baselines run at once
+    assert sum(deferred.cost_hourly) == pytest.approx(deferred.cost_cny)
+
+
+def test_a_job_that_cannot_meet_its_deadline_still_runs_and_is_counted() -> None:
+    n = national()
+    jobs = []
+    for d in n.data_centers:  # fill every pool until 10 h
+        for p in d.pools:
+            left = p.count
+            while left:
+                k = min(64, left)
+                jobs.append(BatchJob(0.0, 10 * H, k, "beijing"))
+                left -= k
+    jobs.append(BatchJob(60.0, 600.0, 64, "beijing"))
+    r = simulate(get_policy("westflow"), n, _workload(jobs, minutes=60), clock=Clock(deadline_slack=1.0))
+    assert r.batch_started == len(jobs)
+    assert r.deadline_misses == 1
+    assert max(r.queue_wait_s) == pytest.approx(10 * H - 60.0)
+
+
+def test_realtime_eligibility_keeps_the_guard_band() -> None:
+    n = national()
+    tier = n.tiers["realtime"]
+    assert tier.limit_ms is not None and tier.max_rtt_ms is not None and tier.limit_ms < tier.max_rtt_ms
+    sim = Simulation(get_policy("westflow"), n, _workload([]))
+    for c in n.cities:
+        sites, _ = sim._sites(c.id, "any")
+        assert all(n.rtt(d, c.id) <= tier.limit_ms for d in sites), c.id
+    # zhangjiakou is 19.2 ms from Shanghai: within the bound, in the guard band
+    assert "zhangjiakou" not in sim._sites("shanghai", "any")[0]
+
+
+def test_realtime_placements_are_recorded_per_dc_and_city() -> None:
+    w = _workload([], [Request(5.0, origin="shanghai", accel_seconds=4 * 60.0)], minutes=1)
+    r = simulate(get_policy("westflow"), national(), w)
+    assert sum(r.rt_placed.values()) == pytest.approx(r.rt_requests)
+    assert all(city == "shanghai" for _, city in r.rt_placed)
+    assert r.rt_beyond_requests == 0
