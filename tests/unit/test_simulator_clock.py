@@ -96,3 +96,23 @@ def test_realtime_placements_are_recorded_per_dc_and_city() -> None:
     assert sum(r.rt_placed.values()) == pytest.approx(r.rt_requests)
     assert all(city == "shanghai" for _, city in r.rt_placed)
     assert r.rt_beyond_requests == 0
+
+
+def test_report_parts_for_time_and_margin() -> None:
+    from westflow.simulator.intime import goal_rows, margin_rows, time_rows
+
+    w = _workload([BatchJob(30.0, H, 8, "shanghai")], [Request(5.0, origin="shanghai", accel_seconds=240.0)],
+                  minutes=24 * 60)
+    n = national()
+    rs = [simulate(get_policy(p), n, w, clock=Clock(deadline_slack=12.0)) for p in ("westflow", "cheapest")]
+    assert time_rows(rs)[0][:4] == ["westflow", "1", "0", "1"]
+    assert margin_rows(rs, n)[0][5:7] == ["0", "0"]  # westflow: none in the guard band, none beyond
+    goals = {g: met for g, _, met in goal_rows(rs)}
+    assert goals["0 deadline misses"] == "yes" and goals["0 real-time requests beyond their bound"] == "yes"
+
+
+def test_cli_options_for_the_clock() -> None:
+    from westflow_cli.commands.simulate import deadline_slack, start_time
+
+    assert deadline_slack("none") is None and deadline_slack("2.5") == 2.5
+    assert start_time("2026-03-01").utcoffset() == DEFAULT_EPOCH.utcoffset()

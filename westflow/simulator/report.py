@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from westflow.inventory import Network, Region
+from westflow.simulator.clock import Clock
 from westflow.simulator.compare import COMPARISON_HEADERS, TENANT_HEADERS, comparison_rows, tenant_rows
 from westflow.simulator.demand import (
     BATCH_CPUS_PER_ACCELERATOR,
@@ -15,12 +16,23 @@ from westflow.simulator.demand import (
     Workload,
 )
 from westflow.simulator.engine import RT_CPUS_PER_ACCELERATOR, RT_MEMORY_GB_PER_ACCELERATOR, PolicyResult
+from westflow.simulator.intime import (
+    GOAL_HEADERS,
+    MARGIN_HEADERS,
+    TIME_HEADERS,
+    goal_rows,
+    margin_rows,
+    plot_cost_hourly,
+    plot_deferrals,
+    representative_dc,
+    time_rows,
+)
 from westflow.simulator.tenancy import BATCH_CLASS
 from westflow.simulator.traces import ITP_ORIGINS, SPLITWISE_CITATION, TraceSet
 from westflow.tenants import Tenants
 from westflow.text import markdown_table
 
-__all__ = ["write_report", "plot_utilisation", "plot_cost_sla", "plot_cost_hourly", "plot_waits", "warnings",
+__all__ = ["write_report", "plot_utilisation", "plot_cost_sla", "plot_waits", "warnings",
            "summary_rows", "WINDOW_RULE"]
 
 WINDOW_RULE = ("work that runs past the window counts in cost, energy, utilisation and accelerator-hours only for "
@@ -82,26 +94,9 @@ def plot_cost_sla(results: Sequence[PolicyResult], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_cost_hourly(results: Sequence[PolicyResult], path: Path) -> None:
-    """Energy cost per simulated hour and policy (tariff bands are not shaded: the inventory has one price
-    per DC in this engine)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    for r in results:
-        ax.plot(r.cost_hourly, label=r.policy, linewidth=0.8)
-    ax.set_xlabel("simulated hour")
-    ax.set_ylabel("energy cost, CNY per hour")
-    ax.set_title("Energy cost per hour (flat price per DC; no time-of-use bands modelled)")
-    ax.grid(alpha=0.3)
-    ax.legend(ncol=5, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def plot_waits(results: Sequence[PolicyResult], path: Path) -> None:
-    """Histogram of batch queueing waits (first start - submit) per policy. The engine does not defer work
-    to cheaper hours: every wait here is queueing for capacity or quota, none is a chosen deferral."""
+    """Histogram of batch waits before first start (first start - submit) per policy: queueing and, for a
+    policy that defers, the chosen deferral (:func:`~westflow.simulator.intime.plot_deferrals` shows it apart)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.6))
     longest = max((max(r.batch_delay_s, default=0.0) for r in results), default=0.0) / 3600
@@ -111,7 +106,7 @@ def plot_waits(results: Sequence[PolicyResult], path: Path) -> None:
         zero = sum(1 for d in waits if d == 0)
         ax.hist(waits, bins=edges, histtype="step", label=f"{r.policy} ({zero:,} of {len(waits):,} at 0)")
     ax.set_yscale("log")
-    ax.set_xlabel("batch wait, hours (queueing; no deferral modelled yet)")
+    ax.set_xlabel("batch wait, hours (queueing and chosen deferral)")
     ax.set_ylabel("jobs")
     ax.set_title("Batch wait before first start")
     ax.legend(fontsize=8, frameon=False)
@@ -194,13 +189,16 @@ def _tenancy_lines(results: Sequence[PolicyResult], tenants: Tenants | None) -> 
 
 
 def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Network, workload: Workload,
-                 traces: TraceSet, *, elapsed_s: float, seed: int, tenants: Tenants | None = None) -> Path:
-    """Write ``report.md``, ``utilisation.png``, ``cost_sla.png``, ``cost_hourly.png`` and ``waits.png`` into
-    ``out_dir``."""
+                 traces: TraceSet, *, elapsed_s: float, seed: int, tenants: Tenants | None = None,
+                 clock: Clock | None = None, east_goal: float = 0.35) -> Path:
+    """Write ``report.md``, ``utilisation.png``, ``cost_sla.png``, ``cost_hourly.png``, ``deferrals.png`` and
+    ``waits.png`` into ``out_dir``. ``east_goal``: the saving against east-first the goals table asks."""
+    clock = Clock() if clock is None else clock
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_utilisation(results, out_dir / "utilisation.png")
     plot_cost_sla(results, out_dir / "cost_sla.png")
-    plot_cost_hourly(results, out_dir / "cost_hourly.png")
+    plot_cost_hourly(results, network, clock, out_dir / "cost_hourly.png")
+    plot_deferrals(results, out_dir / "deferrals.png")
     plot_waits(results, out_dir / "waits.png")
     uses_azure = any(n.startswith("azure") for n in traces.names)
     lat = workload.latency
@@ -219,6 +217,10 @@ def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Networ
         "## Summary",
         "",
         markdown_table(["", "value"], summary_rows(results, workload, traces)),
+        "",
+        "## Goals",
+        "",
+        markdown_table(GOAL_HEADERS, goal_rows(results, east_goal=east_goal)),
         "",
         "## Comparison",
         "",
@@ -240,9 +242,31 @@ def write_report(out_dir: Path, results: Sequence[PolicyResult], network: Networ
         "",
         "![cost and SLA](cost_sla.png)",
         "",
-        "![cost per hour](cost_hourly.png)",
-        "",
         "![batch waits](waits.png)",
+        "",
+        "## Placement in time",
+        "",
+        f"Clock: {clock.describe()}. Energy is billed at each DC's time-of-use tariff for the simulated hours "
+        "the work runs (a DC without one: its flat price). A policy that defers (westflow) gets each batch "
+        "job's deadline and the clock's now, and may start it later, in cheaper hours, while it still "
+        "finishes by the deadline with a margin; the baselines run at once. A job queued past the last start "
+        "that meets its deadline is placed at once, and a job finishing after its deadline is a miss (counted "
+        "for every policy against the same deadline). Queue wait = first start - max(submit, chosen start).",
+        "",
+        markdown_table(TIME_HEADERS, time_rows(results)),
+        "",
+        f"![cost per hour, tariff bands of {representative_dc(results, network)} shaded](cost_hourly.png)",
+        "",
+        "![hours deferred](deferrals.png)",
+        "",
+        "## Real-time RTT margin",
+        "",
+        "RTT (as the network models or measures it) of the real-time requests each policy placed, and how many "
+        "would exceed the tier's bound if route inflation were "
+        "2.1 x great circle instead of the model's (`westflow.latency_margin.realtime_margin`). Eligibility "
+        "keeps the tier's guard band (`limit_ms`); SLA misses count against the bound (`max_rtt_ms`).",
+        "",
+        markdown_table(MARGIN_HEADERS, margin_rows(results, network)),
         "",
         "### Utilisation per data center",
         "",

@@ -6,12 +6,14 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from westflow.config import CONFIG_DIR, load_network, load_yaml
 from westflow.errors import SpecError
 from westflow.inventory import Network
 from westflow.placement import POLICY_NAMES
+from westflow.simulator.clock import DEFAULT_DEADLINE_SLACK, DEFAULT_EPOCH, SHANGHAI, Clock
 from westflow.simulator.compare import COMPARISON_HEADERS, TENANT_HEADERS, comparison_rows, run_policies, tenant_rows
 from westflow.simulator.demand import (
     DECODE_MS_PER_TOKEN,
@@ -43,6 +45,23 @@ def load_factor(high: float) -> Callable[[str], float | None]:
         return parse(text) or None
 
     return factor
+
+
+def deadline_slack(text: str) -> float | None:
+    """``none``: no deadlines (nothing deferred); else a factor >= 1 of a job's duration."""
+    if text.strip().lower() == "none":
+        return None
+    return number(low=1, high=1000)(text)
+
+
+def start_time(text: str) -> datetime:
+    """An ISO date or date-time; without an offset, Asia/Shanghai."""
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid --start {text!r}: must be an ISO date or date-time, e.g. "
+                                         "2026-01-05T00:00+08:00") from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=SHANGHAI)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -80,6 +99,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "real-time work may preempt it)")
     p.add_argument("--realtime-tenant", default=None, metavar="TENANT",
                    help="tenant of the real-time demand (default: the default tenant)")
+    p.add_argument("--start", type=start_time, default=DEFAULT_EPOCH, metavar="ISO",
+                   help="wall-clock time of the trace's origin (t = 0), for the time-of-use tariffs (default "
+                        f"{DEFAULT_EPOCH.isoformat()}, 00:00 Asia/Shanghai; without an offset: Asia/Shanghai)")
+    p.add_argument("--deadline-slack", type=deadline_slack, default=DEFAULT_DEADLINE_SLACK, metavar="K|none",
+                   help="batch deadline = submit + K x duration, so a policy that defers (westflow) may start it "
+                        f"in cheaper hours (default {DEFAULT_DEADLINE_SLACK:g}); 'none': no deadlines, no deferral")
     p.set_defaults(func=run)
 
 
@@ -121,19 +146,21 @@ def run(args: argparse.Namespace) -> int:
                         problem="Out of range",
                         fix="set --days, or raise --batch-load ('none' keeps the trace's rate).")
     out = writable_dir("--out", args.out)  # before the long part: a bad --out fails now, not after
+    clock = Clock(args.start.timestamp(), args.deadline_slack)
     policies = list(POLICY_NAMES) if args.policy == "all" else [args.policy]
     print(f"westflow simulate: {len(workload.jobs):,} batch jobs, {workload.steps:,} steps, "
           f"policies {', '.join(policies)}", file=sys.stderr, flush=True)
     results = run_policies(policies, network, workload, seed=args.seed, processes=args.processes,
                            progress=_progress, tenants=tenants, realtime_tenant=args.realtime_tenant,
-                           batch_class=args.batch_class)
+                           batch_class=args.batch_class, clock=clock)
     elapsed = time.perf_counter() - t0
     print(table(COMPARISON_HEADERS, comparison_rows(results)))
     print()
     print(table(TENANT_HEADERS, tenant_rows(results)))
     try:
         report = write_report(out, results, network, workload, traces, elapsed_s=elapsed, seed=args.seed,
-                              tenants=tenants)
+                              tenants=tenants, clock=clock,
+                              east_goal=0.20 if (args.batch_load or 0.0) >= 0.95 else 0.35)
     except OSError as exc:
         raise SpecError("--out", str(out), f"a directory westflow can write into ({exc.strerror or exc})",
                         problem="Cannot write") from None
