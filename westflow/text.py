@@ -42,6 +42,7 @@ def placement_text(p: Placement) -> str:
         f"  energy        {p.energy_kwh:.3f} kWh  ->  {p.energy_cost_cny:.2f} CNY",
         f"  data transfer {p.transfer_hours:.2f} h, {p.transfer_cost_cny:.2f} CNY",
         f"  total cost    {p.cost_cny:.2f} CNY",
+        *([f"  starts        {p.start_note}"] if p.start_note else []),
         f"  ray request   {p.ray.task_options()}",
         f"  ray job submit {p.ray.submit_flags()} -- python jobs/...",
     ]

@@ -12,6 +12,7 @@ from tests.builders import make_spec, national
 from westflow.errors import InfeasibleError, SpecError
 from westflow.placement import Reason, get_policy, place
 from westflow.spec import parse_spec
+from westflow.text import placement_text
 
 CST = timezone(timedelta(hours=8))
 H = 3600.0
@@ -58,7 +59,7 @@ def batch(**kw: Any) -> Any:
 def test_a_batch_step_with_a_deadline_is_deferred_to_the_valley_and_says_so() -> None:
     n = national()
     p = place(batch(deadline=iso(30)), n, now=NOW)
-    at_once = place(batch(), n, now=NOW)  # no deadline: it runs now, at tonight's peak price
+    at_once = place(batch(), n, now=NOW)  # no deadline: it runs now, priced at the daily mean
     assert p.start_at is not None and p.start_at > NOW
     assert p.deferred(NOW) and not at_once.deferred(NOW)
     dc = n.dc(p.data_center)
@@ -68,6 +69,8 @@ def test_a_batch_step_with_a_deadline_is_deferred_to_the_valley_and_says_so() ->
     assert p.start_note.startswith("deferred ") and f"valley band in {p.data_center}" in p.start_note
     assert "cheaper than now" in p.start_note
     assert p.as_dict()["start_at"] == round(p.start_at, 3) and p.as_dict()["start_note"] == p.start_note
+    assert f"  starts        {p.start_note}" in placement_text(p).splitlines()  # `westflow plan` says so
+    assert "starts" not in placement_text(at_once)
 
 
 def test_the_deferred_run_still_ends_by_the_deadline_with_its_margin() -> None:
