@@ -270,7 +270,7 @@ def test_a_city_with_no_other_dc_is_degraded_with_reasons(services: Services, st
     spec = parse_service({"name": "npu-svc", "tenant": "shop", "cities": ["shanghai"], "model": MODEL,
                           "accelerator": "cann:1", "cpus": 0.5, "memory_gb": 1}, net)
     rec = services.deploy(spec, _version(stores))
-    assert rec.routes["shanghai"].data_center == "wuhu"  # the one Ascend DC within 20 ms of Shanghai here
+    assert rec.routes["shanghai"].data_center == "wuhu"  # the one Ascend DC within 18 ms of Shanghai here
     services.wait("npu-svc", healthy, timeout_s=180)
     ray_federation.stop_node("wuhu", sig=signal.SIGKILL)
     try:
@@ -281,7 +281,9 @@ def test_a_city_with_no_other_dc_is_degraded_with_reasons(services: Services, st
         assert route.state == "degraded"
         reasons = dict(line.split(": ", 1) for line in route.reason.splitlines())
         assert reasons["wuhu"].startswith("unavailable")
-        assert reasons["zhangjiakou"].startswith("accelerator")
+        # 19.2 ms from Shanghai: within the 20 ms bound but not its 2 ms guard band (issue 16), and it is
+        # the first check a DC fails
+        assert reasons["zhangjiakou"] == "latency: RTT 19.2 ms to shanghai > 18 ms (20 ms bound less 2 ms guard band)"
         assert reasons["guian"].startswith("latency")
         health = services.status("npu-svc")
         assert [h.health for h in health] == ["degraded"] and "wuhu: unavailable" in health[0].message
