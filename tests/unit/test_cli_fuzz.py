@@ -262,7 +262,8 @@ def spec_texts(draw: st.DrawFn) -> tuple[str, bool | None]:
         return _dump({k: v for k, v in base.items() if k != key}) + f"{key}: {value}\n", False
     if how == "number":
         key = draw(st.sampled_from(["cpus", "memory_gb", "duration_hours", "priority", "deadline_hours"]))
-        low, zero = ("-1001", "1001") if key == "priority" else ("-1", "0")
+        # memory_gb may be 0 (a step that reserves no memory): its bad bound is below 0
+        low, zero = {"priority": ("-1001", "1001"), "memory_gb": ("-1", "-0.001")}.get(key, ("-1", "0"))
         value = draw(st.sampled_from([".nan", ".inf", "-.inf", "1e308", "-1e308", "1e400", low, zero, "9" * 400,
                                       "'\u0663'", "1_000_000_000"]))
         return _dump({k: v for k, v in base.items() if k != key}) + f"{key}: {value}\n", False
