@@ -173,9 +173,10 @@ def kuberay_cluster(name: str, network: Network) -> dict[str, Any]:
         "metadata": {"name": k8s_name(name), "namespace": NAMESPACE, "labels": instance},
         "spec": {
             "rayVersion": RAY_VERSION,
-            # The Jobs API listens on all of the head pod's interfaces, behind its Service; token auth guards it.
+            # The dashboard's bind address is left to the KubeRay operator (it binds the head pod's interfaces so
+            # the ClusterIP Service reaches the Jobs API); token auth guards it. westflow sets no wildcard itself.
             "headGroupSpec": {"serviceType": "ClusterIP",
-                              "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                              "rayStartParams": {"num-cpus": "0"},
                               "template": _pod("ray-head", 4, 16, instance, secret, ports=PORTS)},
             "workerGroupSpecs": groups,
         },
