@@ -14,7 +14,7 @@ from westflow.simulator.results import PolicyResult
 from westflow.tariffs import Band
 
 __all__ = ["TIME_HEADERS", "time_rows", "MARGIN_HEADERS", "margin_rows", "GOAL_HEADERS", "goal_rows",
-           "representative_dc", "plot_cost_hourly", "plot_deferrals"]
+           "representative_dc", "plot_cost_hourly", "plot_deferrals", "hours_histogram", "pyplot"]
 
 BASELINE_CHEAPEST, BASELINE_EAST = "cheapest", "east-first"
 _BAND_COLOUR = {Band.CRITICAL: "#f4a6a6", Band.PEAK: "#f8cfa0", Band.FLAT: "#f2f2f2", Band.VALLEY: "#cfe8cf",
@@ -87,7 +87,8 @@ def representative_dc(results: Sequence[PolicyResult], network: Network) -> str:
     return next((d.id for d in network.data_centers if d.tariff is not None), network.data_centers[0].id)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (imported late: only a report needs it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +99,7 @@ def _pyplot() -> Any:
 
 def plot_cost_hourly(results: Sequence[PolicyResult], network: Network, clock: Clock, path: Path) -> None:
     """Energy cost per simulated hour and policy, the tariff bands of :func:`representative_dc` shaded."""
-    plt = _pyplot()
+    plt = pyplot()
     dc = representative_dc(results, network)
     tariff = network.dc(dc).tariff
     hours = max((len(r.cost_hourly) for r in results), default=1)
@@ -122,21 +123,30 @@ def plot_cost_hourly(results: Sequence[PolicyResult], network: Network, clock: C
     plt.close(fig)
 
 
-def plot_deferrals(results: Sequence[PolicyResult], path: Path) -> None:
-    """Histogram of the chosen deferral (hours from submit to the start the policy chose) per policy."""
-    plt = _pyplot()
+def hours_histogram(series: Sequence[tuple[str, Sequence[float]]], path: Path, *, zero: str, xlabel: str,
+                    ylabel: str, title: str) -> None:
+    """One step histogram per (policy, seconds), in hours, 30 bins up to the longest, log counts; each legend
+    entry says how many are exactly 0 (``zero`` names them)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.6))
-    longest = max((max(r.deferred_s, default=0.0) for r in results), default=0.0) / 3600
+    longest = max((max(values, default=0.0) for _, values in series), default=0.0) / 3600
     edges = [longest * i / 30 for i in range(31)] if longest > 0 else [0.0, 1.0]
-    for r in results:
-        h = [d / 3600 for d in r.deferred_s]
-        zero = sum(1 for d in h if d == 0)
-        ax.hist(h, bins=edges, histtype="step", label=f"{r.policy} ({zero:,} of {len(h):,} not deferred)")
+    for policy, values in series:
+        h = [d / 3600 for d in values]
+        at_zero = sum(1 for d in h if d == 0)
+        ax.hist(h, bins=edges, histtype="step", label=f"{policy} ({at_zero:,} of {len(h):,} {zero})")
     ax.set_yscale("log")
-    ax.set_xlabel("hours deferred (chosen start - submit)")
-    ax.set_ylabel("batch jobs")
-    ax.set_title("Deferral into cheaper hours (baselines run at once)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_deferrals(results: Sequence[PolicyResult], path: Path) -> None:
+    """Histogram of the chosen deferral (hours from submit to the start the policy chose) per policy."""
+    hours_histogram([(r.policy, r.deferred_s) for r in results], path, zero="not deferred",
+                    xlabel="hours deferred (chosen start - submit)", ylabel="batch jobs",
+                    title="Deferral into cheaper hours (baselines run at once)")

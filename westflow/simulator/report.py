@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from westflow.inventory import Network, Region
 from westflow.simulator.clock import Clock
@@ -21,9 +20,11 @@ from westflow.simulator.intime import (
     MARGIN_HEADERS,
     TIME_HEADERS,
     goal_rows,
+    hours_histogram,
     margin_rows,
     plot_cost_hourly,
     plot_deferrals,
+    pyplot,
     representative_dc,
     time_rows,
 )
@@ -40,7 +41,7 @@ WINDOW_RULE = ("work that runs past the window counts in cost, energy, utilisati
 
 
 def plot_utilisation(results: Sequence[PolicyResult], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     for ax, region in zip(axes, [r.value for r in Region], strict=True):
@@ -57,19 +58,9 @@ def plot_utilisation(results: Sequence[PolicyResult], path: Path) -> None:
     plt.close(fig)
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend (imported late: only a report needs it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_cost_sla(results: Sequence[PolicyResult], path: Path) -> None:
     """Energy cost and real-time SLA per policy, every bar labelled with its value (a 0 shows as '0')."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [r.policy for r in results]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
     bars = a.bar(names, [r.cost_cny / 1000 for r in results], color="#4a7")
@@ -97,22 +88,9 @@ def plot_cost_sla(results: Sequence[PolicyResult], path: Path) -> None:
 def plot_waits(results: Sequence[PolicyResult], path: Path) -> None:
     """Histogram of batch waits before first start (first start - submit) per policy: queueing and, for a
     policy that defers, the chosen deferral (:func:`~westflow.simulator.intime.plot_deferrals` shows it apart)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    longest = max((max(r.batch_delay_s, default=0.0) for r in results), default=0.0) / 3600
-    edges = [longest * i / 30 for i in range(31)] if longest > 0 else [0.0, 1.0]
-    for r in results:
-        waits = [d / 3600 for d in r.batch_delay_s]
-        zero = sum(1 for d in waits if d == 0)
-        ax.hist(waits, bins=edges, histtype="step", label=f"{r.policy} ({zero:,} of {len(waits):,} at 0)")
-    ax.set_yscale("log")
-    ax.set_xlabel("batch wait, hours (queueing and chosen deferral)")
-    ax.set_ylabel("jobs")
-    ax.set_title("Batch wait before first start")
-    ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    hours_histogram([(r.policy, r.batch_delay_s) for r in results], path, zero="at 0",
+                    xlabel="batch wait, hours (queueing and chosen deferral)", ylabel="jobs",
+                    title="Batch wait before first start")
 
 
 def warnings(result: PolicyResult, workload: Workload) -> list[str]:
