@@ -103,10 +103,11 @@ class _Timed(Policy):
         self.seconds = 0.0
         self.calls = 0
 
-    def place(self, spec: WorkloadSpec, network: Network, capacity: Capacity | None = None) -> Placement:
+    def place(self, spec: WorkloadSpec, network: Network, capacity: Capacity | None = None,
+              *, now: float | None = None) -> Placement:
         t0 = time.process_time()
         try:
-            return self.inner.place(spec, network, capacity)
+            return self.inner.place(spec, network, capacity, now=now)
         finally:
             self.seconds += time.process_time() - t0
             self.calls += 1
