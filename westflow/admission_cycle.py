@@ -60,7 +60,7 @@ from westflow.placement.tables import tables_for
 from westflow.spec import WorkloadSpec
 from westflow.tenants import CPUS, MEMORY_GB, Ledger, Tenants, charges
 
-__all__ = ["Ask", "Held", "Admit", "Wait", "Preempt", "CycleResult", "admission_cycle", "held_of",
+__all__ = ["Ask", "Held", "Admit", "Wait", "Preempt", "CycleResult", "VictimIndex", "admission_cycle", "held_of",
            "default_priority_class", "held_per_dc", "ledger_of", "QUOTA", "CONFIG", "PREEMPTION", "DEFERRED"]
 
 QUOTA, CONFIG, PREEMPTION, DEFERRED = "quota", "config", "preemption", "deferred"  # the non-DC keys of a Wait's reasons
@@ -178,17 +178,19 @@ def ledger_of(tenants: Tenants, held: Iterable[Held]) -> Ledger:
 
 def admission_cycle(pending: Sequence[Ask], held: Sequence[Held], *, tenants: Tenants, network: Network,
                     capacity: Capacity, policy: Policy, ledger: Ledger | None = None,
-                    now: float | None = None) -> CycleResult:
+                    now: float | None = None, victims: VictimIndex | None = None) -> CycleResult:
     """Admit what fits of ``pending`` in order, on ``capacity`` (free, already net of ``held``) and quota.
 
     ``ledger``: the tenants' use by ``held`` when the caller keeps it (the simulator does, instead
     of recounting every cycle); it is copied, never changed. ``now`` (epoch s): the cycle's clock,
-    placing in time (``place(..., now=)``; None: the wall clock, for specs with times only). See the
-    module doc for the rules.
+    placing in time (``place(..., now=)``; None: the wall clock, for specs with times only).
+    ``victims``: ``held`` as preemption reads it, when the caller keeps a :class:`VictimIndex` of it
+    (the simulator); never changed. See the module doc for the rules.
     """
     cycle = _Cycle(pending, held, tenants, network, capacity, policy,
                    ledger_of(tenants, held) if ledger is None else ledger.copy())
     cycle.now = now
+    cycle.victim_index = victims
     return cycle.run()
 
 
@@ -302,6 +304,7 @@ class _Cycle:
         self.waiting: list[Wait] = []
         self.preempt: list[Preempt] = []
         self._victims: _Victims | None = None
+        self.victim_index: VictimIndex | None = None
         self.now: float | None = None
 
     def run(self) -> CycleResult:
@@ -518,7 +521,8 @@ class _Cycle:
     # -- preemption -----------------------------------------------------------------------------
     def _preempt(self, t: _Try, dcs: Sequence[str], blocks: Blocks) -> Preempt | None:
         if self._victims is None:
-            self._victims = _Victims(self.held, self.tenants, self.ledger)
+            index = self.victim_index if self.victim_index is not None else VictimIndex(self.tenants, self.held)
+            self._victims = _Victims(index, self.ledger)
         return self._victims.choose(self, t, dcs, blocks)
 
 
@@ -560,75 +564,171 @@ class _Row(NamedTuple):
 
 class _Bucket:
     """The rows of one (DC, tenant, class), and what those not yet chosen hold (a bound read before
-    any row is: most asks find too little to preempt, and learn it here)."""
+    any row is: most asks find too little to preempt, and learn it here). ``least``/``most`` are exact
+    for the rows it was built with; a row taken out by :meth:`VictimIndex.remove` marks them stale
+    (recomputed on next read), one a cycle picks leaves them as they were (bounds for that cycle)."""
 
-    __slots__ = ("tenant", "cohort", "value", "preemptible", "rows", "ordered", "acc", "least", "most", "cpus",
-                 "memory_gb")
+    __slots__ = ("tenant", "cohort", "value", "preemptible", "rows", "ordered", "acc", "_least", "_most", "cpus",
+                 "memory_gb", "stale")
 
     def __init__(self, tenant: str, cohort: str | None, value: int, preemptible: bool) -> None:
         self.tenant, self.cohort, self.value, self.preemptible = tenant, cohort, value, preemptible
         self.rows: list[_Row] = []
         self.ordered = False  # rows sorted in victim order (on first need)
         self.acc: dict[str, float] = {}
-        self.least: dict[str, float] = {}  # per model, the fewest accelerators one row holds
-        self.most: dict[str | None, float] = {}  # per model (None: CPUs), the most one row holds
+        self._least: dict[str, float] = {}  # per model, the fewest accelerators one row holds
+        self._most: dict[str | None, float] = {}  # per model (None: CPUs), the most one row holds
         self.cpus = self.memory_gb = 0.0
+        self.stale = False
 
     def count(self, h: Held, sign: int = 1) -> None:
         r = h.resources
         for m, n in r.accelerators.items():
             self.acc[m] = self.acc.get(m, 0.0) + sign * n
-            if sign > 0:
-                self.least[m] = min(self.least.get(m, math.inf), n)
-                self.most[m] = max(self.most.get(m, 0.0), n)
         self.cpus += sign * r.cpus
         self.memory_gb += sign * r.memory_gb
-        if sign > 0:
-            self.most[None] = max(self.most.get(None, 0.0), r.cpus)
-            self.most[MEMORY_GB] = max(self.most.get(MEMORY_GB, 0.0), r.memory_gb)
+        if sign > 0 and not self.stale:
+            self._bounds(h)
+
+    def _bounds(self, h: Held) -> None:
+        r = h.resources
+        for m, n in r.accelerators.items():
+            self._least[m] = min(self._least.get(m, math.inf), n)
+            self._most[m] = max(self._most.get(m, 0.0), n)
+        self._most[None] = max(self._most.get(None, 0.0), r.cpus)
+        self._most[MEMORY_GB] = max(self._most.get(MEMORY_GB, 0.0), r.memory_gb)
+
+    def _fresh(self) -> None:
+        if self.stale:
+            self.stale = False
+            self._least, self._most = {}, {}
+            for r in self.rows:
+                self._bounds(r.held)
+
+    @property
+    def least(self) -> dict[str, float]:
+        self._fresh()
+        return self._least
+
+    @property
+    def most(self) -> dict[str | None, float]:
+        self._fresh()
+        return self._most
+
+    def clone(self) -> _Bucket:
+        """A copy a cycle may change (the index's buckets are kept across cycles)."""
+        self._fresh()
+        b = _Bucket(self.tenant, self.cohort, self.value, self.preemptible)
+        b.rows, b.ordered, b.acc = list(self.rows), self.ordered, dict(self.acc)
+        b._least, b._most, b.cpus, b.memory_gb = self._least, self._most, self.cpus, self.memory_gb
+        return b
+
+
+class VictimIndex:
+    """Held rows as preemption reads them: per DC, buckets of (tenant, class) with their bounds; rows
+    already preempting apart. A cycle builds one from ``held`` when it first looks for victims; a caller
+    that keeps its held rows (the simulator) may keep one too, updated by :meth:`add` and :meth:`remove`
+    as rows come and go, and pass it as the cycle's ``victims`` (a cycle never changes it)."""
+
+    def __init__(self, tenants: Tenants, held: Iterable[Held] = ()) -> None:
+        self.tenants = tenants
+        self.buckets: dict[str, dict[tuple[str, str], _Bucket]] = {}
+        self.bucket_of: dict[str, _Bucket] = {}
+        self.preempting: dict[str, Held] = {}
+        self._most: dict[str, dict[str | None, float]] = {}
+        for h in held:
+            self.add(h)
+
+    def add(self, h: Held) -> None:
+        if h.preempting:
+            self.preempting[h.key] = h
+            return
+        here = self.buckets.setdefault(h.data_center, {})
+        b = here.get((h.tenant, h.priority_class))
+        if b is None:
+            pc, t = self.tenants.priority_classes.get(h.priority_class), self.tenants.tenants.get(h.tenant)
+            b = here[(h.tenant, h.priority_class)] = _Bucket(
+                h.tenant, t.cohort if t is not None else None, pc.value if pc is not None else 0,
+                pc is not None and pc.preemptible)
+        b.rows.append(_Row(h, b.value))
+        b.ordered = False
+        b.count(h)
+        self.bucket_of[h.key] = b
+        self._most.pop(h.data_center, None)
+
+    def remove(self, key: str) -> None:
+        if self.preempting.pop(key, None) is not None:
+            return
+        b = self.bucket_of.pop(key, None)
+        if b is None:
+            return
+        i = next(i for i, r in enumerate(b.rows) if r.held.key == key)
+        h = b.rows.pop(i).held
+        b.count(h, -1)
+        b.stale = True
+        dc = h.data_center
+        if not b.rows:
+            here = self.buckets[dc]
+            del here[(h.tenant, h.priority_class)]
+            if not here:
+                del self.buckets[dc]
+        self._most.pop(dc, None)
+
+    def most(self, dc: str) -> dict[str | None, float]:
+        """Per model (None: CPUs), the most one row of ``dc`` holds."""
+        got = self._most.get(dc)
+        if got is None:
+            got = {}
+            for b in self.buckets.get(dc, {}).values():
+                for k, n in b.most.items():
+                    got[k] = max(got.get(k, 0.0), n)
+            self._most[dc] = got
+        return got
 
 
 _Bound = tuple[float, float, float, list[_Bucket], list[_Bucket]]
 
 
 class _Victims:
-    """The held work preemption may pick from, per DC in buckets of (tenant, class), and what each
-    tenant gives back this cycle (its rows already preempting, and the victims picked so far)."""
+    """The held work preemption may pick from (a :class:`VictimIndex`, never changed: the DCs where this
+    cycle picks victims get copies of their buckets), and what each tenant gives back this cycle (its
+    rows already preempting, and the victims picked so far)."""
 
-    def __init__(self, held: Sequence[Held], tenants: Tenants, ledger: Ledger) -> None:
+    def __init__(self, index: VictimIndex, ledger: Ledger) -> None:
         self.ledger = ledger
-        classes = tenants.priority_classes
+        self.index = index
         self.taken: dict[str, dict[str, float]] = {}
-        self.buckets: dict[str, dict[tuple[str, str], _Bucket]] = {}
-        self.bucket_of: dict[str, _Bucket] = {}
-        for h in held:
-            if h.preempting:
-                self._give(h.tenant, charges(h.family, h.resources))
-                continue
-            here = self.buckets.setdefault(h.data_center, {})
-            b = here.get((h.tenant, h.priority_class))
-            if b is None:
-                pc, terms = classes.get(h.priority_class), ledger.terms.get(h.tenant)
-                b = here[(h.tenant, h.priority_class)] = _Bucket(
-                    h.tenant, terms.cohort if terms is not None else None, pc.value if pc is not None else 0,
-                    pc is not None and pc.preemptible)
-            b.rows.append(_Row(h, b.value))
-            b.count(h)
-            self.bucket_of[h.key] = b
-        self.most: dict[str, dict[str | None, float]] = {}  # per DC: the most one row holds (model; None: CPUs)
-        for dc, here in self.buckets.items():
-            most: dict[str | None, float] = {}
-            for b in here.values():
-                for k, n in b.most.items():
-                    most[k] = max(most.get(k, 0.0), n)
-            self.most[dc] = most
+        self.buckets: dict[str, dict[tuple[str, str], _Bucket]] = dict(index.buckets)
+        self.copied: dict[str, _Bucket] = {}  # key -> its bucket's copy, in the DCs this cycle picked in
+        for h in index.preempting.values():
+            self._give(h.tenant, charges(h.family, h.resources))
+        self.most: dict[str, dict[str | None, float]] = {}  # per DC, as the cycle began (bounds)
         self.budgets: dict[str, dict[str, float] | None] = {}
-        self.chosen: set[str] = set()
         self.borrowed: dict[str, tuple[int, dict[str, float]]] = {}  # tenant -> (ledger version, borrowed)
         # (dc, model, tenant, class value, reclaim) -> what such an ask may preempt there at most. Kept
         # for the cycle (dropped for a DC whose victims are picked): borrowing that grows within the
         # cycle is seen by the next one.
         self.bounds: dict[tuple[str, str | None, str, int, bool], _Bound] = {}
+
+    def _most(self, dc: str) -> dict[str | None, float]:
+        got = self.most.get(dc)
+        if got is None:
+            got = self.most[dc] = self.index.most(dc)
+        return got
+
+    def _bucket(self, key: str) -> _Bucket:
+        b = self.copied.get(key)
+        return b if b is not None else self.index.bucket_of[key]
+
+    def _own(self, dc: str) -> None:
+        """Copy ``dc``'s buckets before this cycle changes them (once)."""
+        if self.buckets.get(dc) is not self.index.buckets.get(dc):
+            return
+        here = {k: b.clone() for k, b in self.buckets[dc].items()}
+        self.buckets[dc] = here
+        for b in here.values():
+            for r in b.rows:
+                self.copied[r.held.key] = b
 
     def _give(self, tenant: str, use: dict[str, float]) -> None:
         mine = self.taken.setdefault(tenant, {})
@@ -710,14 +810,14 @@ class _Victims:
         reclaims: dict[Pool, bool] = {}  # per pool: the ask is within its tenant's nominal quota there
         options: list[tuple[int, int, str, str | None, DCCapacity, list[_Bucket], list[_Bucket]]] = []
         count, cpus_asked, mem_asked = spec.accelerator.count, spec.cpus, spec.memory_gb
-        free_of, buckets_of, region_of, bounds, most_of = cycle.free, self.buckets, cycle.region, self.bounds, self.most
+        free_of, buckets_of, region_of, bounds = cycle.free, self.buckets, cycle.region, self.bounds
         for rank, dc in enumerate(dcs):
             cap, buckets = free_of.get(dc), buckets_of.get(dc)
             if cap is None or not buckets:
                 continue
             region = region_of.get(dc, "")
             short_cpus, short_mem = cpus_asked - cap.free_cpus, mem_asked - cap.free_memory_gb
-            most = most_of[dc]
+            most = self._most(dc)
             for pool in t.pools:
                 model = pool[1] if pool else None
                 if model is None:
@@ -766,9 +866,9 @@ class _Victims:
         _, dc, picked = best
         for memo in [m for m in self.bounds if m[0] == dc]:  # what is left there changed
             del self.bounds[memo]
+        self._own(dc)
         for h in picked:
-            self.chosen.add(h.key)
-            b = self.bucket_of[h.key]
+            b = self.copied[h.key]
             b.count(h, -1)
             b.rows = [r for r in b.rows if r.held.key != h.key]
             if h.tenant != tenant:
@@ -804,7 +904,7 @@ class _Victims:
             g = gives(h)
             if not any(x > _EPS and y > 0 for x, y in zip(left, g, strict=True)):
                 continue
-            b = self.bucket_of[h.key]
+            b = self._bucket(h.key)
             if h.tenant != t.tenant and not (b.preemptible and b.value < t.value):  # taken to reclaim
                 if h.tenant in fair:
                     continue

@@ -4,6 +4,7 @@ capacity built per test (every DC full but the ones a test opens)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from westflow.admission_cycle import (
     Ask,
     CycleResult,
     Held,
+    VictimIndex,
     admission_cycle,
     default_priority_class,
     held_of,
@@ -427,3 +429,44 @@ def test_a_deferred_step_waits_until_its_start_then_is_admitted() -> None:
     now = admission_cycle([ask("now", "a", "H800:8", duration_hours=4)], [], tenants=t, network=N,
                           capacity=caps(yrd_demo=8, helinger=8), policy=get_policy("westflow"), now=EVENING)
     assert keys(now) == (["now"], [], [])  # no deadline: admitted at once
+
+
+# -- the victim index a caller keeps across cycles (the simulator) --------------------------------
+
+
+def _snapshot(index: VictimIndex) -> dict[str, Any]:
+    """What preemption reads of an index: per DC, each bucket's rows, sums and bounds, and the DC's most."""
+    return {dc: ({k: (sorted(r.held.key for r in b.rows), b.acc, b.cpus, b.memory_gb, b.least, b.most)
+                  for k, b in here.items()}, index.most(dc))
+            for dc, here in index.buckets.items()} | {"preempting": sorted(index.preempting)}
+
+
+def test_a_kept_victim_index_equals_one_built_from_the_rows_it_holds() -> None:
+    t = tenants({"name": "a", "quota": quota(cuda=64)}, {"name": "b", "quota": quota(cuda=64)})
+    rng = random.Random(7)
+    kept, rows = VictimIndex(t), {}
+    for i in range(400):
+        if rows and rng.random() < 0.45:
+            key = rng.choice(sorted(rows))
+            kept.remove(key)
+            del rows[key]
+        else:
+            dc, model = rng.choice([("yrd_demo", "H800"), ("shaoguan", "H20"), ("zhongwei", "H20")])
+            h = held(f"h{i}", rng.choice("ab"), dc, model, rng.choice((1, 2, 4, 8)),
+                     cls=rng.choice(("best-effort", "production")), at=float(i), preempting=rng.random() < 0.1)
+            kept.add(h)
+            rows[h.key] = h
+        assert _snapshot(kept) == _snapshot(VictimIndex(t, rows.values()))  # (bounds exact after removals)
+
+
+def test_a_cycle_reads_a_kept_index_and_never_changes_it() -> None:
+    t = tenants({"name": "a", "quota": quota(cuda=4096)})
+    hold = [held("be-1", "a", "yrd_demo", "H800", 8, at=1.0), held("be-2", "a", "yrd_demo", "H800", 8, at=2.0)]
+    index = VictimIndex(t, hold)
+    before = _snapshot(index)
+    pending = [rt("x", "a", at=0.0), rt("y", "a", at=1.0)]
+    r = admission_cycle(pending, hold, tenants=t, network=N, capacity=caps(), policy=get_policy("westflow"),
+                        victims=index)
+    assert [p.victims for p in r.preempt] == [("be-2",), ("be-1",)]
+    assert r == run(pending, hold, t, caps())  # the same as a cycle building its own
+    assert _snapshot(index) == before

@@ -1,4 +1,5 @@
-"""The engine's speed-ups make the same decisions: stuck asks skipped vs every ask sent to every cycle."""
+"""The engine's speed-ups make the same decisions: stuck asks skipped and one kept victim index, vs every ask
+sent to every cycle and each cycle building its own victims."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _two_tenants() -> Tenants:
 def _numbers(policy: str, w: Workload, skip: bool, **kw: Any) -> tuple[dict[str, Any], int]:
     """The report numbers of one run and how many asks its cycles were sent."""
     sim = Simulation(get_policy(policy, seed=0), N, w, **kw)
-    sim.skip_stuck = skip
+    sim.skip_stuck = sim.keep_victims = skip  # the reference: neither
     sent = 0
     cycle = sim._cycle
 
