@@ -6,8 +6,11 @@ clock. ``admission_cycle(pending, held, ...) -> CycleResult``, a pipeline of nam
 
 1. **order** (:class:`_Order`): highest priority class first; then the tenant with the lowest
    dominant share (DRF against its nominal quota, over its weight; updated after each admission
-   of the cycle: a heap whose stale entries are re-pushed when popped); then the oldest
-   submission; then the key.
+   of the cycle: a heap whose stale entries are re-pushed when popped); then the most urgent:
+   work with a ``deadline`` is due at its latest start (deadline - duration), other work at its
+   submission (the oldest first); then the key. (Deadline-first within a class: in the simulator,
+   the age order left 713 of 69,351 ITP jobs past their deadlines, mostly work submitted at midday
+   behind work deferred to the valley band then; see docs/simulation.md.)
 2. **quota** (:meth:`_Cycle._blocks`): each (region, accelerator model) the ask could use is
    checked against the tenant's quota (:class:`~westflow.tenants.Ledger`: nominal, borrowing
    within the cohort, region caps). If every one is out, the ask waits on ``quota`` without being
@@ -220,15 +223,22 @@ class _Try:
     use: dict[Pool, dict[str, float]] = field(default_factory=dict)
 
 
+def _urgency(ask: Ask) -> float:
+    """When an ask is due (epoch s): the latest start that still meets its deadline; for work with no
+    deadline, its submission (age). The earlier first, within a class and fair share."""
+    d = ask.spec.deadline
+    return ask.submitted_at if d is None else d.timestamp() - ask.spec.duration_hours * 3600.0
+
+
 class _Order:
-    """The admission order: (-class value, dominant share, submitted_at, key), one heap entry per
+    """The admission order: (-class value, dominant share, urgency, key), one heap entry per
     (tenant, class) group at a time; an entry whose share is stale is re-pushed when popped."""
 
     def __init__(self, asks: Sequence[tuple[Ask, str, int]], ledger: Ledger) -> None:
         groups: dict[tuple[str, str], list[tuple[Ask, str, int]]] = {}
         for a in asks:
             groups.setdefault((a[1], a[0].priority_class), []).append(a)
-        self.groups = [sorted(g, key=lambda a: (a[0].submitted_at, a[0].key)) for g in groups.values()]
+        self.groups = [sorted(g, key=lambda a: (_urgency(a[0]), a[0].key)) for g in groups.values()]
         self.ledger = ledger
         self.heap: list[tuple[int, float, float, str, int, int, int]] = []
         for gid in range(len(self.groups)):
@@ -238,7 +248,7 @@ class _Order:
         group = self.groups[gid]
         if at < len(group):
             ask, tenant, value = group[at]
-            self.heap.append((-value, self.ledger.share(tenant), ask.submitted_at, ask.key,
+            self.heap.append((-value, self.ledger.share(tenant), _urgency(ask), ask.key,
                               self.ledger.version.get(tenant, 0), gid, at))
 
     def __iter__(self) -> _Order:
@@ -258,7 +268,7 @@ class _Order:
             group = self.groups[gid]
             if at + 1 < len(group):
                 nxt, _, _ = group[at + 1]
-                heapq.heappush(heap, (neg, ledger.share(tenant), nxt.submitted_at, nxt.key,
+                heapq.heappush(heap, (neg, ledger.share(tenant), _urgency(nxt), nxt.key,
                                       ledger.version.get(tenant, 0), gid, at + 1))
             return ask, tenant, value
         raise StopIteration

@@ -9,7 +9,7 @@ The validated configuration of the admission design (issue 14) and its orderings
   it may use.
 - :func:`dominant_share`: Kueue's and DRF's measure: a tenant's use against its
   nominal quota, on the resource where it is highest, divided by its weight.
-- :func:`admission_order`: priority first, then the lowest dominant share, then age.
+- :func:`admission_order`: priority first, then the lowest dominant share, then urgency (deadline or age).
 - :class:`Ledger`: what each tenant uses (network-wide, per region, per cohort) and the quota
   arithmetic on it: does a use fit (nominal, borrowing within the cohort, region caps), how much a
   tenant borrows, its dominant share. The admission cycle, preemption and the simulator's
@@ -281,16 +281,18 @@ class Pending:
     tenant: str
     priority_class: str
     submitted_at: float
+    due_at: float | None = None  # work with a deadline: its latest start (deadline - duration), epoch s
 
 
 def admission_order(pending: Sequence[Pending], usage: Mapping[str, Mapping[str, float]],
                     tenants: Tenants) -> list[Pending]:
-    """Highest priority first; then the tenant with the lowest dominant share; then the oldest."""
+    """Highest priority first; then the tenant with the lowest dominant share; then the most urgent (work
+    with a deadline due at its latest start, other work at its submission: the oldest first)."""
 
     def key(p: Pending) -> tuple[int, float, float, str]:
         prio = tenants.priority_classes[p.priority_class].value
         share = dominant_share(usage.get(p.tenant, {}), tenants.tenant(p.tenant))
-        return (-prio, share, p.submitted_at, p.key)
+        return (-prio, share, p.submitted_at if p.due_at is None else p.due_at, p.key)
 
     return sorted(pending, key=key)
 

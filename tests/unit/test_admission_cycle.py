@@ -431,6 +431,24 @@ def test_a_deferred_step_waits_until_its_start_then_is_admitted() -> None:
     assert keys(now) == (["now"], [], [])  # no deadline: admitted at once
 
 
+
+def test_within_a_class_work_with_a_deadline_is_due_at_its_latest_start_and_other_work_at_its_submission() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    def due(key: str, submitted: float, finish_in_h: float | None) -> Ask:
+        extra = {} if finish_in_h is None else {"deadline": datetime.fromtimestamp(
+            EVENING + finish_in_h * 3600, timezone(timedelta(hours=8))).isoformat()}
+        return ask(key, "a", "H800:1024", at=submitted, duration_hours=1, **extra)
+
+    t = tenants({"name": "a", "quota": quota(cuda=4096)})
+    # one helinger H800 pool (1,024) free: the first in order takes it; the rest wait
+    for asks, first in (([due("old", EVENING - 600, None), due("tight", EVENING - 60, 1.0)], "old"),
+                        ([due("slack", EVENING - 600, 3.0), due("tight", EVENING - 60, 1.0)], "tight")):
+        r = admission_cycle(asks, [], tenants=t, network=N, capacity=caps(helinger=1024),
+                            policy=get_policy("westflow"), now=EVENING)
+        assert [a.key for a in r.admitted] == [first], [a.key for a in asks]
+
+
 # -- the victim index a caller keeps across cycles (the simulator) --------------------------------
 
 

@@ -96,9 +96,11 @@ def test_a_cycle_before_the_start_leaves_it_deferred_and_one_at_the_start_admits
 def test_max_wait_counts_from_the_start_when_it_must_wait_for_capacity_then(tmp_path: Path) -> None:
     clock = Clock(EVENING - 1)
     q = AdmissionQueue.local(tmp_path, clock=clock)
-    _submit(q, "late", _late(), max_wait_s=600.0)  # older: placed (in time) first
+    _submit(q, "late", _late(), max_wait_s=600.0)
     clock.t = EVENING
-    _submit(q, "hog", make_spec(name="hog", accelerator="H20:8", cpus=1, memory_gb=1))  # no deadline: runs now
+    # no deadline, a lower class (so placed after late, which is deferred: within a class an ask with a
+    # deadline is due at its latest start, after work submitted now): runs now
+    _submit(q, "hog", make_spec(name="hog", accelerator="H20:8", cpus=1, memory_gb=1), pclass="best-effort")
     ctl = _controller(q, _network(), ZW, clock=clock)
     report = ctl.cycle()
     assert report.admitted == ("hog",) and report.deferred == 1
@@ -113,7 +115,9 @@ def test_max_wait_counts_from_the_start_when_it_must_wait_for_capacity_then(tmp_
         row = q.get("late")
         assert row is not None and row.state == state, (t - start, row)
     assert row.start_at == start and "zhongwei" in (row.detail or "")  # it waited for hog's capacity
-    assert [d.kind for d in q.decisions("late")] == ["queued", "deferred", "waiting", "expired"]
+    # at its start it preempts best-effort hog, whose owner never stops it: it waits for it, then expires
+    assert [d.kind for d in q.decisions("late")] == ["queued", "deferred", "waiting", "waiting", "expired"]
+    assert [d.kind for d in q.decisions("hog")] == ["queued", "admitted", "preempting"]
 
 
 def test_a_deferred_row_whose_owner_is_gone_is_abandoned(tmp_path: Path) -> None:

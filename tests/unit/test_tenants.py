@@ -160,3 +160,8 @@ def test_admission_order_priority_then_fair_share_then_age() -> None:
     ]
     got = [p.key for p in admission_order(pending, usage, t)]
     assert got == ["recsys-rt", "recsys-new", "retail-old", "retail-new", "default-be"]
+    # within a class and share, work with a deadline is due at its latest start, other work at its submission
+    pending += [Pending("retail-due", "retail-ai", "production", 3.0, due_at=1.5),
+                Pending("retail-slack", "retail-ai", "production", 0.5, due_at=99.0)]
+    got = [p.key for p in admission_order(pending, usage, t)]
+    assert got == ["recsys-rt", "recsys-new", "retail-old", "retail-due", "retail-new", "retail-slack", "default-be"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import datetime
 
 from admission.rows import HOLDING, LIVE, WAITING, WorkloadRow, start_text
 from admission.tickets import reasons_of
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     tenants = tenants_of(args.config_dir, base)
     holding = [r for r in rows if r.state in HOLDING]
     pending = [r for r in rows if r.state in WAITING]  # deferred work is a candidate too, in the same order
-    order = admission_order([Pending(r.key, r.tenant, r.priority_class, r.submitted_at) for r in pending
+    order = admission_order([Pending(r.key, r.tenant, r.priority_class, r.submitted_at, _due(r)) for r in pending
                              if r.tenant in tenants.tenants and r.priority_class in tenants.priority_classes],
                             ledger_for(tenants, holding).used, tenants)
     position = {p.key: i + 1 for i, p in enumerate(order)}
@@ -99,6 +100,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(pending) - deferred} pending, " + (f"{deferred} deferred, " if deferred else "")
           + f"{len(holding)} admitted")
     return 0
+
+
+def _due(row: WorkloadRow) -> float | None:
+    """When a row with a deadline is due: its latest start (deadline - duration, epoch s), as the cycle
+    orders it; None without a deadline (or a spec this reader cannot read: ordered by age)."""
+    try:
+        spec = json.loads(row.spec_json)
+        deadline = spec.get("deadline")
+        return None if not deadline else (datetime.fromisoformat(deadline).timestamp()
+                                          - float(spec.get("duration_hours") or 0.0) * 3600.0)
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def _plain(obj: object) -> dict[str, object]:
