@@ -23,10 +23,14 @@ a, b, d: the step finishes on another accelerator DC, resumes from the last comp
 trains no completed epoch twice (the ``trained-*`` files of every job) and ends with the same model,
 bit for bit, as an uninterrupted run with the same seed.
 
-Cost: one Dagster run per trial, trials one after the other (two steps in one DC deadlock today: a
-step's Ray job takes one CPU for its driver and ``cpus`` for its task, while placement books ``cpus``);
-the killed node is restarted after the run. ``TRIALS`` per kind fits the CI budget;
-``WESTFLOW_FAILOVER_TRIALS=10`` runs the full matrix.
+Cost: one Dagster run per trial. Kinds a, b, c and e run their trials two at a time (``PAIR``): a test
+starts two runs, both are placed in the same DC (2 CPUs: room for two steps), hold there and lose it
+together, so the pair shares the kill, Ray's verdict and the restart of the killed node, and their jobs
+start side by side. Each run is checked on its own, as before. Kind d runs one at a time: after its first
+failover the two runs of a pair may hold in two DCs, and a run that loses the first of them can be placed
+on the second just before it is killed too. One kill per test, of one DC (``_kill`` checks it). The killed
+node is restarted after the runs end (a node starting beside a starting job can delete that job's working
+dir). ``TRIALS`` per kind fits the CI budget; ``WESTFLOW_FAILOVER_TRIALS=10`` runs the full matrix.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from ray_cluster.dispatch import JOB_DC
 from ray_cluster.local import LocalNetwork, Ports, free_port, load_profile
 from storage import CheckpointStore, S3Config, SeaweedServer
 from westflow.config import load_network
-from westflow.errors import ObjectMissing
+from westflow.errors import ClusterError, ObjectMissing
 from westflow.inventory import Family
 
 pytestmark = pytest.mark.integration
@@ -60,11 +64,13 @@ ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 4
 TRAIN = {"epochs": EPOCHS, "batch_size": 128, "hidden": 16, "seed": 7}
 ROWS = 20_000  # small on purpose: the checks are exact (bitwise), the time goes to Ray, not to training
-# Trials per kind in `make test` (7, about 4 minutes on 2 cores: the CI budget now also holds admission); set
-# WESTFLOW_FAILOVER_TRIALS=10 for the full matrix.
-TRIALS = {"a": 2, "b": 1, "c": 1, "d": 2, "e": 1}
+# Trials (Dagster runs) per kind in `make test`: 12 here and 6 in test_federation, about 8 minutes on 2 cores (a
+# pair: a ~40 s, b ~60 s, c ~55 s, e ~25-35 s; d ~50 s a trial); WESTFLOW_FAILOVER_TRIALS=10 for the full matrix.
+TRIALS = {"a": 2, "b": 2, "c": 2, "d": 2, "e": 4}
 TRIALS |= dict.fromkeys(TRIALS, int(os.environ["WESTFLOW_FAILOVER_TRIALS"])) if os.environ.get(
     "WESTFLOW_FAILOVER_TRIALS") else {}
+# Runs per test, in one DC at once (a local DC has 2 CPUs, a training step takes 1); d: one (module doc).
+PAIR = {"a": 2, "b": 2, "c": 2, "d": 1, "e": 2}
 BUCKETS = ("westflow-west", "westflow-east")
 HEAD_LOST_AFTER_S = 3.0  # cluster_lost_after_s of kind e (the default, 20 s, in its first trial)
 WAIT_S = 240.0
@@ -115,14 +121,14 @@ def _materialize(westflow: WestflowResource, model: str) -> dg.ExecuteInProcessR
                           raise_on_error=False)
 
 
-def _start(kind: str, trial: int, holds: Sequence[tuple[int, ...]], tmp_path: Path, state_dir: Path,
+def _start(kind: str, trials: Sequence[int], holds: Sequence[tuple[int, ...]], tmp_path: Path, state_dir: Path,
            **kw: Any) -> list[_Run]:
-    """Start one Dagster run per kill points in ``holds`` (one today: see the module doc)."""
+    """Start one Dagster run per trial, at once; trial ``trials[i]`` holds after the epochs ``holds[i]``."""
     runs = []
-    for i, h in enumerate(holds):
-        where = tmp_path / f"run{i}"
+    for t, h in zip(trials, holds, strict=True):
+        where = tmp_path / f"run{t}"
         where.mkdir()
-        run = _Run(f"failover-{kind}{trial}-{i}", h, where)
+        run = _Run(f"failover-{kind}{t}", h, where)
         westflow = _resource(state_dir, f"{','.join(map(str, h))}:{where}", **kw)
 
         def go(run: _Run = run, westflow: WestflowResource = westflow) -> None:
@@ -195,10 +201,12 @@ def _hold_then_find(net: LocalNetwork, config: S3Config, runs: Sequence[_Run], n
 
 
 def _kill(net: LocalNetwork, dcs: set[str], sig: signal.Signals) -> None:
+    """Stop the one DC where the runs hold (two, stopped one after the other, would let a run that lost the
+    first be placed on the second just before it goes too: its job would wait for a node that is gone)."""
     head = net.profile.dc_ids[0]
     assert head not in dcs, f"the runs hold in the head's DC {head}: that is kind e, not this one"
-    for dc in sorted(dcs):
-        net.stop_node(dc, sig=sig)
+    assert len(dcs) == 1, f"the runs hold in {sorted(dcs)}, not in one DC"
+    net.stop_node(next(iter(dcs)), sig=sig)
 
 
 def _replaced(net: LocalNetwork, lost: dict[str, str]) -> Callable[[_Run], bool]:
@@ -314,24 +322,38 @@ def reference(ray_network: LocalNetwork) -> dict[str, np.ndarray]:
     return _final(S3Config.load(ray_network.state_dir), "failover-ref")
 
 
-def _holds(trial: int, n: int = 1) -> list[tuple[int, ...]]:
-    """The run's kill points: one epoch (1, 2 or 3 in turn), or two increasing ones below EPOCHS."""
-    return [(1 + trial % (EPOCHS - 1),) if n == 1 else [(1, 2), (1, 3), (2, 3)][trial % 3]]
+def _holds(trials: Sequence[int], n: int = 1) -> list[tuple[int, ...]]:
+    """Each run's kill points: one epoch (1, 2 or 3 in turn), or two increasing ones below EPOCHS."""
+    return [(1 + t % (EPOCHS - 1),) if n == 1 else [(1, 2), (1, 3), (2, 3)][t % 3] for t in trials]
 
 
 def _trials(kind: str, name: str) -> Any:
-    return pytest.mark.parametrize("trial", range(TRIALS[kind]), ids=[f"{kind}-{name}-{t + 1}"
-                                                                      for t in range(TRIALS[kind])])
+    """Parametrize a test by ``trials``: the kind's trials, ``PAIR[kind]`` at a time (ids ``a-sigterm-1-2``)."""
+    n, k = TRIALS[kind], PAIR[kind]
+    batches = [tuple(range(b, min(b + k, n))) for b in range(0, n, k)]
+    return pytest.mark.parametrize("trials", batches, ids=[
+        f"{kind}-{name}-" + "-".join(str(t + 1) for t in b) for b in batches])
+
+
+def _restored(net: LocalNetwork) -> None:
+    """Bring back what an earlier test left down (normally nothing: each test restores what it stops);
+    a dashboard read when every node is alive, instead of ``up()``'s process scan."""
+    try:
+        alive = {n.dc for n in net.reader().nodes() if n.alive}
+    except ClusterError:
+        alive = set()
+    if not set(net.profile.dc_ids) <= alive:
+        net.up()
 
 
 # -- a, b: a worker DC lost ---------------------------------------------------------------------------------
 
 
-def _worker_lost(kind: str, sig: signal.Signals, trial: int, ray_network: LocalNetwork,
+def _worker_lost(kind: str, sig: signal.Signals, trials: Sequence[int], ray_network: LocalNetwork,
                  reference: dict[str, np.ndarray], tmp_path: Path) -> None:
-    ray_network.up()  # no-op unless an earlier test left a node down
+    _restored(ray_network)
     config = S3Config.load(ray_network.state_dir)
-    runs = _start(kind, trial, _holds(trial), tmp_path, ray_network.state_dir)
+    runs = _start(kind, trials, _holds(trials), tmp_path, ray_network.state_dir)
     try:
         where = _hold_then_find(ray_network, config, runs, 0)
         _kill(ray_network, set(where.values()), sig)
@@ -344,26 +366,26 @@ def _worker_lost(kind: str, sig: signal.Signals, trial: int, ray_network: LocalN
 
 
 @_trials("a", "sigterm")
-def test_worker_dc_lost_by_sigterm_resumes_elsewhere(trial: int, ray_network: LocalNetwork,
+def test_worker_dc_lost_by_sigterm_resumes_elsewhere(trials: tuple[int, ...], ray_network: LocalNetwork,
                                                      reference: dict[str, np.ndarray], tmp_path: Path) -> None:
-    _worker_lost("a", signal.SIGTERM, trial, ray_network, reference, tmp_path)
+    _worker_lost("a", signal.SIGTERM, trials, ray_network, reference, tmp_path)
 
 
 @_trials("b", "sigkill")
-def test_worker_dc_lost_by_sigkill_resumes_elsewhere(trial: int, ray_network: LocalNetwork,
+def test_worker_dc_lost_by_sigkill_resumes_elsewhere(trials: tuple[int, ...], ray_network: LocalNetwork,
                                                      reference: dict[str, np.ndarray], tmp_path: Path) -> None:
-    _worker_lost("b", signal.SIGKILL, trial, ray_network, reference, tmp_path)
+    _worker_lost("b", signal.SIGKILL, trials, ray_network, reference, tmp_path)
 
 
 # -- d: two DCs lost one after the other ----------------------------------------------------------------------
 
 
 @_trials("d", "two-dcs")
-def test_two_dcs_lost_in_one_run_end_on_a_third(trial: int, ray_network: LocalNetwork,
+def test_two_dcs_lost_in_one_run_end_on_a_third(trials: tuple[int, ...], ray_network: LocalNetwork,
                                                 reference: dict[str, np.ndarray], tmp_path: Path) -> None:
-    ray_network.up()
+    _restored(ray_network)
     config = S3Config.load(ray_network.state_dir)
-    runs = _start("d", trial, _holds(trial, 2), tmp_path, ray_network.state_dir)
+    runs = _start("d", trials, _holds(trials, 2), tmp_path, ray_network.state_dir)
     try:
         first = _hold_then_find(ray_network, config, runs, 0)
         _kill(ray_network, set(first.values()), signal.SIGTERM)
@@ -384,11 +406,11 @@ def test_two_dcs_lost_in_one_run_end_on_a_third(trial: int, ray_network: LocalNe
 
 @_trials("c", "s3-down")
 def test_s3_down_during_failover_fails_naming_s3_and_keeps_complete_checkpoints(
-        trial: int, ray_network: LocalNetwork, reference: dict[str, np.ndarray], tmp_path: Path) -> None:
-    ray_network.up()
+        trials: tuple[int, ...], ray_network: LocalNetwork, reference: dict[str, np.ndarray], tmp_path: Path) -> None:
+    _restored(ray_network)
     config = S3Config.load(ray_network.state_dir)
     s3 = SeaweedServer(ray_network.state_dir)
-    runs = _start("c", trial, _holds(trial), tmp_path, ray_network.state_dir)
+    runs = _start("c", trials, _holds(trials), tmp_path, ray_network.state_dir)
     run_ids: dict[str, str] = {}
     try:
         where = _hold_then_find(ray_network, config, runs, 0)
@@ -460,13 +482,14 @@ def head_cluster(ray_network: LocalNetwork, tmp_path_factory: pytest.TempPathFac
 
 
 @_trials("e", "head")
-def test_head_dc_lost_fails_fast_naming_the_cluster(trial: int, ray_network: LocalNetwork, head_cluster: LocalNetwork,
-                                                    reference: dict[str, np.ndarray], tmp_path: Path) -> None:
-    head_cluster.up()  # back from the trial before
-    lost_after = 20.0 if trial == 0 else HEAD_LOST_AFTER_S  # the default once, then a short window
+def test_head_dc_lost_fails_fast_naming_the_cluster(trials: tuple[int, ...], ray_network: LocalNetwork,
+                                                    head_cluster: LocalNetwork, reference: dict[str, np.ndarray],
+                                                    tmp_path: Path) -> None:
+    head_cluster.up()  # back from the test before
+    lost_after = 20.0 if 0 in trials else HEAD_LOST_AFTER_S  # the default once, then a short window
     access = {"ray_address": head_cluster.dashboard_url, "ray_auth_token_path": str(head_cluster.token_path),
               "cluster_lost_after_s": lost_after}
-    runs = _start("e", trial, _holds(trial), tmp_path, ray_network.state_dir, **access)
+    runs = _start("e", trials, _holds(trials), tmp_path, ray_network.state_dir, **access)
     killed_at = 0.0
     try:
         _until("every run holding", lambda r: r.held(r.holds[0]) is not None, runs)

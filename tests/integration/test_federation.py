@@ -7,8 +7,8 @@ guian, zhongwei), each with its own head, Jobs API, token and nodes; one S3 serv
 - west's head killed while idle: placement says ``cluster unreachable: west: ...`` within its timeout and
   puts batch work east; a real-time step that only west could serve fails with that reason; ``up`` brings
   west back without touching east;
-- west's head killed (SIGKILL) mid-training, 5 times: the step finishes on east from its last checkpoint with
-  the model of an uninterrupted run;
+- west's head killed (SIGKILL) mid-training, 6 times (two runs at once): each step finishes on east from its
+  last checkpoint with the model of an uninterrupted run;
 - ``westflow down`` leaves no process and no listening port of either cluster.
 """
 
@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -210,43 +211,72 @@ def reference(ray_federation: LocalFederation) -> dict[str, np.ndarray]:
     return _final(S3Config.load(ray_federation.state_dir), "fed-ref")
 
 
-@pytest.mark.parametrize("trial", range(5), ids=[f"west-head-killed-{i + 1}" for i in range(5)])
-def test_west_head_killed_mid_training_finishes_east(trial: int, ray_federation: LocalFederation,
+TRIALS = 6  # west-head-killed trials (one Dagster run each): 3 tests of a pair
+PAIR = 2  # runs per test, at once: both hold in one west DC (2 CPUs, a training step takes 1) and lose west together
+_BATCHES = [tuple(range(b, min(b + PAIR, TRIALS))) for b in range(0, TRIALS, PAIR)]
+
+
+@pytest.mark.parametrize("trials", _BATCHES, ids=["west-head-killed-" + "-".join(str(t + 1) for t in b)
+                                                  for b in _BATCHES])
+def test_west_head_killed_mid_training_finishes_east(trials: tuple[int, ...], ray_federation: LocalFederation,
                                                      reference: dict[str, np.ndarray], tmp_path: Path) -> None:
-    ray_federation.up()  # west back from the trial before
+    ray_federation.up()  # no-op unless the test before failed before it brought west back
     west = ray_federation.cluster("west")
     config = S3Config.load(ray_federation.state_dir)
-    model = f"fed-failover-{trial}"
-    hold = 1 + trial % (EPOCHS - 1)
-    held, go = tmp_path / "held", tmp_path / "go"
+    holds = {f"fed-failover-{t}": (1 + t % (EPOCHS - 1), tmp_path / f"run{t}") for t in trials}
     out: dict[str, dg.ExecuteInProcessResult] = {}
-    runner = threading.Thread(target=lambda: out.setdefault("r", _train(ray_federation, model, f"{hold}:{tmp_path}")))
-    runner.start()
+    runners = []
+    for model, (hold, where) in holds.items():
+        where.mkdir()
+        runners.append(threading.Thread(target=lambda m=model, h=hold, w=where: out.setdefault(
+            m, _train(ray_federation, m, f"{h}:{w}")), name=model))
+        runners[-1].start()
+    killed_dc: dict[str, str] = {}
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and runner.is_alive() and not held.exists():
+        while (time.monotonic() < deadline and all(r.is_alive() for r in runners)
+               and not all((w / "held").exists() for _, w in holds.values())):
             time.sleep(0.1)
-        assert held.exists(), "the training job never held after its checkpoint"
-        running = [j for j in west.job_client().list_jobs() if j.status == "RUNNING"
-                   and (j.metadata or {}).get("westflow.spec") == "nightly-training"]
-        assert len(running) == 1, "the training step does not run in the west cluster"
-        killed_dc = running[0].metadata["westflow.dc"]  # type: ignore[index]
+        for model, (_, where) in holds.items():
+            assert (where / "held").exists(), f"{model}: the training job never held after its checkpoint"
+        running = [j for j in west.job_client().list_jobs()
+                   if j.status == "RUNNING" and (j.metadata or {}).get("westflow.spec") == "nightly-training"]
+        assert len(running) == len(holds), f"{len(running)} training jobs run in the west cluster"
+        for model in holds:
+            mine = [j for j in running if f" --model {model} " in f"{j.entrypoint} "]
+            assert len(mine) == 1, f"{model}: the training step does not run in the west cluster"
+            killed_dc[model] = mine[0].metadata["westflow.dc"]  # type: ignore[index]
         ray_federation.stop_cluster("west", sig=signal.SIGKILL)  # the head: GCS, dashboard, Jobs API
-        runner.join(timeout=420)
+        # West stays down until every step has given it up and has its job in east; then it comes back while
+        # east trains (its own Ray session dir: a node starting there touches nothing of east's jobs).
+        east = ray_federation.cluster("east")
+        deadline = time.monotonic() + 240
+        while not all(any(f" --model {m} " in f"{j.entrypoint} " for j in east.job_client().list_jobs())
+                      for m in holds):
+            assert all(r.is_alive() for r in runners), "a run ended before its step was placed in east"
+            assert time.monotonic() < deadline, "the steps were not placed in east within 240 s"
+            time.sleep(0.1)
+        with ThreadPoolExecutor(1, thread_name_prefix="west-up") as pool:
+            west_up = pool.submit(ray_federation.up)
+            for r in runners:
+                r.join(timeout=420)
+            west_up.result()
     finally:
-        go.touch()
-    result = out["r"]
-    assert result.success
-    meta = _meta(result)
-    assert meta[md.RAY_CLUSTER] == "east" and ray_federation.profile.cluster_of(meta[md.DATA_CENTER]) == "east"
-    assert meta[md.RAN_IN] == meta[md.DATA_CENTER]
-    assert killed_dc in meta[md.FAILOVERS] and "Ray cluster west lost" in meta[md.FAILOVERS]
-    assert meta["resumed_from_epoch"] == hold
-    assert meta["resumed_from_epoch"] + meta["epochs_this_run"] == EPOCHS
-    final = _final(config, model)
-    assert final.keys() == reference.keys()
-    for k in final:
-        np.testing.assert_array_equal(final[k], reference[k], err_msg=k)
+        for _, where in holds.values():
+            (where / "go").touch()
+    for model, (hold, _) in holds.items():
+        result = out[model]
+        assert result.success, f"{model} failed"
+        meta = _meta(result)
+        assert meta[md.RAY_CLUSTER] == "east" and ray_federation.profile.cluster_of(meta[md.DATA_CENTER]) == "east"
+        assert meta[md.RAN_IN] == meta[md.DATA_CENTER]
+        assert killed_dc[model] in meta[md.FAILOVERS] and "Ray cluster west lost" in meta[md.FAILOVERS]
+        assert meta["resumed_from_epoch"] == hold
+        assert meta["resumed_from_epoch"] + meta["epochs_this_run"] == EPOCHS
+        final = _final(config, model)
+        assert final.keys() == reference.keys()
+        for k in final:
+            np.testing.assert_array_equal(final[k], reference[k], err_msg=f"{model}: {k}")
 
 
 def _listening(ports: set[int]) -> set[int]:
