@@ -20,9 +20,8 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from operator import attrgetter
 
-from westflow.capacity import Capacity
+from westflow.capacity import Capacity, DCCapacity
 from westflow.energy import energy_cost_cny
 from westflow.errors import InfeasibleError, SpecError
 from westflow.inventory import AcceleratorPool, DataCenter, Family, Network, Region
@@ -30,7 +29,7 @@ from westflow.placement.explain import explain, explain_dearer, explain_dearer_c
 from westflow.placement.filters import Evaluation, evaluate, in_order
 from westflow.placement.score import score, westflow_key
 from westflow.placement.search import pruned_search
-from westflow.placement.tables import NetworkTables, tables_for
+from westflow.placement.tables import NetworkTables, Snapshot, tables_for
 from westflow.placement.timing import Window, describe_start, window_of
 from westflow.placement.values import (
     Candidate,
@@ -47,9 +46,6 @@ from westflow.tags import RayRequest, ray_request
 
 __all__ = ["Policy", "WestflowPolicy", "EastFirstPolicy", "CheapestPolicy", "RoundRobinPolicy", "RandomPolicy",
            "POLICY_NAMES", "get_policy"]
-
-
-_UTILISATION = attrgetter("utilisation")
 
 
 def _ray_for(dc: DataCenter, family: Family, pool: AcceleratorPool | None, spec: WorkloadSpec,
@@ -89,19 +85,19 @@ class Policy:
         if spec.tier not in network.tiers or (spec.origin is not None and spec.origin not in t.cities):
             spec.check_against(network)  # raises the SpecError naming the field
         caps = t.static if capacity is None else capacity
-        # The losers' text is written on first read, against the capacity seen now: a copy of the
-        # mapping, holding the snapshot's own DCCapacity objects (so the decision reads it too).
-        snap = caps if capacity is None else dict(capacity)
         tier = network.tiers[spec.tier]
         tier_bound = tier.max_rtt_ms
         bound = tier.limit_ms if self.respect_latency else None  # eligibility keeps the tier's guard band
         timing = self._timing(spec, network, now)
         found = self._search(spec, network, caps, t, bound) if timing is None else None
         start: float | None = None
+        # The losers' text is written on first read, against the capacity seen now: a copy of the
+        # mapping (or the search's), holding the snapshot's own DCCapacity objects.
         if found is not None:
-            best, best_score = found
-            why = Deferred(self._explain_again, spec, Context(network, snap), bound, best.index, t)
+            best, best_score, seen = found  # (not its columns: a Placement may be kept long, unread)
+            why = Deferred(self._explain_seen, spec, network, seen[0], seen[1], bound, best.index, t)
         else:
+            snap = caps if capacity is None else dict(capacity)
             ev = evaluate(spec, network, caps, t, bound, weights=network.weights if self.scored else None,
                           timing=timing)
             if not ev.eligible:
@@ -141,9 +137,15 @@ class Policy:
                          p.score, p.__dict__["_lazy_rejected"], p.__dict__["_lazy_ray"], start, note, p.tariff)
 
     def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
-                bound: float | None) -> tuple[Candidate, float] | None:
-        """The winner and its score without the full scan, or None: the full scan decides (the default)."""
+                bound: float | None) -> tuple[Candidate, float, Snapshot] | None:
+        """The winner, its score and the capacity as read, without the full scan, or None: the full scan
+        decides (the default)."""
         return None
+
+    def _explain_seen(self, spec: WorkloadSpec, network: Network, ids: tuple[str, ...], held: tuple[DCCapacity, ...],
+                      bound: float | None, index: int, t: NetworkTables) -> Rejections:
+        """:meth:`_explain_again` against the capacity as the search read it (its DC ids and entries)."""
+        return self._explain_again(spec, Context(network, dict(zip(ids, held, strict=True))), bound, index, t)
 
     def _decide(self, ev: Evaluation, network: Network, snap: Capacity,
                 t: NetworkTables) -> tuple[Candidate, float, Deferred[Rejections]]:
@@ -193,8 +195,8 @@ class WestflowPolicy(Policy):
     one listed first. On a large network (``prune=None``: >= 64 DCs; ``True``: any size;
     ``False``: never) the winner comes from the pruned search
     (:mod:`westflow.placement.search`), which gives the full scan's Placement without
-    costing every DC; decisions its bound does not cover (a negative or NaN
-    utilisation, a non-finite cost input) take the full scan.
+    costing every DC; decisions its bound does not cover (a negative utilisation, a
+    non-finite cost input) take the full scan.
     """
 
     name = "westflow"
@@ -205,11 +207,8 @@ class WestflowPolicy(Policy):
         self.prune = prune
 
     def _search(self, spec: WorkloadSpec, network: Network, caps: Capacity, t: NetworkTables,
-                bound: float | None) -> tuple[Candidate, float] | None:
+                bound: float | None) -> tuple[Candidate, float, Snapshot] | None:
         if not (t.prunable and (t.large if self.prune is None else self.prune)):
-            return None
-        low = t.static_util if caps is t.static else min(map(_UTILISATION, caps.values()), default=0.0)
-        if not low >= 0.0:  # NaN too
             return None
         return pruned_search(spec, network, caps, t, bound)
 

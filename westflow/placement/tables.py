@@ -13,7 +13,7 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
-from operator import attrgetter, is_not
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,7 +25,7 @@ from westflow.placement.values import Reason, Rejection
 from westflow.spec import WorkloadSpec
 
 __all__ = ["NetworkTables", "PruneBound", "Site", "Row", "Ranked", "PoolRow", "tables_for", "finite_non_negative",
-           "wanted", "PRUNE_MIN_DCS", "PoolColumns", "CapacityColumns", "Floats", "Flags", "Objects"]
+           "wanted", "PRUNE_MIN_DCS", "PoolColumns", "CapacityColumns", "Snapshot", "Floats", "Flags", "Objects"]
 
 PRUNE_MIN_DCS = 64  # below this a full scan is cheaper than the pruned search's numpy set-up
 
@@ -60,19 +60,25 @@ class PruneBound:
     operation is monotone), and with utilisation >= 0 the fill bonus is at most
     ``fill_bonus x energy``; so ``score >= energy_min x (1 - fill_bonus) + transfer terms``.
     ``acc_wpp`` and ``cpu_wpp`` are those watts x PUE x price; ``east`` marks eastern DCs
-    (``has_east``, ``has_west``: whether any is, any is not).
+    (``has_east``, ``has_west``: whether any is, any is not). Given a capacity snapshot, the
+    bound tightens per DC (:func:`~westflow.placement.search.pruned_search`, over columns of
+    every DC in inventory order): ``row`` maps a DC's inventory index to its position in ``rows``
+    (-1: not a row) and ``mask`` marks the rows.
     """
 
-    __slots__ = ("rows", "acc_wpp", "cpu_wpp", "east", "has_east", "has_west")
+    __slots__ = ("rows", "acc_wpp", "cpu_wpp", "east", "has_east", "has_west", "row", "mask")
 
-    def __init__(self, rows: tuple[Row, ...]) -> None:
+    def __init__(self, rows: tuple[Row, ...], n: int) -> None:
         self.rows = rows
         pp = np.array([s[5] * s[6] for s in rows], dtype=np.float64)
         acc_w = np.array([min(p.watts for p in s[7]) if s[7] else 0.0 for s in rows], dtype=np.float64)
         self.acc_wpp = acc_w * pp
         self.cpu_wpp = np.array([s[4] for s in rows], dtype=np.float64) * pp
         self.east = np.array([s[1].region is Region.EAST for s in rows], dtype=np.bool_)
-        for a in (self.acc_wpp, self.cpu_wpp, self.east):
+        self.row = np.full(n, -1, dtype=np.intp)
+        self.row[[s[0] for s in rows]] = np.arange(len(rows), dtype=np.intp)
+        self.mask = self.row >= 0
+        for a in (self.acc_wpp, self.cpu_wpp, self.east, self.row, self.mask):
             a.flags.writeable = False  # shared by every thread's decisions
         self.has_east, self.has_west = bool(self.east.any()), not bool(self.east.all())
 
@@ -81,7 +87,10 @@ Floats = NDArray[np.float64]
 Flags = NDArray[np.bool_]
 Objects = NDArray[np.object_]
 
+_ALIVE, _FREE, _FREE_CPUS = attrgetter("alive"), attrgetter("free"), attrgetter("free_cpus")
+_FREE_MEMORY_GB, _UTILISATION = attrgetter("free_memory_gb"), attrgetter("utilisation")
 _MISSING = DCCapacity({}, 0.0, 0.0, 0.0, alive=False)  # a DC the snapshot does not name: unavailable
+_SNAPSHOTS = 32  # capacity snapshots whose columns are kept (by id() of their mapping)
 
 
 A = TypeVar("A", bound=NDArray[Any])
@@ -122,54 +131,78 @@ class CapacityColumns:
     ``utilisation_values`` holds the snapshot's own utilisation objects (for rejections to carry);
     ``held`` the snapshot's DCCapacity per DC."""
 
-    __slots__ = ("held", "alive", "free", "free_cpus", "free_memory_gb", "utilisation", "utilisation_values",
+    __slots__ = ("held", "alive", "free", "free_cpus", "free_memory_gb", "utilisation", "_values",
                  "_fits", "_base")
 
     def __init__(self, held: tuple[DCCapacity, ...], alive: Flags, free: Floats, free_cpus: Floats,
-                 free_memory_gb: Floats, utilisation_values: Objects, utilisation: Floats) -> None:
+                 free_memory_gb: Floats, utilisation: Floats) -> None:
         self.held = held
         self.alive = _frozen(alive)
         self.free = _frozen(free)
         self.free_cpus = _frozen(free_cpus)
         self.free_memory_gb = _frozen(free_memory_gb)
-        self.utilisation_values = _frozen(utilisation_values)
         self.utilisation = _frozen(utilisation)
+        self._values: Objects | None = None
         self._fits: dict[tuple[int, int], tuple[Flags, Floats]] = {}
         # Columns updated from others: those columns' fits and the DCs that changed (no chain kept).
         self._base: tuple[dict[tuple[int, int], tuple[Flags, Floats]], NDArray[np.intp]] | None = None
+
+    @property
+    def utilisation_values(self) -> Objects:
+        """The snapshot's own utilisation objects, per DC (built on first read: the explanation's)."""
+        if self._values is None:
+            self._values = _objects(list(map(_UTILISATION, self.held)))
+        return self._values
 
     @classmethod
     def of(cls, held: tuple[DCCapacity, ...], models: tuple[str, ...]) -> CapacityColumns:
         """The columns of ``held`` (one DCCapacity per DC, inventory order)."""
         n = len(held)
         free = np.full((len(models) + 1, n), math.nan)
-        frees = list(map(attrgetter("free"), held))
+        frees = list(map(_FREE, held))
         for row, m in enumerate(models):
             free[row] = [f.get(m, 0) for f in frees]
-        util = np.empty(n, dtype=object)
-        util[:] = list(map(attrgetter("utilisation"), held))
-        return cls(held, np.array(list(map(attrgetter("alive"), held)), dtype=np.bool_), free,
-                   np.array(list(map(attrgetter("free_cpus"), held)), dtype=np.float64),
-                   np.array(list(map(attrgetter("free_memory_gb"), held)), dtype=np.float64),
-                   util, util.astype(np.float64))
+        return cls(held, np.array(list(map(_ALIVE, held)), dtype=np.bool_), free,
+                   np.array(list(map(_FREE_CPUS, held)), dtype=np.float64),
+                   np.array(list(map(_FREE_MEMORY_GB, held)), dtype=np.float64),
+                   np.array(list(map(_UTILISATION, held)), dtype=np.float64))
 
     def changed(self, held: tuple[DCCapacity, ...], at: Sequence[int], models: tuple[str, ...]) -> CapacityColumns:
         """These columns with the DCs at ``at`` read from ``held`` (a snapshot that differs only there)."""
         alive, free, cpus, mem = self.alive.copy(), self.free.copy(), self.free_cpus.copy(), self.free_memory_gb.copy()
-        values, util = self.utilisation_values.copy(), self.utilisation.copy()
-        for i in at:
-            c = held[i]
-            alive[i], cpus[i], mem[i], values[i], util[i] = c.alive, c.free_cpus, c.free_memory_gb, c.utilisation, \
-                c.utilisation
-            f = c.free
+        util = self.utilisation.copy()
+        where = np.array(at, dtype=np.intp)
+        if len(at) <= 4:  # the common case: a DC or two (element by element is cheaper than by index arrays)
+            for i in at:
+                c = held[i]
+                alive[i], cpus[i], mem[i], util[i] = c.alive, c.free_cpus, c.free_memory_gb, c.utilisation
+                f = c.free
+                for row, m in enumerate(models):
+                    free[row, i] = f.get(m, 0)
+        else:
+            now = [held[i] for i in at]
+            alive[where] = list(map(_ALIVE, now))
+            cpus[where] = list(map(_FREE_CPUS, now))
+            mem[where] = list(map(_FREE_MEMORY_GB, now))
+            util[where] = list(map(_UTILISATION, now))
+            frees = list(map(_FREE, now))
             for row, m in enumerate(models):
-                free[row, i] = f.get(m, 0)
-        out = CapacityColumns(held, alive, free, cpus, mem, values, util)
-        out._base = (self._fits, np.array(at, dtype=np.intp))
+                free[row, where] = [f.get(m, 0) for f in frees]
+        out = CapacityColumns(held, alive, free, cpus, mem, util)
+        out._base = (self._fits, where)
         return out
 
     def _fit_at(self, pools: PoolColumns, count: int, at: NDArray[np.intp]) -> tuple[Flags, Floats]:
         """:meth:`fit` for the DCs at ``at``."""
+        if len(at) <= 4:  # a DC or two: element by element (the same comparisons and products)
+            few = at.tolist()
+            fit_few, kw_few = [False] * len(few), [math.nan] * len(few)
+            for k, i in enumerate(few):
+                for model, watts in zip(pools.model, pools.watts, strict=True):  # least power first
+                    if self.free[model[i], i] >= count:
+                        fit_few[k], kw_few[k] = True, watts[i] * count
+                        break
+            return np.array(fit_few, dtype=np.bool_), np.array(kw_few, dtype=np.float64)
         fits = np.zeros(len(at), dtype=np.bool_)
         kw = np.full(len(at), math.nan)
         for model, watts in zip(reversed(pools.model), reversed(pools.watts), strict=True):
@@ -198,6 +231,10 @@ class CapacityColumns:
         return got
 
 
+# A capacity snapshot's DC ids and entries, its columns, and each entry's inventory index (-1: none).
+Snapshot = tuple[tuple[str, ...], tuple[DCCapacity, ...], CapacityColumns, tuple[int, ...]]
+
+
 class NetworkTables:
     """Per-network facts a decision needs, computed once and memoised per key."""
 
@@ -210,7 +247,6 @@ class NetworkTables:
         self.unavailable = tuple(
             Rejection(d.id, Reason.UNAVAILABLE, "no live Ray node for this DC") for d in self.dcs)
         self.static = static_capacity(network)  # the capacity used when the caller gives none
-        self.static_util = min((c.utilisation for c in self.static.values()), default=0.0)
         w = network.weights
         # The pruned search is exact only when every cost input is finite and non-negative and
         # the fill bonus is at most (a hair under) the energy cost.
@@ -228,10 +264,13 @@ class NetworkTables:
         self.pue = _frozen(np.array([d.pue for d in self.dcs], dtype=np.float64))
         self.price = _frozen(np.array([d.price_cny_kwh for d in self.dcs], dtype=np.float64))
         self.target = _frozen(np.array([d.utilisation_target for d in self.dcs], dtype=np.float64))
+        self.pp = _frozen(self.pue * self.price)  # PUE x price, and with CPU watts: the pruned search's bound
+        self.cpu_wpp = _frozen(self.cpu_watts * self.pp)
         self.east = _frozen(np.array([d.region is Region.EAST for d in self.dcs], dtype=np.bool_))
         self._late: dict[tuple[str | None, float | None], tuple[Flags, Objects]] = {}
         self._pool_columns: dict[tuple[Family, str | None], PoolColumns] = {}
-        self._snapshot: tuple[tuple[str, ...], tuple[DCCapacity, ...], CapacityColumns, tuple[int, ...]] | None = None
+        self._snapshot: Snapshot | None = None  # the last snapshot's columns
+        self._snapshots: dict[int, Snapshot] = {}  # recent ones' by id() of their mapping
         self._index = {dc_id: i for i, dc_id in enumerate(self.ids)}
         # Per eligibility limit (a tier's bound less its guard band): how a latency rejection names it.
         self._guard: dict[float, str] = {}
@@ -303,7 +342,7 @@ class NetworkTables:
         got = self._bounds.get(key)
         if got is None:
             rows, _ = self.rows(spec, latency_bound)
-            got = self._bounds[key] = PruneBound(tuple(r for r in rows if r[7] is None or r[7]))
+            got = self._bounds[key] = PruneBound(tuple(r for r in rows if r[7] is None or r[7]), len(self.dcs))
         return got
 
     def late(self, origin: str | None, bound: float | None) -> tuple[Flags, Objects]:
@@ -328,31 +367,63 @@ class NetworkTables:
         return got
 
     def capacity_columns(self, caps: Capacity) -> CapacityColumns:
-        """``caps`` as columns. The last snapshot's are kept: reused while ``caps`` names the same
+        """``caps`` as columns. Recent snapshots' are kept: reused while ``caps`` names the same
         :class:`~westflow.capacity.DCCapacity` objects (or equal ones) in the same order, and
         updated where a few DCs changed (a snapshot is a value: placement already reads it after
-        the decision, for the explanation)."""
+        the decision, for the explanation). The columns are found by the mapping's identity (a
+        caller that keeps several snapshots, changing each in place, as the admission cycle's views
+        do) or else are the last ones built; either is checked entry by entry against ``caps``."""
+        return self.snapshot(caps)[2]
+
+    def snapshot(self, caps: Capacity) -> Snapshot:
+        """``caps`` as read now: its DC ids and entries (tuples), their columns (see
+        :meth:`capacity_columns`) and each entry's inventory index (-1: none)."""
         keys, values = tuple(caps), tuple(caps.values())
+        seen = self._snapshots
         last = self._snapshot
-        n = len(self.ids)
-        if last is not None and keys == last[0]:
-            if values == last[1]:
-                return last[2]
-            # The same DCs, named in the same order: find the entries that changed.
-            changed = list(itertools.compress(range(len(values)), map(is_not, values, last[1])))
-            if len(changed) <= n // 8:
-                held, at = list(last[2].held), []
-                for k in changed:
-                    i = last[3][k]
-                    if i >= 0:  # a name outside the inventory is not read
-                        held[i] = values[k]
-                        at.append(i)
-                cols = last[2].changed(tuple(held), at, self.models)
-                self._snapshot = (keys, values, cols, last[3])
-                return cols
-        cols = CapacityColumns.of(tuple(map(caps.get, self.ids, itertools.repeat(_MISSING))), self.models)
-        self._snapshot = (keys, values, cols, tuple(self._index.get(k, -1) for k in keys))
-        return cols
+        mine = seen.get(id(caps), last)
+        got = self._columns_from(mine, keys, values)
+        if got is None and mine is not last:
+            got = self._columns_from(last, keys, values)
+        if got is None:
+            cols = CapacityColumns.of(tuple(map(caps.get, self.ids, itertools.repeat(_MISSING))), self.models)
+            got = (keys, values, cols, tuple(self._index.get(k, -1) for k in keys))
+        if len(seen) >= _SNAPSHOTS:
+            seen = self._snapshots = {}  # (replaced, not cleared: another thread may be reading it)
+        seen[id(caps)] = self._snapshot = got
+        return got
+
+    def _columns_from(self, old: Snapshot | None, keys: tuple[str, ...],
+                      values: tuple[DCCapacity, ...]) -> Snapshot | None:
+        """The snapshot ``(keys, values)`` from ``old``'s columns: the same, or updated where a few
+        DCs changed; None if it names other DCs (or in another order) or too many changed."""
+        if old is None or keys != old[0]:
+            return None
+        if values == old[1]:
+            return old
+        # The same DCs, named in the same order: find the entries that changed.
+        changed = _differ(values, old[1])
+        if len(changed) > len(self.ids) // 2:
+            return None
+        held, at = list(old[2].held), []
+        for k in changed:
+            i = old[3][k]
+            if i >= 0:  # a name outside the inventory is not read
+                held[i] = values[k]
+                at.append(i)
+        return keys, values, old[2].changed(tuple(held), at, self.models), old[3]
+
+
+def _differ(a: tuple[object, ...], b: tuple[object, ...]) -> list[int]:
+    """The positions where ``a`` and ``b`` (of one length) hold neither the same object nor equal ones,
+    in order. Runs of 64 that compare equal (in C, the same object first) are skipped whole: a few
+    changes among many entries cost a few comparisons of slices."""
+    out: list[int] = []
+    n = len(a)
+    for lo in range(0, n, 64):
+        if a[lo:lo + 64] != b[lo:lo + 64]:
+            out.extend(i for i in range(lo, min(lo + 64, n)) if not (a[i] is b[i] or a[i] == b[i]))
+    return out
 
 
 @functools.lru_cache(maxsize=32)
