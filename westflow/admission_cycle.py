@@ -715,10 +715,10 @@ class _Victims:
         self.most: dict[str, dict[str | None, float]] = {}  # per DC, as the cycle began (bounds)
         self.budgets: dict[str, dict[str, float] | None] = {}
         self.borrowed: dict[str, tuple[int, dict[str, float]]] = {}  # tenant -> (ledger version, borrowed)
-        # (dc, model, tenant, class value, reclaim) -> what such an ask may preempt there at most. Kept
-        # for the cycle (dropped for a DC whose victims are picked): borrowing that grows within the
-        # cycle is seen by the next one.
-        self.bounds: dict[tuple[str, str | None, str, int, bool], _Bound] = {}
+        # per DC, (model, tenant, class value, reclaim) -> what such an ask may preempt there at most.
+        # Kept for the cycle (dropped for a DC whose victims are picked): borrowing that grows within
+        # the cycle is seen by the next one.
+        self.bounds: dict[str, dict[tuple[str | None, str, int, bool], _Bound]] = {}
 
     def _most(self, dc: str) -> dict[str | None, float]:
         got = self.most.get(dc)
@@ -843,10 +843,13 @@ class _Victims:
                 if reclaim is None:
                     reclaim = reclaims[pool] = cohort is not None and self.ledger.within_nominal(
                         tenant, cycle._use(t, pool))
-                memo = (dc, model, tenant, value, reclaim)
-                got = bounds.get(memo)
+                memo = (model, tenant, value, reclaim)
+                here = bounds.get(dc)
+                if here is None:
+                    here = bounds[dc] = {}
+                got = here.get(memo)
                 if got is None:
-                    got = bounds[memo] = self._bound(buckets, pool, tenant, value, cohort, reclaim, rooms)
+                    got = here[memo] = self._bound(buckets, pool, tenant, value, cohort, reclaim, rooms)
                 acc, cpus, mem, theirs, mine = got
                 if acc < short - _EPS or cpus < short_cpus - _EPS or mem < short_mem - _EPS:
                     continue  # not enough to preempt here, whichever rows
@@ -874,8 +877,7 @@ class _Victims:
         if best is None:
             return None
         _, dc, picked = best
-        for memo in [m for m in self.bounds if m[0] == dc]:  # what is left there changed
-            del self.bounds[memo]
+        self.bounds.pop(dc, None)  # what is left there changed
         self._own(dc)
         for h in picked:
             b = self.copied[h.key]
