@@ -306,7 +306,9 @@ class _Cycle:
         self.family_of, self.size, self.index = facts.family_of, facts.size, facts.index
         self.near, self.near_set, self.pools_of = facts.near, facts.near_set, facts.pools_of
         self.failed: dict[Shape, _Failed] = {}
-        self.no_victims: set[tuple[object, ...]] = set()  # (DCs failed on capacity, tenant, need, class value)
+        # (DCs failed on capacity, tenant, family, model, class value) -> the (count, CPUs, memory) of asks
+        # that found no victims there: one asking as much or more finds none either
+        self.no_victims: dict[tuple[object, ...], list[tuple[int, float, float]]] = {}
         self.over_quota: dict[tuple[object, ...], str] = {}
         self.views: dict[Shape, tuple[int, dict[str, DCCapacity]]] = {}  # (len(changed) when built, view)
         self.changed: list[str] = []  # the DC of each admission, in order
@@ -368,14 +370,20 @@ class _Cycle:
         reasons = failed.reasons
         if failed.capacity_dcs and ask.awaiting_preemption:
             reasons = ((PREEMPTION, "waiting for preempted work to release its capacity"), *reasons)
-        elif failed.capacity_dcs and (kind := (failed.capacity_dcs, *need, t.value)) not in self.no_victims:
-            got = self._preempt(t, failed.capacity_dcs, blocks)
+        elif failed.capacity_dcs:
+            kind = (failed.capacity_dcs, t.tenant, acc.family, acc.model, t.value)
+            size = (acc.count, spec.cpus, spec.memory_gb)
+            got = None if self._none_for(kind, size) else self._preempt(t, failed.capacity_dcs, blocks)
             if got is not None:
                 self.preempt.append(got)
                 reasons = ((PREEMPTION, got.reason), *reasons)
-            else:  # victims only grow scarcer within a cycle: the same kind of ask finds none either
-                self.no_victims.add(kind)
+            elif not self._none_for(kind, size):  # victims only grow scarcer within a cycle
+                self.no_victims.setdefault(kind, []).append(size)
         self.waiting.append(Wait(ask.key, reasons))
+
+    def _none_for(self, kind: tuple[object, ...], size: tuple[int, float, float]) -> bool:
+        """Whether an ask of ``kind`` no smaller than one that found no victims this cycle (so finds none)."""
+        return any(c <= size[0] and cp <= size[1] and m <= size[2] for c, cp, m in self.no_victims.get(kind, ()))
 
     def _admit(self, t: _Try, p: Placement) -> None:
         held, fam = _holds(p), _family(p)
