@@ -15,7 +15,7 @@ from westflow.capacity import DCCapacity
 from westflow.errors import InfeasibleError
 from westflow.inventory import Network
 from westflow.placement import WestflowPolicy
-from westflow.spec import parse_spec
+from westflow.spec import WorkloadSpec, parse_spec
 
 _spec = importlib.util.spec_from_file_location("placement_bench", ROOT / "benchmarks" / "placement_bench.py")
 assert _spec and _spec.loader
@@ -39,17 +39,11 @@ def test_pruned_search_equals_full_scan_on_1000_dcs(seed: int) -> None:
     rng = random.Random(seed)
     fast, full = WestflowPolicy(prune=True), WestflowPolicy(prune=False)
     for i in range(120):
-        d: dict[str, Any] = {"name": f"s{i}", "tier": rng.choice(["batch", "realtime"]),
-                             "origin": rng.choice(net.city_ids), "accelerator": rng.choice(ACCELS),
-                             "cpus": rng.choice([1, 2, 16]), "memory_gb": rng.choice([1, 64]),
-                             "duration_hours": rng.choice([0.1, 1, 5.5])}
-        if rng.random() < 0.4:
-            d["inputs"] = [{"name": "x", "region": rng.choice(["east", "west"]), "size_gb": rng.choice([0, 500])}]
-        spec = parse_spec(d, net)
+        spec = _random_spec(rng, net, i, ["batch", "realtime"])
         cap = {dc.id: DCCapacity({p.model: rng.choice([0, 3, 8, 64]) for p in dc.pools}, dc.cpus, dc.memory_gb,
                                  rng.random(), alive=rng.random() > 0.05)
                for dc in net.data_centers}
-        assert _outcome(fast, spec, net, cap) == _outcome(full, spec, net, cap), d
+        assert _outcome(fast, spec, net, cap) == _outcome(full, spec, net, cap), spec
 
 
 @pytest.mark.parametrize("head", [1, 5])
@@ -74,6 +68,17 @@ def _utilisation(rng: random.Random) -> float:
     return rng.choice([0.0, 0.3, 0.64, 0.65, 0.9, 1.0, math.nan, rng.random(), rng.random()])
 
 
+def _random_spec(rng: random.Random, net: Network, i: int, tiers: list[str]) -> WorkloadSpec:
+    """A random step spec (tier from ``tiers``; inputs for some)."""
+    d: dict[str, Any] = {"name": f"s{i}", "tier": rng.choice(tiers),
+                         "origin": rng.choice(net.city_ids), "accelerator": rng.choice(ACCELS),
+                         "cpus": rng.choice([1, 2, 16]), "memory_gb": rng.choice([1, 64]),
+                         "duration_hours": rng.choice([0.1, 1, 5.5])}
+    if rng.random() < 0.4:
+        d["inputs"] = [{"name": "x", "region": rng.choice(["east", "west"]), "size_gb": rng.choice([0, 500])}]
+    return parse_spec(d, net)
+
+
 def test_pruned_search_on_snapshots_changed_in_place_equals_full_scan() -> None:
     """The bound reads each DC's capacity and utilisation from columns kept per snapshot mapping; mappings
     changed in place between decisions (as the admission cycle's views are), a few DCs or many at a
@@ -94,13 +99,7 @@ def test_pruned_search_on_snapshots_changed_in_place_equals_full_scan() -> None:
             cap[dc.id] = entry(dc)
         if i == 80:  # a negative utilisation: the bound does not hold, the full scan decides
             cap[net.data_centers[0].id] = replace(cap[net.data_centers[0].id], utilisation=-0.5)
-        d: dict[str, Any] = {"name": f"s{i}", "tier": rng.choice(["batch", "batch", "realtime"]),
-                             "origin": rng.choice(net.city_ids), "accelerator": rng.choice(ACCELS),
-                             "cpus": rng.choice([1, 2, 16]), "memory_gb": rng.choice([1, 64]),
-                             "duration_hours": rng.choice([0.1, 1, 5.5])}
-        if rng.random() < 0.4:
-            d["inputs"] = [{"name": "x", "region": rng.choice(["east", "west"]), "size_gb": rng.choice([0, 500])}]
-        spec = parse_spec(d, net)
+        spec = _random_spec(rng, net, i, ["batch", "batch", "realtime"])
         outcomes = []
         for policy in (fast, full):
             try:
@@ -110,7 +109,7 @@ def test_pruned_search_on_snapshots_changed_in_place_equals_full_scan() -> None:
         for dc in rng.sample(net.data_centers, 3):  # changed after the decision: its explanation is not
             cap[dc.id] = entry(dc)
         got = [[p.as_dict(), p.score, repr(p.rejected)] if not isinstance(p, list) else p for p in outcomes]
-        assert got[0] == got[1], d
+        assert got[0] == got[1], spec
         checked += not isinstance(outcomes[0], list)
     assert checked > 80
 
