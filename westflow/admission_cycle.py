@@ -49,8 +49,9 @@ import functools
 import heapq
 import itertools
 import math
+import operator
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
@@ -235,43 +236,52 @@ class _Order:
     (tenant, class) group at a time; an entry whose share is stale is re-pushed when popped."""
 
     def __init__(self, asks: Sequence[tuple[Ask, str, int]], ledger: Ledger) -> None:
-        groups: dict[tuple[str, str], list[tuple[Ask, str, int]]] = {}
-        for a in asks:
-            groups.setdefault((a[1], a[0].priority_class), []).append(a)
-        self.groups = [sorted(g, key=lambda a: (_urgency(a[0]), a[0].key)) for g in groups.values()]
+        groups: dict[tuple[str, str], list[tuple[float, str, Ask, str, int]]] = {}
+        for ask, tenant, value in asks:
+            groups.setdefault((tenant, ask.priority_class), []).append((_urgency(ask), ask.key, ask, tenant, value))
+        self.groups = [sorted(g, key=_DUE) for g in groups.values()]
         self.ledger = ledger
+        self.shares: dict[str, tuple[int, float]] = {}  # tenant -> (ledger version, its share then)
         self.heap: list[tuple[int, float, float, str, int, int, int]] = []
         for gid in range(len(self.groups)):
             self._push(gid, 0)
 
     def _push(self, gid: int, at: int) -> None:
+        """The group's ``at``-th ask onto the heap (none past its end)."""
         group = self.groups[gid]
         if at < len(group):
-            ask, tenant, value = group[at]
-            self.heap.append((-value, self.ledger.share(tenant), _urgency(ask), ask.key,
-                              self.ledger.version.get(tenant, 0), gid, at))
+            urgency, key, _, tenant, value = group[at]
+            version, share = self._share(tenant)
+            heapq.heappush(self.heap, (-value, share, urgency, key, version, gid, at))
+
+    def _share(self, tenant: str) -> tuple[int, float]:
+        """The tenant's ledger version and its dominant share at that version (read once per version)."""
+        version = self.ledger.version.get(tenant, 0)
+        got = self.shares.get(tenant)
+        if got is None or got[0] != version:
+            got = self.shares[tenant] = (version, self.ledger.share(tenant))
+        return got
 
     def __iter__(self) -> _Order:
-        heapq.heapify(self.heap)
         return self
 
     def __next__(self) -> tuple[Ask, str, int]:
-        heap, ledger = self.heap, self.ledger
+        heap, version_of = self.heap, self.ledger.version
         while heap:
-            neg, _, submitted, key, version, gid, at = heap[0]
-            ask, tenant, value = self.groups[gid][at]
-            if version != ledger.version.get(tenant, 0):  # its tenant's share changed: take its place again
-                heapq.heapreplace(heap, (neg, ledger.share(tenant), submitted, key,
-                                         ledger.version.get(tenant, 0), gid, at))
+            neg, _, urgency, key, version, gid, at = heap[0]
+            tenant = self.groups[gid][at][3]
+            if version != version_of.get(tenant, 0):  # its tenant's share changed: take its place again
+                now, share = self._share(tenant)
+                heapq.heapreplace(heap, (neg, share, urgency, key, now, gid, at))
                 continue
             heapq.heappop(heap)
-            group = self.groups[gid]
-            if at + 1 < len(group):
-                nxt, _, _ = group[at + 1]
-                heapq.heappush(heap, (neg, ledger.share(tenant), _urgency(nxt), nxt.key,
-                                      ledger.version.get(tenant, 0), gid, at + 1))
+            self._push(gid, at + 1)
+            _, _, ask, _, value = self.groups[gid][at]
             return ask, tenant, value
         raise StopIteration
+
+
+_DUE = operator.itemgetter(0, 1)  # a group's order: (urgency, key)
 
 
 class _Facts:
@@ -436,37 +446,52 @@ class _Cycle:
         """What quota rules out for this ask: per (region or ``*``, model; None for CPU-only work) the
         reason; and, when that is every pool in every region, the reasons joined (it then waits on
         quota alone, without being placed). CPUs and memory are checked once, each family once."""
-        ledger, tenant, spec = self.ledger, t.tenant, t.ask.spec
+        ledger, tenant = self.ledger, t.tenant
         terms = ledger.terms[tenant]
-        n = float(spec.accelerator.count)
         blocks: Blocks = {}
-        scopes: list[tuple[str, Callable[[str, float], str], Iterable[str]]] = [
-            ("*", partial(ledger.over, tenant), terms.named)]
-        scopes += [(r, partial(ledger.region_over, tenant, r), limits) for r, limits in terms.regions.items()]
-        for scope, over, named in scopes:
-            why = over(CPUS, spec.cpus) or over(MEMORY_GB, spec.memory_gb)
-            if why:
-                for pool in t.pools:
-                    blocks.setdefault((scope, pool[1] if pool else None), why)
-                continue
-            family_why: dict[str, str] = {}
-            for pool in t.pools:
-                if pool is None or ("*", pool[1]) in blocks:
-                    continue
-                f, m = pool
-                if scope == "*" and f not in named and m not in named:
-                    blocks[("*", m)] = f"tenant {tenant} has no quota for {f} ({m})"
-                    continue
-                fam = family_why.get(f)
-                if fam is None:
-                    fam = family_why[f] = over(f, n) if f in named else ""
-                why = fam or (over(m, n) if m in named else "")
-                if why:
-                    blocks[(scope, m)] = why
-        if blocks and all(("*", p[1] if p else None) in blocks or all(
-                (r, p[1] if p else None) in blocks for r in self.regions) for p in t.pools):
+        self._scope_blocks(blocks, t, "*", partial(ledger.over, tenant), terms.named)
+        for region, limits in terms.regions.items():
+            self._scope_blocks(blocks, t, region, partial(ledger.region_over, tenant, region), limits)
+        if blocks and self._all_out(blocks, t.pools):
             return blocks, "; ".join(dict.fromkeys(blocks.values()))
         return blocks, ""
+
+    def _scope_blocks(self, blocks: Blocks, t: _Try, scope: str, over: Callable[[str, float], str],
+                      named: Collection[str]) -> None:
+        """:meth:`_blocks` in one scope: network-wide (``*``, ``over`` the tenant's quota) or a region
+        with a quota of the tenant's."""
+        spec = t.ask.spec
+        why = over(CPUS, spec.cpus) or over(MEMORY_GB, spec.memory_gb)
+        if why:
+            for pool in t.pools:
+                blocks.setdefault((scope, pool[1] if pool else None), why)
+            return
+        n = float(spec.accelerator.count)
+        family_why: dict[str, str] = {}
+        for pool in t.pools:
+            if pool is None or ("*", pool[1]) in blocks:
+                continue
+            f, m = pool
+            if scope == "*" and f not in named and m not in named:
+                blocks[("*", m)] = f"tenant {t.tenant} has no quota for {f} ({m})"
+                continue
+            fam = family_why.get(f)
+            if fam is None:
+                fam = family_why[f] = over(f, n) if f in named else ""
+            why = fam or (over(m, n) if m in named else "")
+            if why:
+                blocks[(scope, m)] = why
+
+    def _all_out(self, blocks: Blocks, pools: tuple[Pool, ...]) -> bool:
+        """Whether quota rules out every one of ``pools`` in every region."""
+        for p in pools:
+            m = p[1] if p else None
+            if ("*", m) in blocks:
+                continue
+            for r in self.regions:
+                if (r, m) not in blocks:
+                    return False
+        return True
 
     def _why(self, blocks: Blocks, model: str | None, region: str) -> str:
         """Why quota rules out ``model`` in ``region`` for this ask ("" if it does not)."""
@@ -716,6 +741,8 @@ class _Victims:
         self.ledger = ledger
         self.index = index
         self.taken: dict[str, dict[str, float]] = {}
+        # per tenant, (family, model) -> (its ledger version, :meth:`_room` then); dropped when it gives back
+        self.rooms: dict[str, dict[tuple[str | None, str], tuple[int, float]]] = {}
         self.buckets: dict[str, dict[tuple[str, str], _Bucket]] = dict(index.buckets)
         self.copied: dict[str, _Bucket] = {}  # key -> its bucket's copy, in the DCs this cycle picked in
         for h in index.preempting.values():
@@ -749,6 +776,7 @@ class _Victims:
                 self.copied[r.held.key] = b
 
     def _give(self, tenant: str, use: dict[str, float]) -> None:
+        self.rooms.pop(tenant, None)  # (what it has left to give back changed)
         mine = self.taken.setdefault(tenant, {})
         for k, n in use.items():
             mine[k] = mine.get(k, 0.0) + n
@@ -782,12 +810,20 @@ class _Victims:
         terms = self.ledger.terms.get(tenant)
         if terms is None or model is None:
             return math.inf
-        borrowed, taken = self._left(tenant)
-        dims = [k for k in (family, model) if k in terms.named]
-        return min([math.inf, *(borrowed.get(k, 0.0) - taken.get(k, 0.0) for k in dims)])
+        version = self.ledger.version.get(tenant, 0)
+        mine = self.rooms.get(tenant)
+        if mine is None:
+            mine = self.rooms[tenant] = {}
+        got = mine.get((family, model))
+        if got is None or got[0] != version:
+            borrowed, taken = self._left(tenant)
+            dims = [k for k in (family, model) if k in terms.named]
+            got = mine[(family, model)] = (
+                version, min([math.inf, *(borrowed.get(k, 0.0) - taken.get(k, 0.0) for k in dims)]))
+        return got[1]
 
     def _bound(self, buckets: dict[tuple[str, str], _Bucket], pool: Pool, tenant: str, value: int,
-               cohort: str | None, reclaim: bool, rooms: dict[tuple[str, str | None], float]) -> _Bound:
+               cohort: str | None, reclaim: bool) -> _Bound:
         """What an ask (of ``tenant``, class ``value``, on ``pool``) may preempt in one DC, at most:
         accelerators of the pool's model, CPUs, memory; and the buckets it may take from."""
         model = pool[1] if pool else None
@@ -805,9 +841,7 @@ class _Victims:
                 acc += b.acc.get(model, 0.0) if model else 0.0
             elif lower or (reclaim and b.value <= value and b.cohort == cohort):
                 if model is not None:  # a tenant with nothing left of what it borrows gives nothing
-                    room = rooms.get((b.tenant, model))
-                    if room is None:
-                        room = rooms[(b.tenant, model)] = self._room(b.tenant, pool[0] if pool else None, model)
+                    room = self._room(b.tenant, pool[0] if pool else None, model)
                     if room < b.least.get(model, math.inf) - _EPS:
                         continue
                     acc += min(room, b.acc.get(model, 0.0))  # (a row is taken whole)
@@ -824,7 +858,6 @@ class _Victims:
         there); they are tried by (bound, order in ``dcs``) until none left could need fewer."""
         cohort = self.ledger.terms[t.tenant].cohort
         spec, value, tenant = t.ask.spec, t.value, t.tenant
-        rooms: dict[tuple[str, str | None], float] = {}
         reclaims: dict[Pool, bool] = {}  # per pool: the ask is within its tenant's nominal quota there
         options: list[tuple[int, int, str, str | None, DCCapacity, list[_Bucket], list[_Bucket]]] = []
         count, cpus_asked, mem_asked = spec.accelerator.count, spec.cpus, spec.memory_gb
@@ -857,7 +890,7 @@ class _Victims:
                     here = bounds[dc] = {}
                 got = here.get(memo)
                 if got is None:
-                    got = here[memo] = self._bound(buckets, pool, tenant, value, cohort, reclaim, rooms)
+                    got = here[memo] = self._bound(buckets, pool, tenant, value, cohort, reclaim)
                 acc, cpus, mem, theirs, mine = got
                 if acc < short - _EPS or cpus < short_cpus - _EPS or mem < short_mem - _EPS:
                     continue  # not enough to preempt here, whichever rows

@@ -398,7 +398,9 @@ class Ledger:
             for d in deltas:
                 n += d.get(k, 0.0)
             if n > _EPS:
-                worst = max(worst, math.inf if q <= 0 else n / q)
+                x = math.inf if q <= 0 else n / q
+                if x > worst:
+                    worst = x
         return worst / terms.weight
 
     def borrowed(self, tenant: str) -> Charges:
@@ -413,9 +415,11 @@ class Ledger:
     def within_nominal(self, tenant: str, use: Charges) -> bool:
         """Whether adding ``use`` keeps the tenant within its nominal quota on every dimension it names."""
         terms = self.terms[tenant]
-        used = self.used.get(tenant, {})
-        return all(used.get(k, 0.0) + n <= terms.nominal.get(k, 0.0) + _EPS
-                   for k, n in use.items() if k in terms.named and n > 0)
+        used, named, nominal = self.used.get(tenant, {}), terms.named, terms.nominal
+        for k, n in use.items():
+            if n > 0 and k in named and not used.get(k, 0.0) + n <= nominal.get(k, 0.0) + _EPS:  # (NaN: out)
+                return False
+        return True
 
     def over_nominal(self, tenant: str, use: Charges) -> bool:
         """Whether ``use`` would be (partly) borrowed."""

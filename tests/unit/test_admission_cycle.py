@@ -300,6 +300,18 @@ def test_reclaim_within_nominal_displaces_borrowed_production_up_to_what_was_bor
     assert QUOTA in reasons(r, "a3")
 
 
+def test_what_another_tenant_may_give_back_is_read_again_once_it_borrows_more_within_the_cycle() -> None:
+    # a's realtime ask finds nothing to preempt: b's best-effort b-1 is within b's nominal quota. Then b's
+    # production ask is admitted and b borrows 8; a's production ask (a searches after b: its weighted share,
+    # 8/64/0.1, is above b's 8/8) may now take b-1, which stands for what b borrows
+    t = tenants({"name": "a", "weight": 0.1, "quota": quota(cuda=64)},
+                {"name": "b", "quota": quota(cuda=8), "borrowing_limit": {"accelerators": {"cuda": 16}}})
+    hold = [held("a-run", "a", "helinger", "H800", 8, "production"), held("b-1", "b", "yrd_demo", "H800", 8)]
+    r = run([rt("a-rt", "a"), ask("b-prod", "b", "H20:8"), ask("a-prod", "a", "H800:8", at=1.0)], hold, t,
+            caps(zhongwei=8))
+    assert [a.key for a in r.admitted] == ["b-prod"] and r.admitted[0].borrowed
+    assert [(p.key, p.victims) for p in r.preempt] == [("a-prod", ("b-1",))]
+
 def test_preemption_never_for_latency_or_accelerator() -> None:
     t = tenants({"name": "a", "quota": quota(cuda=4096, cann=4096)})
     # best-effort fills western helinger (beyond 20 ms of Shanghai); the eastern DCs are full of production
