@@ -292,7 +292,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
                 threading.Thread(target=self._stop_when_preempted, daemon=True, name=f"westflow-preempt-{job_id}",
                                  args=(context, dispatcher, job_id, preempted, done, grace_s)).start()
             try:
-                outcome = dispatcher.wait(job_id)
+                outcome = dispatcher.wait(job_id, data_center=p.data_center)
             except ClusterLost as exc:  # the whole cluster is gone: nothing there to stop; the caller fails over
                 context.log.warning(f"westflow: {exc}")
                 outcome = JobOutcome(job_id, LOST, str(exc))

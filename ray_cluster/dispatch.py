@@ -49,6 +49,7 @@ _NODE_DIED_TYPES = frozenset({"JOB_SUPERVISOR_ACTOR_DIED"})
 _NODE_DIED_TEXT = "node has died"
 REATTACH = RetryPolicy(attempts=8, base_s=0.5, max_s=10.0)  # ~35 s of a silent Jobs API before giving up
 CONFIRM = RetryPolicy(attempts=6, base_s=0.5, max_s=2.0, jitter=0)  # node-loss reads: ~7 s window
+PENDING_CHECK_S = 2.0  # how often a pending job's DC is checked for a live node (Dispatcher.wait)
 
 
 class ClusterLost(ClusterError):
@@ -200,15 +201,24 @@ class Dispatcher:
             cause = f"{short_message(outcome.message)}; the job's last error at {where}: {last_error_line(log_text)}"
         return replace(outcome, cause=cause) if cause else outcome
 
-    def wait(self, job_id: str, *, on_log: Callable[[str], None] | None = None,
-             log_flush_s: float = 30.0) -> JobOutcome:
+    def wait(self, job_id: str, *, on_log: Callable[[str], None] | None = None, log_flush_s: float = 30.0,
+             data_center: str | None = None) -> JobOutcome:
         """Follow ``job_id`` until it ends; ``on_log`` gets each line of its driver's output as it comes.
 
         A fault of the Jobs API while waiting re-attaches to the same job (bounded by ``reattach``);
         it never submits again. A Jobs API that gives no answer for that whole window raises
         :class:`ClusterLost` (the cluster is gone: its head, or the way to it).
+
+        A job still PENDING for ``data_center`` when Ray shows no live node there (``confirm_reads``
+        reads in a row, one every ``PENDING_CHECK_S``) was placed on a DC that died before it started;
+        Ray would keep it pending for up to 15 min (``RAY_JOB_START_TIMEOUT_SECONDS``). It is stopped
+        and reported STOPPED at once: Ray leaves it PENDING (its stop waits for the supervisor, which
+        cannot be scheduled), and should the DC come back, the supervisor stops the job as it starts.
+        The caller's verdict then finds the DC lost and places the step again.
         """
         tail = _LogTail(self.client(), job_id, on_log) if on_log else None
+        every = max(1, round(PENDING_CHECK_S / self.poll_interval_s))  # polls between node-state reads
+        polls, dead = 0, 0
         try:
             while True:
                 try:
@@ -220,6 +230,15 @@ class Dispatcher:
                     if is_transient_ray(exc):
                         raise ClusterLost(self.access.dashboard_url, job_id, self.reattach.total_s(), exc) from exc
                     raise
+                polls += 1
+                if data_center and status == "PENDING" and polls % every == 0:
+                    dead = dead + 1 if self._dc_alive(data_center) is False else 0
+                    if dead >= self.confirm_reads:
+                        why = (f"pending for {data_center}, which has no live Ray node ({dead} reads of Ray's node "
+                               "state in a row): stopped before it started")
+                        self.log_fn(f"Ray job {job_id} {why}")
+                        self.stop(job_id)
+                        return JobOutcome(job_id, "STOPPED", why)
                 self._sleep(self.poll_interval_s)
         finally:
             if tail:

@@ -204,6 +204,7 @@ class _FakeJobs:
                  statuses: tuple[str, ...] = ("RUNNING", "SUCCEEDED")) -> None:
         self.jobs: dict[str, _Info] = {}
         self.submits: list[dict[str, Any]] = []
+        self.stops: list[str] = []
         self.lose_answer, self.flaky_status, self.statuses = lose_answer, flaky_status, list(statuses)
 
     def submit_job(self, **params: Any) -> str:
@@ -227,6 +228,10 @@ class _FakeJobs:
 
     def get_job_info(self, job_id: str) -> _Info:
         return self.jobs[job_id]
+
+    def stop_job(self, job_id: str) -> bool:
+        self.stops.append(job_id)  # as Ray: a job whose supervisor is not scheduled stays PENDING
+        return True
 
     async def tail_job_logs(self, job_id: str) -> AsyncIterator[str]:
         yield "hello\nworld\n"
@@ -327,3 +332,34 @@ def test_a_loss_is_confirmed_by_consecutive_dead_reads() -> None:
         f"Ray node of {dc} lost during the step (no live node of {dc} in 2 reads of Ray's node state; "
         "Job entrypoint command failed with exit code 1)")
     assert nodes.reads == 3
+
+
+def _pending_job(answers: list[bool | None], statuses: tuple[str, ...]) -> tuple[Dispatcher, _FakeJobs, _Nodes, str,
+                                                                                  str]:
+    fake = _FakeJobs(statuses=statuses)
+    p = _place(frozenset())
+    nodes = _Nodes(p.data_center, answers)
+    d = Dispatcher(ClusterAccess(URL, "t"), client=fake, reader=nodes, retry=RetryPolicy(attempts=2, jitter=0),
+                   reattach=RetryPolicy(attempts=2, jitter=0), log_fn=lambda m: None, sleep=lambda s: None,
+                   poll_interval_s=1.0)
+    return d, fake, nodes, d.submit(p, "python -m jobs.etl", env={}, submission_id="s-1"), p.data_center
+
+
+def test_a_job_pending_for_a_dc_with_no_live_node_is_stopped_and_its_dc_found_lost() -> None:
+    d, fake, nodes, job_id, dc = _pending_job([None, False, True, False, False], ("PENDING",) * 50 + ("FAILED",))
+    out = d.wait(job_id, data_center=dc)
+    assert out.status == "STOPPED" and fake.stops == [job_id]  # stopped once, after two dead reads in a row
+    assert out.message.startswith(f"pending for {dc}, which has no live Ray node")
+    assert nodes.reads == 5  # an error and a live read in between reset the count
+    assert d.node_loss_verdict(job_id, dc) is not None  # the DC is still dead: the caller fails over
+
+
+def test_a_job_pending_for_a_live_dc_waits_on() -> None:
+    d, fake, nodes, job_id, dc = _pending_job([True], ("PENDING",) * 20 + ("RUNNING", "SUCCEEDED"))
+    assert d.wait(job_id, data_center=dc).succeeded and fake.stops == []
+    assert nodes.reads == 10  # one read every PENDING_CHECK_S (2 polls of 1 s) while it pends, none after
+
+
+def test_a_running_job_is_not_checked_for_its_dc() -> None:
+    d, fake, nodes, job_id, dc = _pending_job([False], ("RUNNING",) * 10 + ("SUCCEEDED",))
+    assert d.wait(job_id, data_center=dc).succeeded and fake.stops == [] and nodes.reads == 0
