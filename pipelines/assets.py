@@ -12,7 +12,8 @@ from pipelines.resources import WestflowResource
 from pipelines.workload import westflow_asset
 
 __all__ = ["daily_features", "nightly_training", "batch_inference", "realtime_scoring", "RAY_ASSETS",
-           "FeaturesConfig", "TrainingConfig", "ServiceConfig", "MODEL", "FEATURES", "PREDICTIONS", "SERVICE"]
+           "FeaturesConfig", "TrainingConfig", "TRAINING_WORKLOAD", "train_model", "ServiceConfig", "MODEL",
+           "FEATURES", "PREDICTIONS", "SERVICE"]
 
 FEATURES, MODEL, PREDICTIONS, SERVICE = "daily_features", "recsys_clf", "recsys_predictions", "recsys"
 
@@ -50,18 +51,26 @@ def daily_features(context: dg.AssetExecutionContext, config: FeaturesConfig,
         "--seed", str(config.seed)])
 
 
-@westflow_asset(
-    workload={"tier": "batch", "origin": "beijing", "accelerator": {"family": "any", "count": 2}, "cpus": 1,
-              "memory_gb": 4, "duration_hours": 2},
-    inputs=[FEATURES], deps=[daily_features], group_name="recsys",
-    description="Nightly model training (minibatch SGD), checkpoint per epoch; any accelerator family.",
-)
-def nightly_training(context: dg.AssetExecutionContext, config: TrainingConfig,
-                     westflow: WestflowResource) -> dg.MaterializeResult:
+TRAINING_WORKLOAD = {"tier": "batch", "origin": "beijing", "accelerator": {"family": "any", "count": 2}, "cpus": 1,
+                     "memory_gb": 4, "duration_hours": 2}
+
+
+def train_model(context: dg.AssetExecutionContext, config: TrainingConfig,
+                westflow: WestflowResource) -> dg.MaterializeResult:
+    """The training step's body: jobs.train on the feature table, checkpointed under the Dagster run."""
     return westflow.run(context, module="jobs.train", args=[
         "--dataset", FEATURES, "--model", config.model, "--epochs", str(config.epochs),
         "--batch-size", str(config.batch_size), "--hidden", str(config.hidden), "--seed", str(config.seed),
         "--run-id", context.run_id])
+
+
+@westflow_asset(
+    workload=TRAINING_WORKLOAD, inputs=[FEATURES], deps=[daily_features], group_name="recsys",
+    description="Nightly model training (minibatch SGD), checkpoint per epoch; any accelerator family.",
+)
+def nightly_training(context: dg.AssetExecutionContext, config: TrainingConfig,
+                     westflow: WestflowResource) -> dg.MaterializeResult:
+    return train_model(context, config, westflow)
 
 
 @westflow_asset(

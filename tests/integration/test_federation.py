@@ -31,7 +31,7 @@ import pytest
 
 from jobs.train import HOLD_FLAG
 from pipelines import metadata as md
-from pipelines.assets import FEATURES, MODEL, RAY_ASSETS, SERVICE, batch_inference, daily_features, nightly_training
+from pipelines.assets import FEATURES, MODEL, RAY_ASSETS, SERVICE, batch_inference, daily_features
 from pipelines.resources import WestflowResource
 from pipelines.run import route_reports, run_config, step_reports
 from pipelines.workload import westflow_asset
@@ -39,6 +39,8 @@ from ray_cluster.federation import Federation
 from ray_cluster.local import LocalFederation, LocalNetwork
 from ray_cluster.serving import Services
 from storage import CheckpointStore, S3Config
+from tests.fixtures.training import BATCH, MATRIX_POLICY
+from tests.fixtures.training import nightly_training as matrix_training
 from westflow.config import load_network
 from westflow.errors import ObjectMissing
 from westflow.placement import get_policy
@@ -185,8 +187,8 @@ class _HoldingWestflow(WestflowResource):
 
 def _train(fed: LocalFederation, model: str, hold: str = "") -> dg.ExecuteInProcessResult:
     kw: dict[str, Any] = {"state_dir": str(fed.state_dir), "poll_interval_s": 0.3, "cluster_lost_after_s": LOST_AFTER_S}
-    westflow = _HoldingWestflow(hold=hold, **kw) if hold else WestflowResource(**kw)
-    return dg.materialize([nightly_training], instance=dg.DagsterInstance.ephemeral(), resources={"westflow": westflow},
+    westflow = _HoldingWestflow(hold=hold, policy=MATRIX_POLICY, **kw) if hold else WestflowResource(**kw)
+    return dg.materialize([matrix_training], instance=dg.DagsterInstance.ephemeral(), resources={"westflow": westflow},
                           run_config={"ops": {"nightly_training": {"config": {"model": model, **TRAIN}}}},
                           raise_on_error=False)
 
@@ -211,8 +213,8 @@ def reference(ray_federation: LocalFederation) -> dict[str, np.ndarray]:
     return _final(S3Config.load(ray_federation.state_dir), "fed-ref")
 
 
-TRIALS = 6  # west-head-killed trials (one Dagster run each): 3 tests of a pair
-PAIR = 2  # runs per test, at once: both hold in one west DC (2 CPUs, a training step takes 1) and lose west together
+TRIALS = 10  # west-head-killed trials (one Dagster run each), as every kind of the failover matrix
+PAIR = BATCH  # runs per test, at once: all hold in one west DC (tests.fixtures.training) and lose west together
 _BATCHES = [tuple(range(b, min(b + PAIR, TRIALS))) for b in range(0, TRIALS, PAIR)]
 
 
