@@ -159,17 +159,35 @@ class _Named(Protocol):
 
 
 class InfeasibleError(WestflowError):
-    """No data center can take the spec; carries every data center's reason."""
+    """No data center can take the spec; carries every data center's reason.
+
+    The message (``str(exc)``, one line per data center) is written on first read: an admission
+    cycle catches thousands of these and reads only ``rejected``.
+    """
 
     def __init__(self, spec: _Named, rejected: Sequence[_Rejected]) -> None:
+        super().__init__()
         self.spec = spec
         self.rejected = tuple(rejected)
-        lines = "\n".join(f"  {r.data_center}: {r.reason.value}: {r.detail}" for r in self.rejected)
-        super().__init__(
-            f"No data center can run {spec.name!r} (tier {spec.tier!r}"
-            f"{', origin ' + repr(spec.origin) if spec.origin else ''}):\n{lines}\n"
-            "To fix: relax or change the resource requirements, or wait for capacity."
-        )
+        self._message: str | None = None
+
+    def __str__(self) -> str:
+        if self._message is None:
+            spec = self.spec
+            lines = "\n".join(f"  {r.data_center}: {r.reason.value}: {r.detail}" for r in self.rejected)
+            self._message = (
+                f"No data center can run {spec.name!r} (tier {spec.tier!r}"
+                f"{', origin ' + repr(spec.origin) if spec.origin else ''}):\n{lines}\n"
+                "To fix: relax or change the resource requirements, or wait for capacity."
+            )
+        return self._message
+
+    @property
+    def args(self) -> tuple[str]:  # type: ignore[override]  # (the message, as an eager exception has it)
+        return (str(self),)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
 
 
 class CodeError(WestflowError):

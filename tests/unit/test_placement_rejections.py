@@ -127,3 +127,17 @@ def test_a_placement_with_one_eligible_dc_reads_no_dearer() -> None:
     caps[only.id] = DCCapacity({pl.model: 64 for pl in only.pools}, only.cpus, only.memory_gb, 0.5)
     p = place(make_spec(accelerator=f"{only.pools[0].model}:1"), n, caps)
     assert p.data_center == only.id and all(r.reason is not Reason.DEARER for r in p.rejected)
+
+
+def test_an_infeasible_error_writes_its_message_on_read_as_it_was_written_eagerly() -> None:
+    net = national()
+    spec = parse_spec({"name": "big", "accelerator": "H800:4096", "cpus": 1, "memory_gb": 1}, net)
+    with pytest.raises(InfeasibleError) as info:
+        place(spec, net)
+    exc = info.value
+    lines = "\n".join(f"  {r.data_center}: {r.reason.value}: {r.detail}" for r in exc.rejected)
+    text = (f"No data center can run 'big' (tier {spec.tier!r}):\n{lines}\n"
+            "To fix: relax or change the resource requirements, or wait for capacity.")
+    assert len(exc.rejected) == len(net.data_centers)
+    assert str(exc) == text and str(exc) == text  # (the second read is the kept one)
+    assert exc.args == (text,) and repr(exc) == f"InfeasibleError({text!r})"
