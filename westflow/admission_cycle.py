@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
+from westflow import collector
 from westflow.capacity import Capacity, DCCapacity, Resources
 from westflow.errors import ConfigError, InfeasibleError, SpecError
 from westflow.inventory import REALTIME, Family, Network
@@ -191,11 +192,12 @@ def admission_cycle(pending: Sequence[Ask], held: Sequence[Held], *, tenants: Te
     ``victims``: ``held`` as preemption reads it, when the caller keeps a :class:`VictimIndex` of it
     (the simulator); never changed. See the module doc for the rules.
     """
-    cycle = _Cycle(pending, held, tenants, network, capacity, policy,
-                   ledger_of(tenants, held) if ledger is None else ledger.copy())
-    cycle.now = now
-    cycle.victim_index = victims
-    return cycle.run()
+    with collector.paused():  # (it keeps ~10 objects per decision alive and makes no reference cycles)
+        cycle = _Cycle(pending, held, tenants, network, capacity, policy,
+                       ledger_of(tenants, held) if ledger is None else ledger.copy())
+        cycle.now = now
+        cycle.victim_index = victims
+        return cycle.run()
 
 
 # -- the cycle ------------------------------------------------------------------------------------
