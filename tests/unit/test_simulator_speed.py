@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from tests.builders import national
 from westflow.placement import POLICY_NAMES, get_policy
+from westflow.simulator.clock import SHANGHAI, Clock
 from westflow.simulator.demand import LoadScaling, Workload, build_workload
 from westflow.simulator.engine import Simulation
 from westflow.simulator.traces import BatchJob, Request, TraceSet
@@ -96,4 +98,17 @@ def test_reclaim_by_a_stuck_tenant_gives_the_same_report_numbers() -> None:
                                            for skip in (True, False))
     assert fast["tenants"]["light"]["preempted"] > 0  # heavy reclaimed
     assert sent < sent_all
+    assert fast == reference
+
+
+@pytest.mark.parametrize("tenants", [None, "two"])
+def test_skipping_stuck_asks_while_the_policy_defers_gives_the_same_report_numbers(tenants: str | None) -> None:
+    # the window ends the evening peak: queued jobs with time to spare are deferred to the night's valley
+    # as room appears (they take none now), the others start at once
+    clock = Clock(datetime(2026, 1, 5, 20, 30, tzinfo=SHANGHAI).timestamp(), 2.0)
+    w = _busy_workload(seed=7)
+    kw: dict[str, Any] = {"tenants": _two_tenants()} if tenants else {}
+    (fast, sent), (reference, sent_all) = (_numbers("westflow", w, skip, clock=clock, **kw) for skip in (True, False))
+    assert sum(1 for d in fast["deferred_s"] if d > 0) > 10
+    assert sent < 0.8 * sent_all
     assert fast == reference

@@ -57,6 +57,7 @@ from westflow.simulator.demand import STEP_S, Workload
 from westflow.simulator.realtime import RT_CPUS_PER_ACCELERATOR, RT_MEMORY_GB_PER_ACCELERATOR, RealtimeMixin
 from westflow.simulator.results import PolicyResult
 from westflow.simulator.state import Holding, Run, SimNetwork
+from westflow.simulator.stuck import StuckAsks
 from westflow.simulator.tenancy import (
     BATCH_CLASS,
     REALTIME_CLASS,
@@ -78,13 +79,13 @@ Progress = Callable[[str, float], None]
 class Simulation(RealtimeMixin):
     """One policy replaying one workload: a single event loop over real-time steps and batch events.
 
-    **Stuck asks** (speed; the same decisions): a pending ask the last cycle left waiting (on capacity,
-    quota, or a deadline it cannot meet there) stays *stuck* while nothing since could let it in: no
-    capacity released, its spec unchanged and, with more than one tenant, no work started by a tenant that
-    then borrows (work above a tenant's nominal quota may be reclaimed by the others: their stuck asks
-    are tried again). A later cycle gets only the asks that are not stuck:
-    capacity and the tenants' use have only grown since, the stuck ones admit nothing and preempt no one
-    there, and they would not change the order of the others (fair shares move only on admissions).
+    **Stuck asks** (speed; the same decisions): a pending ask a cycle left waiting (on capacity, quota, or
+    a deadline it cannot meet there) stays *stuck* until the state meets every condition a cycle needs to
+    admit it or preempt for it: room in a DC its quota allows, or victims it may take
+    (:class:`~westflow.simulator.stuck.StuckAsks`, judged per need after the events that may loosen them:
+    a release where it could fit, one by its tenant or cohort, new work it could preempt). A later cycle
+    gets only the asks that are not stuck: the stuck ones admit nothing and preempt no one there, and they
+    would not change the order of the others (fair shares move only on admissions).
     ``skip_stuck = False`` sends every pending ask to every cycle (the reference the tests compare with).
 
     **Victims kept** (speed; the same decisions): the held rows as preemption reads them are one
@@ -147,9 +148,8 @@ class Simulation(RealtimeMixin):
         self._ready = [j.submit_s for j in workload.jobs]  # submit, or the start the policy chose (deferral)
         self._deferred: list[tuple[float, str]] = []  # heap of (start, key) of asks deferred to cheaper hours
         self._latest: list[tuple[float, int]] = []  # heap of (latest start meeting the deadline, job)
-        self._stuck: set[str] = set()  # pending asks no cycle can admit until something changes (class doc)
-        self._gen = 0  # bumped on each change that may unstick them
-        self._start_unsticks = len(self.tenants.tenants) > 1  # borrowed work may be another tenant's victim
+        # pending asks no cycle can admit until something changes (class doc)
+        self._stuck = StuckAsks(network, self.tenants, self.ledger, self.net.capacity, defers=self.defers)
 
     def _realtime_tenant(self) -> str:
         """The tenant real-time demand runs as: the default tenant if it may use the realtime class, else
@@ -267,24 +267,19 @@ class Simulation(RealtimeMixin):
                                now=self.clock.wall(t) if self.defers else None,
                                victims=self._victims if self.keep_victims else None)
 
-    def _unstick(self) -> None:
-        self._gen += 1
-        self._stuck.clear()
-
     def _hold(self, row: Held) -> None:
         self.held[row.key] = row
         self._victims.add(row)
         self.net.take(row.data_center, row.resources)
         self.ledger.add(row.tenant, row.region, row.family, row.resources)
-        if self._start_unsticks and self.ledger.borrowed(row.tenant):
-            self._unstick()  # its work is now partly borrowed: another tenant's stuck ask may reclaim it
+        self._stuck.held(row)
 
     def _release(self, key: str) -> Held:
-        self._unstick()
         row = self.held.pop(key)
         self._victims.remove(key)
         self.net.release(row.data_center, row.resources)
         self.ledger.add(row.tenant, row.region, row.family, row.resources, -1)
+        self._stuck.released(row)
         return row
 
     def _inside(self, a: float, b: float) -> float:
@@ -363,15 +358,17 @@ class Simulation(RealtimeMixin):
         cycle again (bounded) so the preemptors take what their victims left."""
         if self._latest:
             self._past_deadline(t)
-        gen, r = -1, None
+        r, since = None, 0
         for _ in range(MAX_RETRIES):
             if not self.pending:
                 return
-            stuck = self._stuck if self.skip_stuck else ()
+            stuck = self._stuck
+            if self.skip_stuck and stuck:
+                stuck.loosen(self.clock.wall(t) if self.defers else None)
             asks = [a for k, a in self.pending.items() if k not in stuck] if stuck else list(self.pending.values())
             if not asks:
                 return  # every pending ask is stuck: the cycle would admit, defer and preempt nothing
-            gen = self._gen
+            since = stuck.tick
             r = self._cycle(asks, t)
             for a in r.admitted:
                 self._start(a, t)
@@ -388,8 +385,8 @@ class Simulation(RealtimeMixin):
         for key, ask in self.pending.items():
             if ask.awaiting_preemption:
                 self.pending[key] = replace(ask, awaiting_preemption=False)
-        if r is not None and not r.preempt and self._gen == gen:
-            self._stuck = set(self.pending)  # what the last cycle left waiting, nothing changed since
+        if self.skip_stuck and r is not None and not r.preempt:  # what the last cycle left waiting
+            self._stuck.stick((a for k, a in self.pending.items() if k not in self._stuck), since)
 
     def _start(self, a: Admit, t: float) -> None:
         res, key = self.res, a.key
