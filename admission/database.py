@@ -61,9 +61,10 @@ class DatabaseError(WestflowError):
     """
 
     def __init__(self, url: str, problem: str, *, allowed: tuple[str, ...] | None = ALLOWED_URLS,
-                 fix: str | None = None) -> None:
+                 fix: str | None = None, malformed: bool = False) -> None:
         self.url = masked(url)
         self.problem = problem
+        self.malformed = malformed  # the URL itself is bad input (the CLI exits 2), not a failing database
         super().__init__(field_message("admission database URL", self.url, allowed, where=None, fix=fix,
                                        message=f"{problem}: admission database URL {self.url!r}"))
 
@@ -86,22 +87,23 @@ def sqlite_url(state_dir: Path | str) -> str:
 def canonical_url(url: str) -> URL:
     """``url`` parsed and checked; ``postgres://`` and ``postgresql://`` become ``postgresql+psycopg://``."""
     if not isinstance(url, str) or not url.strip():
-        raise DatabaseError(str(url), "Empty or non-text")
+        raise DatabaseError(str(url), "Empty or non-text", malformed=True)
     try:
         parsed = make_url(url.strip())
     except ArgumentError:
-        raise DatabaseError(url, "Unparseable") from None
+        raise DatabaseError(url, "Unparseable", malformed=True) from None
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         db = parsed.database or ""
         if not db or db == ":memory:" or db.startswith("file:") or not Path(db).is_absolute():
             raise DatabaseError(url, "Not a file path (an in-memory or relative SQLite database is neither durable "
-                                "nor shared)", fix="give an absolute path, as in 'sqlite:////srv/westflow/admission.db'.")
+                                "nor shared)", fix="give an absolute path, as in 'sqlite:////srv/westflow/admission.db'.",
+                                malformed=True)
         return parsed.set(drivername="sqlite")
     if parsed.drivername in _PG_SCHEMES:
         if not parsed.database:
-            raise DatabaseError(url, "No database named in")
+            raise DatabaseError(url, "No database named in", malformed=True)
         return parsed.set(drivername="postgresql+psycopg")
-    raise DatabaseError(url, f"Unsupported backend {parsed.drivername!r} in")
+    raise DatabaseError(url, f"Unsupported backend {parsed.drivername!r} in", malformed=True)
 
 
 def open_engine(url: str) -> Engine:

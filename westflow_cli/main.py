@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from admission.database import DatabaseError
 from westflow.errors import (
     ClusterError,
     CodeError,
@@ -59,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, ConfigError, CodeError) as exc:
         print(f"westflow: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except DatabaseError as exc:  # a malformed --db URL is bad input; a database that fails is a failure
+        print(f"westflow: {'error' if exc.malformed else 'failed'}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.malformed else EXIT_FAILURE
     except (ClusterError, StorageError, WestflowError) as exc:
         print(f"westflow: failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE

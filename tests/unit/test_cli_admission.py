@@ -69,7 +69,18 @@ def test_tenants_shows_quota_use_borrowed_and_lent(queue: AdmissionQueue, tmp_pa
     assert "borrowed" in capsys.readouterr().out
 
 
-def test_a_bad_queue_url_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["queue", "--db", "sqlite:///relative.db", "--state-dir", str(tmp_path)]) == 4
+@pytest.mark.parametrize("url", ["sqlite:///relative.db", "mysql://u@h/q", "postgresql://u@h/", "::nonsense::", " "])
+def test_a_bad_queue_url_is_bad_input_in_one_line_naming_it(url: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["queue", "--db", url, "--state-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "admission database URL" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("westflow: error: ") and "admission database URL" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_database_that_does_not_answer_is_a_failure_not_bad_input(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"postgresql://u@/q?host={tmp_path}"  # a Unix socket dir with no server in it: nothing on TCP
+    assert main(["queue", "--db", url, "--state-dir", str(tmp_path)]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("westflow: failed: ") and "unreachable" in err and "Traceback" not in err
