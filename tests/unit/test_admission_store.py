@@ -492,3 +492,74 @@ def scenario_killed_writer(url: str) -> None:
 
 def test_killed_writer_leaves_nothing_half_written(url: str) -> None:
     scenario_killed_writer(url)
+
+
+def _downgrade(url: str, revision: str) -> None:
+    """Alembic downgrade to ``revision`` on SQLite, foreign keys off around it (as ``migrate`` upgrades)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from admission.database import MIGRATIONS
+
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys = OFF")  # outside a transaction, or SQLite ignores it
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            with conn.begin():
+                command.downgrade(cfg, revision)
+                assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+    finally:
+        engine.dispose()
+
+
+def test_downgrading_placement_in_time_keeps_a_deferred_row_as_pending_and_upgrading_restores_it(
+        queue: AdmissionQueue, url: str) -> None:
+    submit(queue, "later")
+    submit(queue, "now")
+    with queue.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE workloads SET state = 'deferred', start_at = 1.0e9, start_note = 'valley' "
+                             "WHERE key = 'later'"))
+    queue.close()
+    _downgrade(url, "r0003")
+    engine = open_engine(url)
+    try:
+        assert current_revision(engine) == "r0003"
+        with engine.connect() as conn:
+            rows: dict[str, str] = dict(conn.execute(sa.text("SELECT key, state FROM workloads")).tuples().all())
+            columns = {c[1] for c in conn.exec_driver_sql("PRAGMA table_info(workloads)").all()}
+        assert rows == {"later": "pending", "now": "pending"}
+        assert not {"start_at", "start_note"} & columns
+        migrate(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                    Base.metadata) == []
+    finally:
+        engine.dispose()
+    again = AdmissionQueue(url)
+    try:
+        assert current_revision(again.engine) == head_revision()
+        later = again.get("later")
+        assert later is not None and later.state == "pending" and later.start_at is None
+    finally:
+        again.close()
+
+
+def test_every_migration_downgrades_to_an_empty_database_and_upgrades_back(queue: AdmissionQueue, url: str) -> None:
+    queue.close()
+    _downgrade(url, "base")
+    engine = open_engine(url)
+    try:
+        assert current_revision(engine) is None
+        assert set(sa.inspect(engine).get_table_names()) <= {"alembic_version"}
+        migrate(engine)
+        assert current_revision(engine) == head_revision()
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                    Base.metadata) == []
+    finally:
+        engine.dispose()
