@@ -253,7 +253,7 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
             Path(root) if root else None, excludes=tuple(self.excludes), max_file_mb=self.max_file_mb,
             max_upload_mb=self.max_upload_mb, py_modules=tuple(Path(m) for m in self.py_modules),
             requirements=None if self.requirements is None else tuple(self.requirements),
-            installer=self.installer))  # type: ignore[arg-type]  # ship() checks it
+            installer=self.installer, state_dir=self._state()))  # type: ignore[arg-type]  # ship() checks it
 
     def _entrypoint(self, module: str, args: Sequence[str], p: Placement) -> str:
         return entrypoint(self.python, module, args, p)

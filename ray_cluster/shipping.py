@@ -119,6 +119,8 @@ class CodeConfig:
 
     ``requirements=None`` means the project's own (:func:`project_requirements` of ``working_dir``);
     ``()`` means none (the cluster's Python has them). ``max_upload_mb=None`` is Ray's own limit.
+    ``state_dir``: westflow's state dir (the Ray token, the S3 secret, the queue database), never
+    shipped, wherever it is inside the project (``.westflow`` is excluded by name).
     """
 
     working_dir: Path | None
@@ -128,6 +130,7 @@ class CodeConfig:
     py_modules: tuple[Path, ...] = ()
     requirements: tuple[str, ...] | None = None
     installer: Installer = "pip"
+    state_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,9 @@ def ship(config: CodeConfig) -> Shipment:
         wd = Path(wd).expanduser().resolve()
         if not wd.is_dir():
             raise CodeError(field_message("working_dir", str(wd), "an existing directory (the project to ship)"))
+        state = Path(config.state_dir).expanduser().resolve() if config.state_dir is not None else None
+        if state is not None and state != wd and state.is_relative_to(wd):
+            excludes += (_escape(state.relative_to(wd).as_posix()) + "/",)
         limit_file = config.max_file_mb * _MB
         for p, n in _walk(wd, excludes):
             if n > limit_file:

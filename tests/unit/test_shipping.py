@@ -84,6 +84,24 @@ def test_ship_leaves_out_caches_vcs_gitignored_and_large_data(tmp_path: Path) ->
     assert "left out as data: data/big[1].bin (3 MiB)" in s.describe()
 
 
+def test_a_state_dir_inside_the_project_is_never_shipped(tmp_path: Path) -> None:
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    root = _project(tmp_path)
+    state = root / "ops" / "state [prod]"
+    state.mkdir(parents=True)
+    for name in ("auth_token", "admission.db", "s3.json"):
+        (state / name).write_text("secret")
+    (root / "ops" / "deploy.py").write_text("")
+    s = ship(CodeConfig(root, requirements=(), state_dir=state))
+    assert s.files == 6  # the project's five and ops/deploy.py; nothing of the state dir
+    rays = PathSpec.from_lines("gitwildmatch", s.excludes)  # what Ray's own packaging will leave out
+    assert all(rays.match_file(f"ops/state [prod]/{n}") for n in ("auth_token", "admission.db", "s3.json"))
+    assert not rays.match_file("ops/deploy.py")
+    outside = ship(CodeConfig(root, requirements=(), state_dir=tmp_path / "elsewhere"))
+    assert outside.excludes == DEFAULT_EXCLUDES and outside.files == 9  # its own files ship, as before
+
+
 def test_the_left_out_pattern_matches_in_rays_own_matcher(tmp_path: Path) -> None:
     from ray._private.thirdparty.pathspec import PathSpec
 

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     command = _command(args)
     code = ship(CodeConfig(Path(args.working_dir), excludes=tuple(args.exclude), max_file_mb=args.max_file_mb,
                            max_upload_mb=args.max_upload_mb, requirements=_requirements(args),
-                           installer=args.installer))
+                           installer=args.installer, state_dir=Path(args.state_dir)))
     module = entry_module(command)
     if module:
         check_module(code, module)
