@@ -136,8 +136,11 @@ def default_priority_class(spec: WorkloadSpec) -> str:
     return "realtime" if spec.tier == REALTIME else "production"
 
 
+_FAMILY_KEY: dict[Family, str | None] = {f: None if f is Family.CPU else f.value for f in Family}
+
+
 def _family(p: Placement) -> str | None:
-    return None if p.family is Family.CPU else p.family.value
+    return _FAMILY_KEY[p.family]
 
 
 def _holds(p: Placement) -> Resources:
@@ -358,7 +361,7 @@ class _Cycle:
         if whole:
             self.waiting.append(Wait(ask.key, ((QUOTA, whole),)))
             return
-        sig = tuple(sorted(blocks.items(), key=str)) if blocks else ()
+        sig: frozenset[object] = frozenset(blocks.items())  # (a key: what quota rules out)
         key = (*_shape(spec), ask.exclude, sig)
         failed = self.failed.get(key)
         if failed is None:
@@ -385,17 +388,22 @@ class _Cycle:
         elif failed.capacity_dcs:
             kind = (failed.capacity_dcs, t.tenant, acc.family, acc.model, t.value)
             size = (acc.count, spec.cpus, spec.memory_gb)
-            got = None if self._none_for(kind, size) else self._preempt(t, failed.capacity_dcs, blocks)
+            known_none = self._none_for(kind, size)
+            got = None if known_none else self._preempt(t, failed.capacity_dcs, blocks)
             if got is not None:
                 self.preempt.append(got)
                 reasons = ((PREEMPTION, got.reason), *reasons)
-            elif not self._none_for(kind, size):  # victims only grow scarcer within a cycle
+            elif not known_none:  # victims only grow scarcer within a cycle
                 self.no_victims.setdefault(kind, []).append(size)
         self.waiting.append(Wait(ask.key, reasons))
 
     def _none_for(self, kind: tuple[object, ...], size: tuple[int, float, float]) -> bool:
         """Whether an ask of ``kind`` no smaller than one that found no victims this cycle (so finds none)."""
-        return any(c <= size[0] and cp <= size[1] and m <= size[2] for c, cp, m in self.no_victims.get(kind, ()))
+        count, cpus, mem = size
+        for c, cp, m in self.no_victims.get(kind, ()):
+            if c <= count and cp <= cpus and m <= mem:
+                return True
+        return False
 
     def _admit(self, t: _Try, p: Placement) -> None:
         held, fam = _holds(p), _family(p)
@@ -499,7 +507,7 @@ class _Cycle:
         """Why quota rules out ``model`` in ``region`` for this ask ("" if it does not)."""
         return blocks.get(("*", model)) or blocks.get((region, model)) or ""
 
-    def _view(self, t: _Try, blocks: Blocks, sig: Shape) -> dict[str, DCCapacity]:
+    def _view(self, t: _Try, blocks: Blocks, sig: frozenset[object]) -> dict[str, DCCapacity]:
         """The capacity ``place()`` reads for this ask: the free capacity, with excluded DCs and what
         quota rules out taken away (DCs beyond the latency bound keep their latency reason). Kept per
         kind of ask and brought up to date where admissions changed a DC since."""
@@ -825,7 +833,7 @@ class _Victims:
         return got[1]
 
     def _bound(self, buckets: dict[tuple[str, str], _Bucket], pool: Pool, tenant: str, value: int,
-               cohort: str | None, reclaim: bool) -> _Bound:
+               cohort: str | None, reclaim: bool, rooms: dict[tuple[str, str | None], float]) -> _Bound:
         """What an ask (of ``tenant``, class ``value``, on ``pool``) may preempt in one DC, at most:
         accelerators of the pool's model, CPUs, memory; and the buckets it may take from."""
         model = pool[1] if pool else None
@@ -843,7 +851,9 @@ class _Victims:
                 acc += b.acc.get(model, 0.0) if model else 0.0
             elif lower or (reclaim and b.value <= value and b.cohort == cohort):
                 if model is not None:  # a tenant with nothing left of what it borrows gives nothing
-                    room = self._room(b.tenant, pool[0] if pool else None, model)
+                    room = rooms.get((b.tenant, model))  # (this search's; :meth:`_room` keeps them longer)
+                    if room is None:
+                        room = rooms[(b.tenant, model)] = self._room(b.tenant, pool[0] if pool else None, model)
                     if room < b.least.get(model, math.inf) - _EPS:
                         continue
                     acc += min(room, b.acc.get(model, 0.0))  # (a row is taken whole)
@@ -860,6 +870,7 @@ class _Victims:
         there); they are tried by (bound, order in ``dcs``) until none left could need fewer."""
         cohort = self.ledger.terms[t.tenant].cohort
         spec, value, tenant = t.ask.spec, t.value, t.tenant
+        rooms: dict[tuple[str, str | None], float] = {}
         reclaims: dict[Pool, bool] = {}  # per pool: the ask is within its tenant's nominal quota there
         options: list[tuple[int, int, str, str | None, DCCapacity, list[_Bucket], list[_Bucket]]] = []
         count, cpus_asked, mem_asked = spec.accelerator.count, spec.cpus, spec.memory_gb
@@ -892,7 +903,7 @@ class _Victims:
                     here = bounds[dc] = {}
                 got = here.get(memo)
                 if got is None:
-                    got = here[memo] = self._bound(buckets, pool, tenant, value, cohort, reclaim)
+                    got = here[memo] = self._bound(buckets, pool, tenant, value, cohort, reclaim, rooms)
                 acc, cpus, mem, theirs, mine = got
                 if acc < short - _EPS or cpus < short_cpus - _EPS or mem < short_mem - _EPS:
                     continue  # not enough to preempt here, whichever rows
@@ -957,8 +968,8 @@ class _Victims:
                 break
             h = r.held
             g = gives(h)
-            if not any(x > _EPS and y > 0 for x, y in zip(left, g, strict=True)):
-                continue
+            if not ((left[0] > _EPS and g[0] > 0) or (left[1] > _EPS and g[1] > 0) or (left[2] > _EPS and g[2] > 0)):
+                continue  # it gives nothing the ask still lacks
             b = self._bucket(h.key)
             if h.tenant != t.tenant and not (b.preemptible and b.value < t.value):  # taken to reclaim
                 if h.tenant in fair:
@@ -983,7 +994,7 @@ class _Victims:
                 for k, n in budget.items():
                     room[k] = room.get(k, 0.0) - n
             picked.append(h)
-            left = [x - y for x, y in zip(left, g, strict=True)]
+            left = [left[0] - g[0], left[1] - g[1], left[2] - g[2]]
         if max(left) > _EPS:
             return None
         for h in reversed(list(picked)):  # put back what is not needed: the last taken (oldest, own) first
