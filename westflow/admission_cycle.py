@@ -69,6 +69,7 @@ from westflow.admission_types import (
     Shape,
     Try,
     Wait,
+    latest_start,
 )
 from westflow.capacity import Capacity, DCCapacity, Resources
 from westflow.errors import ConfigError, InfeasibleError, SpecError
@@ -169,8 +170,8 @@ class _Failed:
 def _urgency(ask: Ask) -> float:
     """When an ask is due (epoch s): the latest start that still meets its deadline; for work with no
     deadline, its submission (age). The earlier first, within a class and fair share."""
-    d = ask.spec.deadline
-    return ask.submitted_at if d is None else d.timestamp() - ask.spec.duration_hours * 3600.0
+    due = latest_start(ask.spec.deadline, ask.spec.duration_hours)
+    return ask.submitted_at if due is None else due
 
 
 class _Order:

@@ -7,13 +7,14 @@ Plain frozen values, shared by the cycle (:mod:`westflow.admission_cycle`), its 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from westflow.capacity import Resources
 from westflow.placement import Placement
 from westflow.spec import WorkloadSpec
 
 __all__ = ["Ask", "Held", "Admit", "Wait", "Preempt", "CycleResult", "Try", "Shape", "Pool", "Blocks", "EPS",
-           "QUOTA", "CONFIG", "PREEMPTION", "DEFERRED"]
+           "QUOTA", "CONFIG", "PREEMPTION", "DEFERRED", "latest_start"]
 
 QUOTA, CONFIG, PREEMPTION, DEFERRED = "quota", "config", "preemption", "deferred"  # the non-DC keys of a Wait's reasons
 EPS = 1e-9
@@ -21,6 +22,12 @@ EPS = 1e-9
 Shape = tuple[object, ...]
 Pool = tuple[str, str] | None  # (family, model) an ask could run on; None: CPU only
 Blocks = dict[tuple[str, str | None], str]  # (region or "*", model or None) -> why quota rules it out
+
+
+def latest_start(deadline: datetime | None, duration_hours: float) -> float | None:
+    """The latest start (epoch s) that still finishes ``duration_hours`` of work by ``deadline``; None
+    without a deadline. Work with a deadline is due then in the admission order (else at submission)."""
+    return None if deadline is None else deadline.timestamp() - duration_hours * 3600.0
 
 
 @dataclass(frozen=True, slots=True)

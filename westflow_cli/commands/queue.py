@@ -15,6 +15,7 @@ from datetime import datetime
 
 from admission.rows import HOLDING, LIVE, WAITING, WorkloadRow, start_text
 from admission.tickets import reasons_of
+from westflow.admission_types import latest_start
 from westflow.config import load_network
 from westflow.errors import WestflowError
 from westflow.tenants import Pending, admission_order
@@ -108,8 +109,8 @@ def _due(row: WorkloadRow) -> float | None:
     try:
         spec = json.loads(row.spec_json)
         deadline = spec.get("deadline")
-        return None if not deadline else (datetime.fromisoformat(deadline).timestamp()
-                                          - float(spec.get("duration_hours") or 0.0) * 3600.0)
+        return latest_start(datetime.fromisoformat(deadline), float(spec.get("duration_hours") or 0.0)) \
+            if deadline else None
     except (ValueError, TypeError, AttributeError):
         return None
 
