@@ -55,11 +55,11 @@ TRAINING_WORKLOAD = {"tier": "batch", "origin": "beijing", "accelerator": {"fami
                      "memory_gb": 4, "duration_hours": 2}
 
 
-def train_model(context: dg.AssetExecutionContext, config: TrainingConfig,
-                westflow: WestflowResource) -> dg.MaterializeResult:
-    """The training step's body: jobs.train on the feature table, checkpointed under the Dagster run."""
+def train_model(context: dg.AssetExecutionContext, config: TrainingConfig, westflow: WestflowResource,
+                dataset: str = FEATURES) -> dg.MaterializeResult:
+    """The training step's body: jobs.train on ``dataset``, checkpointed under the Dagster run."""
     return westflow.run(context, module="jobs.train", args=[
-        "--dataset", FEATURES, "--model", config.model, "--epochs", str(config.epochs),
+        "--dataset", dataset, "--model", config.model, "--epochs", str(config.epochs),
         "--batch-size", str(config.batch_size), "--hidden", str(config.hidden), "--seed", str(config.seed),
         "--run-id", context.run_id])
 

@@ -31,7 +31,7 @@ from admission.specjson import spec_to_json
 from admission.workqueue import AdmissionQueue
 from jobs.train import HOLD_FLAG
 from pipelines import metadata as md
-from pipelines.assets import FeaturesConfig, TrainingConfig, daily_features
+from pipelines.assets import FeaturesConfig, TrainingConfig, daily_features, train_model
 from pipelines.resources import WestflowResource
 from pipelines.workload import westflow_asset
 from ray_cluster.access import ClusterAccess
@@ -60,10 +60,7 @@ POOL = {"zhongwei": 8, "helinger": 4}  # the local profile's CUDA GPUs outside z
                 group_name="admission", description="Best-effort training on every A800 of one DC.")
 def be_training(context: dg.AssetExecutionContext, config: TrainingConfig,
                 westflow: WestflowResource) -> dg.MaterializeResult:
-    return westflow.run(context, module="jobs.train", args=[
-        "--dataset", DATASET, "--model", config.model, "--epochs", str(config.epochs),
-        "--batch-size", str(config.batch_size), "--hidden", str(config.hidden), "--seed", str(config.seed),
-        "--run-id", context.run_id])
+    return train_model(context, config, westflow, dataset=DATASET)
 
 
 @westflow_asset(workload={"tier": "realtime", "origin": "beijing", "accelerator": A800, "cpus": 1, "memory_gb": 1,
