@@ -116,3 +116,19 @@ def test_cli_options_for_the_clock() -> None:
 
     assert deadline_slack("none") is None and deadline_slack("2.5") == 2.5
     assert start_time("2026-03-01").utcoffset() == DEFAULT_EPOCH.utcoffset()
+
+
+def test_cost_goals_compare_all_work_not_the_window() -> None:
+    """A policy that leaves work past the window looks cheaper within it: the goals compare all the work."""
+    from westflow.simulator.intime import goal_rows
+    from westflow.simulator.results import PolicyResult
+
+    def result(name: str, window: float, total: float) -> PolicyResult:
+        return PolicyResult(name, 3600.0, cost_cny=window, cost_all_cny=total)
+
+    rows = goal_rows([result("westflow", 50.0, 100.0), result("cheapest", 100.0, 100.0),
+                      result("east-first", 100.0, 200.0)], east_goal=0.35)
+    goals = {g: (measured, met) for g, measured, met in rows}
+    assert goals["energy cost >= 15% below cheapest (all work, to its end)"] == (
+        "0.0% below (within the window only: 50.0%)", "no")
+    assert goals["energy cost >= 35% below east-first (all work, to its end)"][1] == "yes"

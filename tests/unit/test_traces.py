@@ -78,6 +78,11 @@ def test_work_past_the_window_counts_only_inside_it(tmp_path: Path) -> None:
     assert full.batch_acc_hours_after == 0
     assert sum(short.cost_hourly) == pytest.approx(short.cost_cny)
     assert len(full.cost_hourly) == 2 and full.cost_hourly[0] == pytest.approx(full.cost_hourly[1])
+    # the window extended until the work ends: the same totals whatever the window
+    assert short.cost_all_cny == pytest.approx(full.cost_cny) == pytest.approx(full.cost_all_cny)
+    assert short.energy_all_kwh == pytest.approx(full.energy_kwh) == pytest.approx(full.energy_all_kwh)
+    assert short.end_s == full.end_s >= 7200.0
+    assert short.served_all_acc_hours == pytest.approx(full.served_acc_hours) == pytest.approx(16.0)
 
 
 def test_a_long_realtime_row_is_a_service_holding_its_accelerators(tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ def run_policies(names: Sequence[str], network: Network, workload: Workload, *, 
 COMPARISON_HEADERS = [
     "policy", "util east", "util west", "RT beyond 20ms (req)", "RT dropped (req)", "RT beyond % rows / % acc-s",
     "RT dropped % rows / % acc-s", "RT by preemption (req)",
-    "energy MWh", "cost kCNY", "CNY/acc-h", "batch wait mean h", "p95 h", "p99 h", "batch west", "preempted",
+    "energy MWh", "cost kCNY", "CNY/acc-h", "all work: cost kCNY", "CNY/acc-h", "ends day", "batch wait mean h",
+    "p95 h", "p99 h", "batch west", "preempted",
     "sim s",
 ]
 
@@ -75,7 +76,7 @@ def comparison_rows(results: Sequence[PolicyResult]) -> list[list[str]]:
     rows = []
     for r in results:
         mean, p95, p99 = r.delay_stats()
-        served = r.batch_acc_hours + (r.rt_demand_acc_min - r.rt_dropped_acc_min) / 60
+        served, served_all = r.served_acc_hours, r.served_all_acc_hours
         rows.append([
             r.policy, f"{r.util_region.get('east', 0):.1%}", f"{r.util_region.get('west', 0):.1%}",
             f"{r.rt_beyond_requests:,.0f}", f"{r.rt_dropped_requests:,.0f}",
@@ -84,6 +85,8 @@ def comparison_rows(results: Sequence[PolicyResult]) -> list[list[str]]:
             f"{r.rt_by_preemption_requests:,.0f}",
             f"{r.energy_kwh / 1000:,.1f}", f"{r.cost_cny / 1000:,.1f}",
             f"{r.cost_cny / served:.3f}" if served else "-",
+            f"{r.cost_all_cny / 1000:,.1f}", f"{r.cost_all_cny / served_all:.3f}" if served_all else "-",
+            f"{max(r.end_s, r.window_s) / 86400:.2f}",
             f"{mean / 3600:.2f}", f"{p95 / 3600:.2f}", f"{p99 / 3600:.2f}", f"{r.west_share:.1%}",
             f"{r.preemptions:,}", f"{r.wall_s:.1f}",
         ])

@@ -26,9 +26,12 @@ preemption), over the policy under test (``Policy.place``, the one the CLI uses)
   with the same preemption, and held until the first step boundary at or after their end; one
   that no DC within the bound can hold is dropped whole.
 
-**The window.** Work that runs past it (a batch job started late, a service) counts in cost,
-energy, utilisation and accelerator-hours only for what falls inside the window; what ran
-after it is reported apart (:attr:`PolicyResult.batch_acc_hours_after`). Real-time SLA is
+**The window.** Work that runs past it (a batch job started late, a service) counts in the window's
+cost, energy, utilisation and accelerator-hours only for what falls inside the window; what ran
+after it is reported apart (:attr:`PolicyResult.batch_acc_hours_after`). The window is also
+extended until all batch work ends (:attr:`PolicyResult.end_s`; no real-time demand after the
+window): ``cost_all_cny`` and ``energy_all_kwh`` count every run in full, so policies that leave
+different amounts of work past the window compare on the same work. Real-time SLA is
 counted per row (trace request; within a minute's demand, rows are shared pro rata of the
 accelerators) and per accelerator-second of work.
 
@@ -217,6 +220,7 @@ class Simulation(RealtimeMixin):
                 if run is not None and run.seq == seq:  # (else preempted meanwhile)
                     del self._runs[key]
                     self._release(key)
+                    self.res.end_s = max(self.res.end_s, t)
                     dl = self._deadline[run.job]
                     if dl is not None and t > dl + 1e-6:
                         self.res.deadline_misses += 1
@@ -288,20 +292,27 @@ class Simulation(RealtimeMixin):
 
     def _bill(self, dc: str, energy_kwh: float, transfer_cny: float, a: float, b: float, c: float,
               sign: float = 1.0) -> None:
-        """Charge a run at ``dc`` using ``energy_kwh`` over ``[a, b)`` (constant power), for ``[c, b)`` and only
-        inside the window: the energy at the DC's time-of-use tariff for the hours it runs, the transfer
-        (``transfer_cny`` for the whole run) spread evenly; into the totals and the hourly curve."""
+        """Charge a run at ``dc`` using ``energy_kwh`` over ``[a, b)`` (constant power), for ``[c, b)``: the energy
+        at the DC's time-of-use tariff for the hours it runs, the transfer (``transfer_cny`` for the whole run)
+        spread evenly. What falls inside the window goes into the window's totals and the hourly curve; all of
+        it into the totals to the end of all work (``cost_all_cny``, ``energy_all_kwh``)."""
         if b <= a:
             return
-        lo, hi = max(c, 0.0), min(b, self.workload.window_s)
-        if hi <= lo:
-            return
+        res, window = self.res, self.workload.window_s
+        lo, hi = max(c, 0.0), min(b, window)
         e_rate, t_rate = sign * energy_kwh / (b - a), sign * transfer_cny / (b - a)
-        cny = self.pricer.bill(dc, e_rate, lo, hi, self.res.cost_hourly)
-        if t_rate:
-            cny += self.pricer.spread(t_rate, lo, hi, self.res.cost_hourly)
-        self.res.energy_kwh += e_rate * (hi - lo)
-        self.res.cost_cny += cny
+        if hi > lo:
+            cny = self.pricer.bill(dc, e_rate, lo, hi, res.cost_hourly)
+            if t_rate:
+                cny += self.pricer.spread(t_rate, lo, hi, res.cost_hourly)
+            res.energy_kwh += e_rate * (hi - lo)
+            res.cost_cny += cny
+            res.cost_all_cny += cny
+            res.energy_all_kwh += e_rate * (hi - lo)
+        after = max(lo, window)  # what runs after the window: only in the totals to the end of all work
+        if b > after:
+            res.cost_all_cny += self.pricer.bill(dc, e_rate, after, b, []) + t_rate * (b - after)
+            res.energy_all_kwh += e_rate * (b - after)
 
     def _spend(self, p: Placement, t: float, duration_s: float) -> None:
         """Charge placement ``p`` of work running ``[t, t + duration_s)`` (only what is inside the window)."""

@@ -62,9 +62,11 @@ def goal_rows(results: Sequence[PolicyResult], *, east_goal: float = 0.35) -> li
     rows = []
     for name, goal in ((BASELINE_CHEAPEST, 0.15), (BASELINE_EAST, east_goal)):
         b = by.get(name)
-        if b is not None and b.cost_cny:
-            saved = 1 - w.cost_cny / b.cost_cny
-            rows.append([f"energy cost >= {goal:.0%} below {name}", f"{saved:.1%} below",
+        if b is not None and b.cost_all_cny:
+            saved = 1 - w.cost_all_cny / b.cost_all_cny
+            window = 1 - w.cost_cny / b.cost_cny if b.cost_cny else 0.0
+            rows.append([f"energy cost >= {goal:.0%} below {name} (all work, to its end)",
+                         f"{saved:.1%} below (within the window only: {window:.1%})",
                          "yes" if saved >= goal else "no"])
     rows.append(["0 real-time requests beyond their bound", f"{w.rt_beyond_requests:,.0f}",
                  "yes" if w.rt_beyond_requests == 0 else "no"])

@@ -42,8 +42,11 @@ class PolicyResult:
     rt_services: int = 0               # long-lived real-time rows replayed (counted in rt_requests too)
     rt_services_dropped: int = 0
     rt_services_after_window: int = 0  # starting after the window: not replayed
-    energy_kwh: float = 0.0
-    cost_cny: float = 0.0
+    energy_kwh: float = 0.0             # within the window
+    cost_cny: float = 0.0               # within the window
+    energy_all_kwh: float = 0.0         # all work, the window extended until it ends
+    cost_all_cny: float = 0.0           # all work, the window extended until it ends
+    end_s: float = 0.0                  # when the last batch work ended (the extended window)
     batch_jobs: int = 0
     batch_started: int = 0
     batch_delay_s: list[float] = field(default_factory=list)
@@ -78,6 +81,16 @@ class PolicyResult:
     def share(self, part: float, whole: float) -> float:
         """``part`` / ``whole`` (0 for no whole)."""
         return part / whole if whole else 0.0
+
+    @property
+    def served_acc_hours(self) -> float:
+        """Accelerator-hours served within the window: batch work inside it and real-time demand admitted."""
+        return self.batch_acc_hours + (self.rt_demand_acc_min - self.rt_dropped_acc_min) / 60
+
+    @property
+    def served_all_acc_hours(self) -> float:
+        """Accelerator-hours served to the end of all work: every batch run in full and real-time admitted."""
+        return self.served_acc_hours + self.batch_acc_hours_after
 
     @property
     def west_share(self) -> float:
