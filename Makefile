@@ -25,8 +25,11 @@ lint: setup
 	$(VENV)/bin/mypy --strict $(STRICT)
 	$(VENV)/bin/mypy westflow_cli hostprocs ray_cluster storage admission pipelines jobs
 
+# Pure logic on every core (no services: each worker is independent), then the integration tests one at a
+# time, in their own order (tests/conftest.py), on the local networks they start.
 test: lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=30 --tb=native -rfE
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 --tb=native -rfE -n logical tests/unit
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=30 --tb=native -rfE tests/integration
 
 unit: setup
 	$(VENV)/bin/pytest -q -m "not integration"
