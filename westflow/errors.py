@@ -189,6 +189,10 @@ class InfeasibleError(WestflowError):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"
 
+    def __reduce__(self) -> tuple[type[InfeasibleError], tuple[_Named, tuple[_Rejected, ...]]]:
+        # (BaseException's would call __init__ with the message alone: it could not cross a process)
+        return type(self), (self.spec, self.rejected)
+
 
 class CodeError(WestflowError):
     """The code a step ships (working dir, modules, requirements) cannot be shipped or cannot run there.

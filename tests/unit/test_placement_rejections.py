@@ -141,3 +141,14 @@ def test_an_infeasible_error_writes_its_message_on_read_as_it_was_written_eagerl
     assert len(exc.rejected) == len(net.data_centers)
     assert str(exc) == text and str(exc) == text  # (the second read is the kept one)
     assert exc.args == (text,) and repr(exc) == f"InfeasibleError({text!r})"
+
+
+def test_an_infeasible_error_crosses_a_process_boundary() -> None:
+    """Pickled (as a worker process or Ray hands it back): the same spec, reasons and message."""
+    net = national()
+    spec = parse_spec({"name": "big", "accelerator": "H800:4096", "cpus": 1, "memory_gb": 1}, net)
+    with pytest.raises(InfeasibleError) as info:
+        place(spec, net)
+    back = pickle.loads(pickle.dumps(info.value))
+    assert type(back) is InfeasibleError
+    assert back.spec == spec and back.rejected == info.value.rejected and str(back) == str(info.value)
