@@ -175,17 +175,20 @@ def _urgency(ask: Ask) -> float:
 
 
 class _Order:
-    """The admission order: (-class value, dominant share, urgency, key), one heap entry per
-    (tenant, class) group at a time; an entry whose share is stale is re-pushed when popped."""
+    """The admission order: (-class value, dominant share, -spec priority, urgency, key), one heap entry per
+    (tenant, class) group at a time; an entry whose share is stale is re-pushed when popped. (The spec's
+    ``priority`` orders a tenant's own work within a class, and breaks ties of fair share: it never lets a
+    tenant pass another with a lower share.)"""
 
     def __init__(self, asks: Sequence[tuple[Ask, str, int]], ledger: Ledger) -> None:
-        groups: dict[tuple[str, str], list[tuple[float, str, Ask, str, int]]] = {}
+        groups: dict[tuple[str, str], list[tuple[int, float, str, Ask, str, int]]] = {}
         for ask, tenant, value in asks:
-            groups.setdefault((tenant, ask.priority_class), []).append((_urgency(ask), ask.key, ask, tenant, value))
+            groups.setdefault((tenant, ask.priority_class), []).append(
+                (-ask.spec.priority, _urgency(ask), ask.key, ask, tenant, value))
         self.groups = [sorted(g, key=_DUE) for g in groups.values()]
         self.ledger = ledger
         self.shares: dict[str, tuple[int, float]] = {}  # tenant -> (ledger version, its share then)
-        self.heap: list[tuple[int, float, float, str, int, int, int]] = []
+        self.heap: list[tuple[int, float, int, float, str, int, int, int]] = []
         for gid in range(len(self.groups)):
             self._push(gid, 0)
 
@@ -193,9 +196,9 @@ class _Order:
         """The group's ``at``-th ask onto the heap (none past its end)."""
         group = self.groups[gid]
         if at < len(group):
-            urgency, key, _, tenant, value = group[at]
+            rank, urgency, key, _, tenant, value = group[at]
             version, share = self._share(tenant)
-            heapq.heappush(self.heap, (-value, share, urgency, key, version, gid, at))
+            heapq.heappush(self.heap, (-value, share, rank, urgency, key, version, gid, at))
 
     def _share(self, tenant: str) -> tuple[int, float]:
         """The tenant's ledger version and its dominant share at that version (read once per version)."""
@@ -211,20 +214,20 @@ class _Order:
     def __next__(self) -> tuple[Ask, str, int]:
         heap, version_of = self.heap, self.ledger.version
         while heap:
-            neg, _, urgency, key, version, gid, at = heap[0]
-            tenant = self.groups[gid][at][3]
+            neg, _, rank, urgency, key, version, gid, at = heap[0]
+            tenant = self.groups[gid][at][4]
             if version != version_of.get(tenant, 0):  # its tenant's share changed: take its place again
                 now, share = self._share(tenant)
-                heapq.heapreplace(heap, (neg, share, urgency, key, now, gid, at))
+                heapq.heapreplace(heap, (neg, share, rank, urgency, key, now, gid, at))
                 continue
             heapq.heappop(heap)
             self._push(gid, at + 1)
-            _, _, ask, _, value = self.groups[gid][at]
+            _, _, _, ask, _, value = self.groups[gid][at]
             return ask, tenant, value
         raise StopIteration
 
 
-_DUE = operator.itemgetter(0, 1)  # a group's order: (urgency, key)
+_DUE = operator.itemgetter(0, 1, 2)  # a group's order: (-spec priority, urgency, key)
 
 
 class _Facts:

@@ -282,17 +282,19 @@ class Pending:
     priority_class: str
     submitted_at: float
     due_at: float | None = None  # work with a deadline: its latest start (deadline - duration), epoch s
+    priority: int = 0  # the spec's priority: a tenant's own order within a class, and ties of share
 
 
 def admission_order(pending: Sequence[Pending], usage: Mapping[str, Mapping[str, float]],
                     tenants: Tenants) -> list[Pending]:
-    """Highest priority first; then the tenant with the lowest dominant share; then the most urgent (work
-    with a deadline due at its latest start, other work at its submission: the oldest first)."""
+    """Highest priority class first; then the tenant with the lowest dominant share; then the spec's highest
+    ``priority``; then the most urgent (work with a deadline due at its latest start, other work at its
+    submission: the oldest first)."""
 
-    def key(p: Pending) -> tuple[int, float, float, str]:
+    def key(p: Pending) -> tuple[int, float, int, float, str]:
         prio = tenants.priority_classes[p.priority_class].value
         share = dominant_share(usage.get(p.tenant, {}), tenants.tenant(p.tenant))
-        return (-prio, share, p.submitted_at if p.due_at is None else p.due_at, p.key)
+        return (-prio, share, -p.priority, p.submitted_at if p.due_at is None else p.due_at, p.key)
 
     return sorted(pending, key=key)
 

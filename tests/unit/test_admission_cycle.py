@@ -183,6 +183,30 @@ def test_priority_first_then_fair_share_then_age() -> None:
     assert [a.key for a in r.admitted] == ["rt", "b-new", "b-newer", "a-old", "be"]
 
 
+def test_the_spec_priority_orders_a_tenants_own_work_and_ties_of_share_never_passing_a_lower_share() -> None:
+    t = tenants({"name": "a", "quota": quota(cuda=64)}, {"name": "b", "quota": quota(cuda=64)})
+    hold = [held("a-run", "a", "helinger", "H800", 16, "production")]  # shares: a 16/64, b 0
+    pending = [ask("a-old", "a", at=0.0), ask("a-urgent", "a", at=9.0, priority=5),
+               ask("b-low", "b", at=8.0, priority=-3)]
+    # room for one 8-GPU job: b's lower share goes first whatever a's priority says
+    assert [a.key for a in run(pending, hold, t, caps(zhangjiakou=8)).admitted] == ["b-low"]
+    # room for all: b (share 0), then b at 8/64 and a at 16/64, a's own by priority before age
+    assert [a.key for a in run(pending, hold, t, caps(zhangjiakou=64)).admitted] == ["b-low", "a-urgent", "a-old"]
+    # equal shares: the higher priority first across tenants too, before age
+    even = [ask("a-old", "a", at=0.0), ask("b-high", "b", at=5.0, priority=1)]
+    assert [a.key for a in run(even, [], t, caps(zhangjiakou=8)).admitted] == ["b-high"]
+
+
+def test_the_queue_lists_in_the_cycles_order_with_the_spec_priority() -> None:
+    from westflow.tenants import Pending, admission_order
+
+    t = tenants({"name": "a", "quota": quota(cuda=64)}, {"name": "b", "quota": quota(cuda=64)})
+    pending = [Pending("a-old", "a", "production", 0.0), Pending("a-urgent", "a", "production", 9.0, priority=5),
+               Pending("b-low", "b", "production", 8.0, priority=-3)]
+    order = admission_order(pending, {"a": {"H800": 16.0, "cuda": 16.0}}, t)
+    assert [p.key for p in order] == ["b-low", "a-urgent", "a-old"]
+
+
 def test_a_workload_that_does_not_fit_does_not_block_later_ones() -> None:
     t = tenants({"name": "a", "quota": quota(cuda=512)})
     r = run([ask("huge", "a", "cuda:64", at=0.0), ask("small", "a", "cuda:8", at=1.0)], [], t, caps(zhongwei=8))

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     tenants = tenants_of(args.config_dir, base)
     holding = [r for r in rows if r.state in HOLDING]
     pending = [r for r in rows if r.state in WAITING]  # deferred work is a candidate too, in the same order
-    order = admission_order([Pending(r.key, r.tenant, r.priority_class, r.submitted_at, _due(r)) for r in pending
+    order = admission_order([Pending(r.key, r.tenant, r.priority_class, r.submitted_at, _due(r), r.priority)
+                             for r in pending
                              if r.tenant in tenants.tenants and r.priority_class in tenants.priority_classes],
                             ledger_for(tenants, holding).used, tenants)
     position = {p.key: i + 1 for i, p in enumerate(order)}
