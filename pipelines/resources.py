@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 JOB_DAGSTER_RUN = "westflow.dagster_run_id"  # Ray job metadata: the Dagster run that submitted it
 TENANT_TAG = "westflow/tenant"  # a run tag naming the tenant the run's steps are admitted as
 ADMISSION_URL_ENV = "WESTFLOW_ADMISSION_URL"
+TOTALS_REREADS, TOTALS_REREAD_S = 3, 1.0  # a timed-out cluster read, read again before a step is refused for it
 
 
 class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
@@ -187,12 +188,8 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
     def _admit(self, context: dg.AssetExecutionContext, ticket: StepTicket, spec: WorkloadSpec, network: Network,
                tenants: Tenants, federation: Federation, exclude: Set[str]) -> Placement:
         """Queue the step (or requeue it without ``exclude``), wait for admission, and return where it runs."""
-        _, totals = federation.capacity_and_totals(network)
         try:
-            p = ticket.admit(spec, network=network, policy=get_policy(self.policy), totals=totals, tenants=tenants,
-                             owner=_owner(context, spec), exclude=exclude)
-        except InfeasibleError as exc:  # could never fit, even on an empty network
-            _infeasible(context, spec, exc)
+            p = self._admit_if_it_fits(context, ticket, spec, network, tenants, federation, exclude)
         except QueueTimeout as exc:
             table = "\n".join(f"| {dc} | {r} |" for dc, r in sorted(exc.reasons.items()))
             raise dg.Failure(description=f"westflow could not place {spec.name!r}: {exc}",
@@ -206,6 +203,29 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         context.log.info(f"westflow: {spec.name} -> {p.data_center} ({p.region}{rtt}), "
                          f"{p.energy_kwh:.3f} kWh, {p.cost_cny:.2f} CNY, policy {p.policy}, tenant {spec.tenant}")
         return p
+
+    def _admit_if_it_fits(self, context: dg.AssetExecutionContext, ticket: StepTicket, spec: WorkloadSpec,
+                          network: Network, tenants: Tenants, federation: Federation, exclude: Set[str]) -> Placement:
+        """``ticket.admit``, refused at once only when no DC could run the step even empty.
+
+        A cluster whose read timed out (a dashboard too busy to answer within its bound, or frozen) is read
+        again, ``TOTALS_REREADS`` times at most, before its DCs count against the step; one that refused the
+        connection counts at once (a lost head fails its steps fast)."""
+        reads = federation.read()
+        for again in range(TOTALS_REREADS, -1, -1):
+            _, totals = federation.capacity_and_totals(network, reads)
+            try:
+                return ticket.admit(spec, network=network, policy=get_policy(self.policy), totals=totals,
+                                    tenants=tenants, owner=_owner(context, spec), exclude=exclude)
+            except InfeasibleError as exc:  # could never fit, even on an empty network (nothing queued yet)
+                slow = sorted(name for name, r in reads.items() if r.timed_out)
+                if not (again and slow):
+                    _infeasible(context, spec, exc)
+                context.log.warning(f"westflow: Ray cluster(s) {', '.join(slow)} did not answer in time; "
+                                    "reading again before deciding")
+                time.sleep(TOTALS_REREAD_S)
+                reads = federation.read()
+        raise AssertionError("unreachable")  # (the last pass returns or raises)
 
     # -- placing ------------------------------------------------------------
     def _with_inputs(self, spec: WorkloadSpec, names: Sequence[str]) -> WorkloadSpec:

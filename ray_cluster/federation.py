@@ -66,6 +66,7 @@ class ClusterRead:
     nodes: tuple[NodeView, ...] = ()
     error: str = ""
     seconds: float = 0.0
+    timed_out: bool = False  # no answer within the read's bound: busy or frozen, not (yet) known lost
 
     @property
     def reachable(self) -> bool:
@@ -198,7 +199,7 @@ class Federation:
                 done.wait(left)
             for name in self.members:
                 out.setdefault(name, ClusterRead(name, error=f"no answer within {self.timeout_s:g} s",
-                                                 seconds=self.timeout_s))
+                                                 seconds=self.timeout_s, timed_out=True))
             return {name: out[name] for name in self.members}
 
     def capacity_and_totals(self, network: Network, reads: Mapping[str, ClusterRead] | None = None,
