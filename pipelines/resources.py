@@ -211,21 +211,21 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
         A cluster whose read timed out (a dashboard too busy to answer within its bound, or frozen) is read
         again, ``TOTALS_REREADS`` times at most, before its DCs count against the step; one that refused the
         connection counts at once (a lost head fails its steps fast)."""
-        reads = federation.read()
-        for again in range(TOTALS_REREADS, -1, -1):
+        reads, rereads = federation.read(), TOTALS_REREADS
+        while True:
             _, totals = federation.capacity_and_totals(network, reads)
             try:
                 return ticket.admit(spec, network=network, policy=get_policy(self.policy), totals=totals,
                                     tenants=tenants, owner=_owner(context, spec), exclude=exclude)
             except InfeasibleError as exc:  # could never fit, even on an empty network (nothing queued yet)
                 slow = sorted(name for name, r in reads.items() if r.timed_out)
-                if not (again and slow):
+                if not (rereads and slow):
                     _infeasible(context, spec, exc)
-                context.log.warning(f"westflow: Ray cluster(s) {', '.join(slow)} did not answer in time; "
-                                    "reading again before deciding")
-                time.sleep(TOTALS_REREAD_S)
-                reads = federation.read()
-        raise AssertionError("unreachable")  # (the last pass returns or raises)
+            context.log.warning(f"westflow: Ray cluster(s) {', '.join(slow)} did not answer in time; "
+                                "reading again before deciding")
+            rereads -= 1
+            time.sleep(TOTALS_REREAD_S)
+            reads = federation.read()
 
     # -- placing ------------------------------------------------------------
     def _with_inputs(self, spec: WorkloadSpec, names: Sequence[str]) -> WorkloadSpec:
