@@ -44,7 +44,7 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +58,7 @@ from admission.database import sqlite_url
 from admission.rows import FINAL
 from admission.tickets import QueueTimeout, StepTicket
 from admission.workqueue import AdmissionQueue
+from ray_cluster.federation import Federation, admit_on_totals
 from ray_cluster.local import LocalProfile, load_profile
 from westflow.capacity import Capacity, DCCapacity
 from westflow.config import CONFIG_DIR, load_network
@@ -148,13 +149,16 @@ class Side:
 
     ``capacity``: what each controller reads (live, or a fixed snapshot); ``ends``: the directory
     whose file ``<key>`` says step ``key`` is over (its ticket is then finished by this process);
-    ``scope``: the federation its steps and controllers are for (``Federation.scope``).
+    ``scope``: the federation its steps and controllers are for (``Federation.scope``); ``federation``:
+    read for each step's never-fits check as the resource reads it (:func:`admit_on_totals`: a timed-out
+    cluster is read again before a step is refused), instead of ``capacity``'s totals.
     """
 
     def __init__(self, queue: AdmissionQueue, network: Network, tenants: Tenants, policy: Policy,
                  capacity: CapacityRead, *, prefix: str, ends: Path | str, poll_s: float = POLL_S,
-                 heartbeat_s: float = HEARTBEAT_S, scope: str = "") -> None:
+                 heartbeat_s: float = HEARTBEAT_S, scope: str = "", federation: Federation | None = None) -> None:
         self.queue, self.network, self.tenants, self.policy, self.scope = queue, network, tenants, policy, scope
+        self.federation = federation
         self.capacity, self.prefix, self.ends = capacity, prefix, Path(ends)
         self.poll_s, self.heartbeat_s = poll_s, heartbeat_s
         self.tickets: dict[str, StepTicket] = {}
@@ -182,13 +186,19 @@ class Side:
                 decided.set()
 
         started, t0 = time.time(), time.perf_counter()
-        live, read = self.capacity()  # the resource reads the totals for the never-fits check
-        totals = read if read is not None else live
         ticket = StepTicket(self.queue, key, controller=self.controller(), poll_s=self.poll_s,
                             heartbeat_s=self.heartbeat_s, on_event=on_event)
+
+        def admit(totals: Mapping[str, DCCapacity]) -> Placement:
+            return ticket.admit(spec, network=self.network, policy=self.policy, totals=totals, tenants=self.tenants,
+                                owner=f"load {spec.name}", cancelled=decided.is_set)
+
         try:
-            p = ticket.admit(spec, network=self.network, policy=self.policy, totals=totals, tenants=self.tenants,
-                             owner=f"load {spec.name}", cancelled=decided.is_set)
+            if self.federation is not None:  # the resource's read of the totals for the never-fits check
+                p = admit_on_totals(self.federation, self.network, admit)
+            else:
+                live, read = self.capacity()
+                p = admit(read if read is not None else live)
         except InfeasibleError as exc:
             return Attempt(spec, Outcome.REFUSED, key, rejected=exc.rejected, pid=os.getpid(), started=started,
                            decided_s=time.perf_counter() - t0)

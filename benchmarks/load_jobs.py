@@ -128,7 +128,7 @@ def _init(url: str, token: str, state_dir: str, admission_url: str, release_dir:
     w = worker()
     w.update(prod=prod, release=release_dir, prefix=prefix, python=python,
              side=Side(prod.queue, prod.network, prod.tenants, prod.policy, prod.capacity, prefix=prefix, ends=ends,
-                       scope=prod.federation.scope, heartbeat_s=heartbeat_s))
+                       scope=prod.federation.scope, heartbeat_s=heartbeat_s, federation=prod.federation))
 
 
 def _step(spec: WorkloadSpec) -> Step:

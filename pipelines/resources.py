@@ -36,7 +36,7 @@ from pipelines.workload import declared_inputs, declared_project, declared_spec
 from ray_cluster.access import ADDRESS_ENV, RAY_ADDRESS_ENV, ClusterAccess
 from ray_cluster.dispatch import LOST, ClusterLost, Dispatcher, JobOutcome, entrypoint, short_message
 from ray_cluster.failover import Attempt, JobFailed, Lost, run_with_failover
-from ray_cluster.federation import DEFAULT_TIMEOUT_S, Federation
+from ray_cluster.federation import DEFAULT_TIMEOUT_S, Federation, admit_on_totals
 from ray_cluster.live import NodeView
 from ray_cluster.local import recorded_serve_url
 from ray_cluster.metering_sync import job_metadata, meter_job
@@ -57,7 +57,6 @@ ROOT = Path(__file__).resolve().parent.parent
 JOB_DAGSTER_RUN = "westflow.dagster_run_id"  # Ray job metadata: the Dagster run that submitted it
 TENANT_TAG = "westflow/tenant"  # a run tag naming the tenant the run's steps are admitted as
 ADMISSION_URL_ENV = "WESTFLOW_ADMISSION_URL"
-TOTALS_REREADS, TOTALS_REREAD_S = 3, 1.0  # a timed-out cluster read, read again before a step is refused for it
 
 
 class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
@@ -206,26 +205,18 @@ class WestflowResource(dg.ConfigurableResource):  # type: ignore[misc]
 
     def _admit_if_it_fits(self, context: dg.AssetExecutionContext, ticket: StepTicket, spec: WorkloadSpec,
                           network: Network, tenants: Tenants, federation: Federation, exclude: Set[str]) -> Placement:
-        """``ticket.admit``, refused at once only when no DC could run the step even empty.
-
-        A cluster whose read timed out (a dashboard too busy to answer within its bound, or frozen) is read
-        again, ``TOTALS_REREADS`` times at most, before its DCs count against the step; one that refused the
-        connection counts at once (a lost head fails its steps fast)."""
-        reads, rereads = federation.read(), TOTALS_REREADS
-        while True:
-            _, totals = federation.capacity_and_totals(network, reads)
-            try:
-                return ticket.admit(spec, network=network, policy=get_policy(self.policy), totals=totals,
-                                    tenants=tenants, owner=_owner(context, spec), exclude=exclude)
-            except InfeasibleError as exc:  # could never fit, even on an empty network (nothing queued yet)
-                slow = sorted(name for name, r in reads.items() if r.timed_out)
-                if not (rereads and slow):
-                    _infeasible(context, spec, exc)
-            context.log.warning(f"westflow: Ray cluster(s) {', '.join(slow)} did not answer in time; "
+        """``ticket.admit``, refused at once only when no DC could run the step even empty (a cluster whose
+        read timed out is read again first: :func:`ray_cluster.federation.admit_on_totals`)."""
+        def slow(names: Sequence[str]) -> None:
+            context.log.warning(f"westflow: Ray cluster(s) {', '.join(names)} did not answer in time; "
                                 "reading again before deciding")
-            rereads -= 1
-            time.sleep(TOTALS_REREAD_S)
-            reads = federation.read()
+
+        try:
+            return admit_on_totals(federation, network, lambda totals: ticket.admit(
+                spec, network=network, policy=get_policy(self.policy), totals=totals, tenants=tenants,
+                owner=_owner(context, spec), exclude=exclude), on_slow=slow)
+        except InfeasibleError as exc:  # could never fit, even on an empty network (nothing queued yet)
+            _infeasible(context, spec, exc)
 
     # -- placing ------------------------------------------------------------
     def _with_inputs(self, spec: WorkloadSpec, names: Sequence[str]) -> WorkloadSpec:

@@ -26,20 +26,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ray_cluster.access import ClusterAccess
 from ray_cluster.dispatch import Dispatcher
 from ray_cluster.live import DashboardReader, NodeView, snapshot
 from ray_cluster.local.clusters import recorded_clusters
 from westflow.capacity import DCCapacity
-from westflow.errors import ClusterError
+from westflow.errors import ClusterError, InfeasibleError
 from westflow.inventory import Network, RayCluster, TokenSource
 
 __all__ = ["Member", "ClusterRead", "Federation", "DEFAULT_TIMEOUT_S", "TOKEN_ENV_PREFIX", "token_env", "token_of",
-           "unreachable_reason"]
+           "unreachable_reason", "admit_on_totals", "TOTALS_REREADS", "TOTALS_REREAD_S"]
 
 DEFAULT_TIMEOUT_S = 1.0
+TOTALS_REREADS, TOTALS_REREAD_S = 3, 1.0  # a timed-out cluster read, read again before a step is refused for it
 TOKEN_ENV_PREFIX = "WESTFLOW_RAY_TOKEN_"  # where a Kubernetes Secret's token reaches the dispatcher
 
 
@@ -224,6 +225,43 @@ class Federation:
             for dc in sorted(mine):
                 caps[dc] = totals[dc] = out
         return caps, totals
+
+
+T = TypeVar("T")
+Totals = Mapping[str, DCCapacity]
+
+
+class _Reads(Protocol):
+    def read(self) -> dict[str, ClusterRead]: ...
+
+    def capacity_and_totals(self, network: Network, reads: Mapping[str, ClusterRead] | None = None,
+                            ) -> tuple[dict[str, DCCapacity], dict[str, DCCapacity]]: ...
+
+
+def admit_on_totals(federation: _Reads, network: Network, admit: Callable[[Totals], T], *,
+                    rereads: int = TOTALS_REREADS, pause_s: float = TOTALS_REREAD_S,
+                    on_slow: Callable[[Sequence[str]], None] | None = None) -> T:
+    """``admit(totals)`` on what each DC would have free if empty, read live: the never-fits check of a step.
+
+    When ``admit`` finds the step fits nowhere (:class:`InfeasibleError`) while a cluster's read timed out (a
+    dashboard too busy to answer within its bound, or frozen), that cluster is read again, ``rereads`` times
+    at most, ``pause_s`` apart (``on_slow`` is told which), before the error stands: a busy cluster is not
+    a lost one. A cluster that refused the connection counts at once, so a lost head fails its steps fast.
+    """
+    reads = federation.read()
+    while True:
+        _, totals = federation.capacity_and_totals(network, reads)
+        try:
+            return admit(totals)
+        except InfeasibleError:
+            slow = sorted(name for name, r in reads.items() if r.timed_out)
+            if not (rereads and slow):
+                raise
+        if on_slow is not None:
+            on_slow(slow)
+        rereads -= 1
+        time.sleep(pause_s)
+        reads = federation.read()
 
 
 def _short(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 import pipelines.resources as res
+import ray_cluster.federation as federation
 from ray_cluster.federation import ClusterRead
 from tests.builders import national
 from westflow.errors import InfeasibleError
@@ -58,7 +59,7 @@ def _admit(fed: _Fed) -> Any:
 
 @pytest.fixture(autouse=True)
 def _no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(res.time, "sleep", lambda s: None)
+    monkeypatch.setattr(federation.time, "sleep", lambda s: None)
 
 
 def test_a_timed_out_read_is_read_again_and_the_step_is_admitted() -> None:
@@ -71,7 +72,7 @@ def test_a_cluster_that_never_answers_is_refused_after_the_bounded_rereads() -> 
     fed = _Fed(ClusterRead("default", error="no answer within 1 s", timed_out=True))
     with pytest.raises(dg.Failure, match="no data center fits"):
         _admit(fed)
-    assert fed.calls == 1 + res.TOTALS_REREADS
+    assert fed.calls == 1 + federation.TOTALS_REREADS
 
 
 def test_a_refused_connection_is_refused_at_once() -> None:
