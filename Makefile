@@ -29,7 +29,7 @@ lint: setup
 # time, in their own order (tests/conftest.py), on the local networks they start.
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 --tb=native -rfE -n logical tests/unit
-	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=30 --tb=native -rfE tests/integration
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=0 --durations-min=5 --tb=native -rfE tests/integration
 
 unit: setup
 	$(VENV)/bin/pytest -q -m "not integration"
