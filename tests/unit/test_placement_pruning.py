@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 from westflow.capacity import DCCapacity
 from westflow.errors import InfeasibleError
 from westflow.inventory import Network
-from westflow.placement import WestflowPolicy
+from westflow.placement import Placement, WestflowPolicy
 from westflow.spec import WorkloadSpec, parse_spec
 
 _spec = importlib.util.spec_from_file_location("placement_bench", ROOT / "benchmarks" / "placement_bench.py")
@@ -100,7 +100,7 @@ def test_pruned_search_on_snapshots_changed_in_place_equals_full_scan() -> None:
         if i == 80:  # a negative utilisation: the bound does not hold, the full scan decides
             cap[net.data_centers[0].id] = replace(cap[net.data_centers[0].id], utilisation=-0.5)
         spec = _random_spec(rng, net, i, ["batch", "batch", "realtime"])
-        outcomes = []
+        outcomes: list[Placement | list[str]] = []
         for policy in (fast, full):
             try:
                 outcomes.append(policy.place(spec, net, cap))
