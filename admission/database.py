@@ -115,7 +115,9 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, connect_args=_PG_CONNECT)
+    # Up to 15 connections a process, as SQLAlchemy's default, but 10 kept open rather than 5: a process with
+    # many waiting steps and heartbeats (threads) otherwise connects and disconnects for most transactions.
+    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=5, connect_args=_PG_CONNECT)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -109,6 +109,7 @@ class Federation:
         self._make = make_dispatcher or (lambda access: Dispatcher(access))
         self._dispatchers: dict[str, Dispatcher] = {}
         self._lock = threading.Lock()
+        self._flight: _Flight | None = None  # the read in progress, which this process's other reads join
 
     # -- where the clusters come from ----------------------------------------
     @classmethod
@@ -174,7 +175,29 @@ class Federation:
     # -- live capacity ---------------------------------------------------------
     def read(self) -> dict[str, ClusterRead]:
         """Every cluster's nodes, read concurrently; each read bounded by ``timeout_s`` (an unanswered one is
-        reported as unreachable when its time is up, never waited for longer)."""
+        reported as unreachable when its time is up, never waited for longer).
+
+        A read asked for while another thread's is in flight joins it and gets its answer: one process's
+        many steps or cycles send one read at a time to each dashboard, not one each (a dashboard on busy
+        cores answers a crowd of reads slower than one)."""
+        with self._lock:
+            flight, mine = self._flight, self._flight is None
+            if flight is None:
+                flight = self._flight = _Flight()
+            else:
+                flight.joined += 1
+        if not mine:
+            flight.done.wait()  # bounded: the read in flight ends within timeout_s
+            return dict(flight.result) if flight.result is not None else self._read_now()
+        try:
+            flight.result = self._read_now()
+            return dict(flight.result)
+        finally:
+            with self._lock:
+                self._flight = None
+            flight.done.set()
+
+    def _read_now(self) -> dict[str, ClusterRead]:
         out: dict[str, ClusterRead] = {}
         done = threading.Condition()
 
@@ -225,6 +248,15 @@ class Federation:
             for dc in sorted(mine):
                 caps[dc] = totals[dc] = out
         return caps, totals
+
+
+class _Flight:
+    """One read in flight: its answer once done, and how many reads joined it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: dict[str, ClusterRead] | None = None
+        self.joined = 0
 
 
 T = TypeVar("T")

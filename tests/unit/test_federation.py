@@ -200,3 +200,48 @@ def test_retry_policy_spanning_waits_at_least_the_window() -> None:
     p = RetryPolicy.spanning(20.0)
     assert p.total_s() >= 20.0 and RetryPolicy(attempts=p.attempts - 1, base_s=0.5, max_s=4.0,
                                                  jitter=0).total_s() < 20.0
+
+
+class _GatedReader:
+    """A dashboard reader whose ``nodes()`` blocks until the test opens the gate; counts the reads sent."""
+
+    calls = 0
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def __init__(self, url: str, token: str | None, *, timeout_s: float) -> None:
+        pass
+
+    def nodes(self) -> list[NodeView]:
+        type(self).calls += 1
+        type(self).entered.set()
+        assert type(self).gate.wait(30), "the test never opened the gate"
+        return [NodeView("n1", True, {"CPU": 4.0}, {"CPU": 4.0}, {}, True)]
+
+
+def test_reads_made_while_one_is_in_flight_join_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray_cluster.federation as federation
+
+    class Reader(_GatedReader):
+        calls, entered, gate = 0, threading.Event(), threading.Event()
+
+    monkeypatch.setattr(federation, "DashboardReader", Reader)
+    fed = Federation([Member("west", _access(), ("zhongwei",))], timeout_s=30)
+    got: list[dict[str, ClusterRead]] = []
+    first = threading.Thread(target=lambda: got.append(fed.read()))
+    first.start()
+    assert Reader.entered.wait(30)
+    others = [threading.Thread(target=lambda: got.append(fed.read())) for _ in range(5)]
+    for t in others:
+        t.start()
+    deadline = time.monotonic() + 30
+    while (fed._flight.joined if fed._flight else 0) < 5:  # every other read waits on the one in flight
+        assert time.monotonic() < deadline, "the reads did not join the one in flight"
+        time.sleep(0.01)
+    Reader.gate.set()
+    for t in [first, *others]:
+        t.join(30)
+    assert Reader.calls == 1 and len(got) == 6
+    assert all(r["west"].reachable and [n.node_id for n in r["west"].nodes] == ["n1"] for r in got)
+    fed.read()  # none in flight: a new read is sent
+    assert Reader.calls == 2
